@@ -1,0 +1,85 @@
+"""Device selection, GPU claiming for concurrent local jobs, seeding and threads.
+
+Local multi-GPU: Snakemake limits concurrent GPU jobs through `--resources gpu=N` but
+does not say which card a job gets. `claim_device` takes an exclusive, non-blocking
+`flock` on one lock file per visible CUDA device and keeps it for the life of the
+process, so N concurrent jobs land on N different cards. Under SLURM each job sees
+exactly the card(s) SLURM gave it (CUDA_VISIBLE_DEVICES), and the same code claims one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_HELD_LOCKS: list = []  # keep lock file objects alive for the process lifetime
+
+
+def lock_dir() -> Path:
+    """Folder of the per-device lock files (env CONTA_GPU_LOCK_DIR overrides)."""
+    d = Path(os.environ.get("CONTA_GPU_LOCK_DIR", Path(tempfile.gettempdir()) / "conta_gpu_locks"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _try_lock(index: int) -> bool:
+    key = os.environ.get("CUDA_VISIBLE_DEVICES", "all").replace(",", "_")
+    f = open(lock_dir() / f"gpu_{key}_{index}.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    _HELD_LOCKS.append(f)
+    return True
+
+
+def claim_device(requested: str = "auto", wait_s: float = 3600.0, poll_s: float = 2.0) -> torch.device:
+    """Resolve `requested` ("auto", "cpu", "cuda", "cuda:K") to a torch.device.
+
+    "auto" and "cuda" claim the first free visible CUDA card (exclusive lock), waiting up
+    to `wait_s` seconds if all are busy; "auto" falls back to CPU when CUDA is absent.
+    "cuda:K" uses card K without locking (the user chose it).
+    """
+    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
+        raise ValueError(f"device: expected auto, cpu, cuda or cuda:K, got {requested!r}")
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device: {requested!r} requested but CUDA is not available")
+    if requested.startswith("cuda:"):
+        return torch.device(requested)
+    deadline = time.monotonic() + wait_s
+    n = torch.cuda.device_count()
+    while True:
+        for i in range(n):
+            if _try_lock(i):
+                torch.cuda.set_device(i)
+                return torch.device(f"cuda:{i}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"device: no free CUDA device among {n} after {wait_s:.0f}s")
+        time.sleep(poll_s)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; make CPU kernels deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        torch.backends.cudnn.benchmark = False
+
+
+def set_threads(n: int | None) -> None:
+    """Follow Snakemake's `threads:` for intra-op parallelism."""
+    if n and n > 0:
+        torch.set_num_threads(int(n))
