@@ -1,0 +1,1 @@
+"""Networks: ResNet backbone, CAM classifier (+context), IRN boundary branch, DeepLab-v2."""
