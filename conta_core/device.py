@@ -41,6 +41,23 @@ def _try_lock(index: int) -> bool:
     return True
 
 
+def claim_free_index(n: int, wait_s: float = 3600.0, poll_s: float = 2.0) -> int:
+    """Lock and return the first free index in 0..n-1 (held until the process exits).
+
+    Waits up to `wait_s` seconds while all `n` are held by other processes.
+    """
+    if n < 1:
+        raise RuntimeError("device: no CUDA devices visible")
+    deadline = time.monotonic() + wait_s
+    while True:
+        for i in range(n):
+            if _try_lock(i):
+                return i
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"device: no free CUDA device among {n} after {wait_s:.0f}s")
+        time.sleep(poll_s)
+
+
 def claim_device(requested: str = "auto", wait_s: float = 3600.0, poll_s: float = 2.0) -> torch.device:
     """Resolve `requested` ("auto", "cpu", "cuda", "cuda:K") to a torch.device.
 
@@ -56,16 +73,9 @@ def claim_device(requested: str = "auto", wait_s: float = 3600.0, poll_s: float 
         raise RuntimeError(f"device: {requested!r} requested but CUDA is not available")
     if requested.startswith("cuda:"):
         return torch.device(requested)
-    deadline = time.monotonic() + wait_s
-    n = torch.cuda.device_count()
-    while True:
-        for i in range(n):
-            if _try_lock(i):
-                torch.cuda.set_device(i)
-                return torch.device(f"cuda:{i}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"device: no free CUDA device among {n} after {wait_s:.0f}s")
-        time.sleep(poll_s)
+    i = claim_free_index(torch.cuda.device_count(), wait_s, poll_s)
+    torch.cuda.set_device(i)
+    return torch.device(f"cuda:{i}")
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,96 @@
+# conta-pipeline: CONTA (Context Adjustment, NeurIPS 2020) as a Snakemake workflow.
+#
+#   snakemake --cores 2 round3                      # whole EM loop, default config (CPU)
+#   snakemake --cores 8 --resources gpu=8 round3    # one 8-GPU box
+#   snakemake --profile profiles/slurm round3       # SLURM
+#   snakemake --configfile config/voc12.yaml ...    # another dataset (overlay on config.yaml)
+#
+# Targets: round0 .. round<T> (T = config `rounds`), round0_pseudo, all.
+# Every rule is one EM step; its thin script in workflow_scripts/ calls conta_core.
+
+import json
+import sys
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+configfile: f"{workflow.basedir}/config/config.yaml"
+
+validate(config, f"{workflow.basedir}/config/schema.yaml")
+
+from conta_core.config import ConfigError, check_config  # noqa: E402
+
+try:
+    check_config(config)
+except ConfigError as e:
+    raise WorkflowError(str(e))
+
+
+R = f"{config['results_dir']}/{config['run']}"
+T = int(config["rounds"])
+SHARDS = list(range(int(config["shards"])))
+PY = sys.executable
+SCRIPTS = f"{workflow.basedir}/workflow_scripts"
+MANIFEST = f"{R}/data/manifest.json"
+CONTA = config["context"]["mode"] == "conta"
+GPU = int(config["gpus_per_job"])  # `gpu` resource of GPU rules (0 on CPU-only clusters)
+
+
+def cfg_json(*sections):
+    """The named config sections as one JSON object (a rule's params: reruns when they change)."""
+    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+
+
+def section_json(section):
+    """One config section as a JSON object (the step's own settings)."""
+    return json.dumps(config[section], sort_keys=True)
+
+
+def rdir(t):
+    return f"{R}/round{t}"
+
+
+def shard_dirs(t, what):
+    """All shard folders of a sharded per-image artifact of round t."""
+    return [f"{rdir(t)}/{what}/{s}" for s in SHARDS]
+
+
+def flags(flag, paths):
+    """Repeat a CLI flag for each path: flags('--cams-dir', [...])."""
+    return " ".join(f"{flag} {p}" for p in paths)
+
+
+wildcard_constraints:
+    t=r"\d+",
+    shard=r"\d+",
+    split=r"train|val",
+
+
+include: "rules/data.smk"
+include: "rules/classify.smk"
+include: "rules/pseudo_mask.smk"
+include: "rules/segment.smk"
+include: "rules/confounder.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/summary.csv",
+    default_target: True
+
+
+rule round0_pseudo:
+    input:
+        f"{rdir(0)}/cam_eval.csv",
+        f"{rdir(0)}/pseudo_mask_eval.csv",
+
+
+for _t in range(T + 1):
+
+    rule:
+        name:
+            f"round{_t}"
+        input:
+            f"{rdir(_t)}/summary.csv",

@@ -1,0 +1,119 @@
+"""Configuration loading and the checks that a JSON schema cannot express.
+
+The Snakefile validates the config against `config/schema.yaml` (types, enums, unknown
+keys) and then calls `check_config`, which checks cross-key constraints and that every
+path the run needs exists, so a bad config fails before any job starts, naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: config must be a mapping")
+    return data
+
+
+def validate_schema(cfg: dict) -> None:
+    """Validate against config/schema.yaml; raise ConfigError naming the key path."""
+    import jsonschema
+
+    schema = load_yaml(SCHEMA_PATH)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+            lines.append(f"config key {key}: {e.message}")
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def _check_range(cfg: dict, section: str, key: str) -> None:
+    lo, hi = cfg[section][key]
+    if lo > hi:
+        raise ConfigError(f"config key {section}.{key}: lower bound {lo} > upper bound {hi}")
+
+
+def _check_path(value: str | None, key: str, kind: str = "file") -> None:
+    if value is None:
+        return
+    p = Path(value)
+    ok = p.is_file() if kind == "file" else p.is_dir()
+    if not ok:
+        raise ConfigError(f"config key {key}: {kind} not found: {p}")
+
+
+def check_config(cfg: dict) -> None:
+    """Cross-key and filesystem checks (after the schema). Raises ConfigError naming the key."""
+    ds = cfg["dataset"]
+    if ds["kind"] != "synthetic":
+        if not ds.get("root"):
+            raise ConfigError(f"config key dataset.root: required for dataset.kind={ds['kind']}")
+        _check_path(ds["root"], "dataset.root", "dir")
+        for key in ("sbd_root", "masks_dir"):
+            if ds.get(key):
+                _check_path(ds[key], f"dataset.{key}", "dir")
+        if ds.get("csv"):
+            _check_path(ds["csv"], "dataset.csv")
+    else:
+        syn = ds.get("synthetic", {})
+        if syn.get("min_objects", 1) > syn.get("max_objects", 1):
+            raise ConfigError("config key dataset.synthetic.min_objects: larger than max_objects")
+        if syn.get("min_object_frac", 0) > syn.get("max_object_frac", 1):
+            raise ConfigError("config key dataset.synthetic.min_object_frac: larger than max_object_frac")
+    for section in ("classifier", "irn", "segmentation"):
+        _check_path(cfg[section].get("pretrained"), f"{section}.pretrained")
+        if "scale_range" in cfg[section]:
+            _check_range(cfg, section, "scale_range")
+    if cfg["irn"]["backbone_init"] == "pretrained" and not cfg["irn"].get("pretrained"):
+        raise ConfigError("config key irn.pretrained: required when irn.backbone_init = pretrained")
+    if cfg["irn"]["backbone_init"] == "classifier" and cfg["irn"]["backbone"] != cfg["classifier"]["backbone"]:
+        raise ConfigError(
+            "config key irn.backbone: must equal classifier.backbone when irn.backbone_init = classifier"
+        )
+    start, stop, step = cfg["cam"]["sweep"]
+    if start > stop or step <= 0:
+        raise ConfigError("config key cam.sweep: expected [start, stop >= start, step > 0]")
+    if cfg["ir_label"]["bg_threshold"] > cfg["ir_label"]["fg_threshold"]:
+        raise ConfigError("config key ir_label.bg_threshold: larger than ir_label.fg_threshold")
+    if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
+        raise ConfigError("config key segmentation.crf: required when segmentation.infer.crf is true")
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict | None = None) -> dict:
+    """Load a YAML config, deep-merge `overrides`, validate schema + cross-key checks."""
+    cfg = load_yaml(path)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    validate_schema(cfg)
+    check_config(cfg)
+    return cfg
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: `over` merged into `base` recursively (over wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

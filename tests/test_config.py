@@ -1,0 +1,61 @@
+"""Config validation: schema errors and cross-key checks name the offending key."""
+
+from __future__ import annotations
+
+import pytest
+
+from conta_core.config import ConfigError, DEFAULT_CONFIG, deep_merge, load_config, load_yaml
+
+
+def test_default_config_is_valid():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg["dataset"]["kind"] == "synthetic"
+    assert cfg["rounds"] == 3
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"classifier": {"bakbone": "resnet18"}}, "bakbone"),
+        ({"shards": 0}, "shards"),
+        ({"device": "gpu"}, "device"),
+        ({"context": {"block": 6}}, "context.block"),
+        ({"cam": {"scales": []}}, "cam.scales"),
+        ({"method": "seam"}, "method"),
+    ],
+)
+def test_schema_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(DEFAULT_CONFIG, override)
+
+
+def test_missing_dataset_root_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset\.root"):
+        load_config(DEFAULT_CONFIG, {"dataset": {"kind": "voc12", "root": str(tmp_path / "nope")}})
+    with pytest.raises(ConfigError, match=r"dataset\.root: required"):
+        load_config(DEFAULT_CONFIG, {"dataset": {"kind": "folder", "root": None}})
+
+
+def test_missing_pretrained_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"classifier\.pretrained"):
+        load_config(DEFAULT_CONFIG, {"classifier": {"pretrained": str(tmp_path / "w.pth")}})
+
+
+def test_cross_key_checks():
+    with pytest.raises(ConfigError, match=r"classifier\.scale_range"):
+        load_config(DEFAULT_CONFIG, {"classifier": {"scale_range": [1.5, 0.5]}})
+    with pytest.raises(ConfigError, match=r"ir_label\.bg_threshold"):
+        load_config(DEFAULT_CONFIG, {"ir_label": {"bg_threshold": 0.5, "fg_threshold": 0.3}})
+    with pytest.raises(ConfigError, match=r"irn\.backbone"):
+        load_config(DEFAULT_CONFIG, {"irn": {"backbone": "resnet50"}})
+
+
+def test_overlays_are_valid_once_paths_exist(tmp_path):
+    base = load_yaml(DEFAULT_CONFIG)
+    for name in ("voc12.yaml", "coco14.yaml"):
+        over = load_yaml(DEFAULT_CONFIG.parent / name)
+        over = deep_merge(over, {"dataset": {"root": str(tmp_path), "sbd_root": None}})
+        if name == "coco14.yaml":
+            over = deep_merge(load_yaml(DEFAULT_CONFIG.parent / "voc12.yaml"), over)
+        over = deep_merge(over, {"irn": {"backbone_init": "classifier"}})
+        load_config(DEFAULT_CONFIG, deep_merge(base, over))
