@@ -112,7 +112,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except (OSError, SyntaxError) as e:
         raise ValueError(f"{path}: cannot read image ({e})") from e
 

@@ -57,4 +57,24 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, check: bool = Tru
 
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
-    return write_config(tmp_path / "tiny.yaml", tmp_path / "results")
+    return write_config(tmp_path / "tiny.yaml", Path("results"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny `round2` run (workdir with results/tiny and .snakemake), built once.
+
+    Tests that modify a run copy it first (`copy_run`).
+    """
+    work = tmp_path_factory.mktemp("tiny_run")
+    cfg = write_config(work / "tiny.yaml", Path("results"))
+    run_snakemake(work, cfg, "round2")
+    return work
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """Copy a workdir with its Snakemake metadata, keeping modification times."""
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
+    return dst

@@ -1,0 +1,121 @@
+"""Joint image + label-map augmentation on numpy arrays (IRNet / deeplab-pytorch style).
+
+All geometric transforms apply the same operation to the image and to any number of
+label-like maps (GT masks, pseudo-masks, IR labels, the context input X_m), resizing
+images bilinearly and label maps with nearest neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def normalize(img: np.ndarray) -> np.ndarray:
+    """uint8[H, W, 3] RGB -> float32[3, H, W] with ImageNet mean/std."""
+    x = img.astype(np.float32) / 255.0
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of uint8[H, W, 3] (or float32) to size (h, w); keeps dtype."""
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return img
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+    t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+    out = t[0].permute(1, 2, 0).numpy()
+    if img.dtype == np.uint8:
+        out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return out.astype(img.dtype, copy=False)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label map uint8[H, W] (or float[H, W]) to (h, w)."""
+    h, w = size
+    if label.shape[:2] == (h, w):
+        return label
+    ys = np.minimum((np.arange(h) + 0.5) * label.shape[0] / h, label.shape[0] - 1).astype(np.int64)
+    xs = np.minimum((np.arange(w) + 0.5) * label.shape[1] / w, label.shape[1] - 1).astype(np.int64)
+    return label[ys][:, xs]
+
+
+def random_scale(
+    img: np.ndarray, maps: list[np.ndarray], scale_range: tuple[float, float], rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rescale by a factor drawn uniformly from `scale_range`."""
+    s = rng.uniform(*scale_range)
+    h, w = img.shape[:2]
+    size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+    return resize_image(img, size), [resize_label(m, size) for m in maps]
+
+
+def random_hflip(
+    img: np.ndarray, maps: list[np.ndarray], rng: np.random.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Horizontal flip with probability 0.5."""
+    if rng.random() < 0.5:
+        return img[:, ::-1].copy(), [m[:, ::-1].copy() for m in maps]
+    return img, maps
+
+
+def random_crop(
+    img: np.ndarray,
+    maps: list[np.ndarray],
+    size: int,
+    rng: np.random.Generator,
+    img_pad: float = 0.0,
+    map_pad: int | list[int] = 255,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Random `size` x `size` crop; pads (image with `img_pad`, maps with `map_pad`) if smaller.
+
+    img: [H, W, 3] (any dtype); maps: each [H, W]; map_pad: one value or one per map.
+    Returns the cropped copies.
+    """
+    pads = map_pad if isinstance(map_pad, (list, tuple)) else [map_pad] * len(maps)
+    if len(pads) != len(maps):
+        raise ValueError(f"random_crop: {len(maps)} maps but {len(pads)} pad values")
+    h, w = img.shape[:2]
+    ph, pw = max(size, h), max(size, w)
+    if (ph, pw) != (h, w):
+        oy, ox = int(rng.integers(0, ph - h + 1)), int(rng.integers(0, pw - w + 1))
+        big = np.full((ph, pw) + img.shape[2:], img_pad, dtype=img.dtype)
+        big[oy : oy + h, ox : ox + w] = img
+        new_maps = []
+        for m, pad in zip(maps, pads):
+            bm = np.full((ph, pw), pad, dtype=m.dtype)
+            bm[oy : oy + h, ox : ox + w] = m
+            new_maps.append(bm)
+        img, maps = big, new_maps
+    y = int(rng.integers(0, ph - size + 1))
+    x = int(rng.integers(0, pw - size + 1))
+    return img[y : y + size, x : x + size].copy(), [m[y : y + size, x : x + size].copy() for m in maps]
+
+
+def augment(
+    img: np.ndarray,
+    maps: list[np.ndarray],
+    rng: np.random.Generator,
+    scale_range: tuple[float, float],
+    crop_size: int,
+    hflip: bool = True,
+    map_pad: int | list[int] = 255,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The standard training augmentation: random rescale, flip, crop; image normalised.
+
+    img: uint8[H, W, 3]; maps: label-like [H, W] arrays transformed identically.
+    map_pad: pad value for the maps (one value or one per map). The normalised image is
+    padded with 0, i.e. the mean colour.
+    Returns (float32[3, S, S] normalised image, maps cropped to [S, S]).
+    """
+    img, maps = random_scale(img, maps, scale_range, rng)
+    if hflip:
+        img, maps = random_hflip(img, maps, rng)
+    x = normalize(img).transpose(1, 2, 0)
+    x, maps = random_crop(x, maps, crop_size, rng, img_pad=0.0, map_pad=map_pad)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), maps

@@ -1,0 +1,233 @@
+"""The multi-label CAM classifier (IRNet's ResNet CAM net) with CONTA's context injection.
+
+Round 0 is IRNet's network: ResNet backbone at output stride 16 (no dilation), GAP and a
+bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta) add
+the context module of conta_core.context: the map M (float32[B, 1, h, w]) is resized
+bilinearly to the feature size of the chosen block and concatenated channel-wise.
+
+Blocks (ResNet naming, see conta_core.models.backbone): block 2/3/4/5 = output of stage
+0/1/2/3. Block 5 (paper default): the classifier sees C_last + 1 channels. Blocks 2/3/4:
+the concatenation is followed by a bias-free 1x1 conv (C_k + 1 -> C_k) initialised as the
+identity on the feature channels and zero on M, so the network starts as the plain one.
+"dense" = all of 2..5 with one shared M.
+
+[OURS] frozen stages: the backbone detaches the outputs of frozen stages (IRNet); once M has
+been injected before a frozen stage, that stage's output is no longer detached so that the
+gradient reaches the context module (the stage's own parameters stay frozen).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conta_core.context import XM_ENCODINGS, ContextModule, encode_xm
+from conta_core.io import load_torch
+from conta_core.models.backbone import ResNetBackbone
+
+log = logging.getLogger("conta.classifier")
+
+OUTPUT_STRIDE = 16  # IRNet CAM net: strides (2, 2, 2, 1), no dilation
+CONTEXT_BLOCKS = (2, 3, 4, 5)
+CONTEXT_MODES = ("conta", "none")
+CONTEXT_PRIORS = ("uniform",)
+
+
+def parse_blocks(block: int | str) -> tuple[int, ...]:
+    """context.block -> the blocks that receive M: 2..5 or "dense" (all of 2..5)."""
+    if block == "dense":
+        return CONTEXT_BLOCKS
+    try:
+        b = int(block)
+    except (TypeError, ValueError):
+        b = None
+    if b not in CONTEXT_BLOCKS:
+        raise ValueError(f"context.block: expected one of {CONTEXT_BLOCKS} or 'dense', got {block!r}")
+    return (b,)
+
+
+def validate_context_cfg(context: dict) -> None:
+    """Raise ValueError naming the context.* key that is missing or invalid."""
+    for key in ("mode", "block", "size", "xm_encoding"):
+        if key not in context:
+            raise ValueError(f"context.{key}: missing from the context config")
+    if context["mode"] not in CONTEXT_MODES:
+        raise ValueError(f"context.mode: expected one of {CONTEXT_MODES}, got {context['mode']!r}")
+    parse_blocks(context["block"])
+    size = context["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
+        raise ValueError(f"context.size: expected [h, w] of positive ints, got {size!r}")
+    if context["xm_encoding"] not in XM_ENCODINGS:
+        raise ValueError(f"context.xm_encoding: expected one of {XM_ENCODINGS}, got {context['xm_encoding']!r}")
+    if context.get("prior", "uniform") not in CONTEXT_PRIORS:
+        raise ValueError(f"context.prior: only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
+
+
+def _adapter(channels: int) -> nn.Conv2d:
+    """1x1 conv (channels + 1 -> channels), identity on the features, zero on M."""
+    conv = nn.Conv2d(channels + 1, channels, kernel_size=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :channels, 0, 0] = torch.eye(channels)
+    return conv
+
+
+class CAMNet(nn.Module):
+    """ResNet CAM classifier, optionally with CONTA context.
+
+    forward(x: float32[B, 3, H, W], xm: float32[B, h, w] | None) -> logits float32[B, C].
+    cam_maps(x, xm) -> float32[B, C, H/16, W/16] (ReLU of the classifier applied densely).
+    xm is the encoded X_m (see `encode_xm`), required iff the context is active.
+    """
+
+    def __init__(
+        self,
+        num_fg: int,
+        backbone: str = "resnet50",
+        pretrained: str | Path | None = None,
+        freeze_bn: bool = True,
+        frozen_stages: int = 2,
+        context: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_fg = int(num_fg)
+        self.backbone = ResNetBackbone(
+            backbone,
+            output_stride=OUTPUT_STRIDE,
+            dilate=False,
+            pretrained=pretrained,
+            freeze_bn=freeze_bn,
+            frozen_stages=frozen_stages,
+        )
+        active = context is not None and context.get("mode") == "conta"
+        if active:
+            validate_context_cfg(context)
+        self.context_cfg: dict | None = dict(context) if active else None
+        self.blocks: tuple[int, ...] = parse_blocks(context["block"]) if active else ()
+        extra = 1 if 5 in self.blocks else 0
+        self.classifier = nn.Conv2d(self.backbone.channels[-1] + extra, self.num_fg, kernel_size=1, bias=False)
+        if active:
+            size = (int(context["size"][0]), int(context["size"][1]))
+            self.context_size = size
+            self.context = ContextModule(self.num_fg, size, bias=bool(context.get("bias", False)))
+            self.adapters = nn.ModuleDict(
+                {str(b): _adapter(self.backbone.channels[b - 2]) for b in self.blocks if b != 5}
+            )
+            self.register_buffer("confounder", torch.zeros(self.num_fg, *size))
+
+    @property
+    def uses_context(self) -> bool:
+        return self.context_cfg is not None
+
+    def set_confounder(self, confounder: torch.Tensor | np.ndarray) -> None:
+        """Copy the confounder set C: float32[n, h, w] into the model buffer."""
+        if not self.uses_context:
+            raise ValueError("set_confounder: this classifier has no context module (context.mode != conta)")
+        c = torch.as_tensor(np.asarray(confounder), dtype=torch.float32)
+        if tuple(c.shape) != tuple(self.confounder.shape):
+            raise ValueError(f"confounder: expected shape {list(self.confounder.shape)}, got {list(c.shape)}")
+        self.confounder.copy_(c.to(self.confounder.device))
+
+    def encode_xm(self, label: np.ndarray) -> np.ndarray:
+        """uint8[H, W] label map -> float32[h, w] context input with this model's settings."""
+        if not self.uses_context:
+            raise ValueError("encode_xm: this classifier has no context module")
+        return encode_xm(label, self.context_cfg["xm_encoding"], self.num_fg, self.context_size)
+
+    def context_map(self, xm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(M float32[B, 1, h, w], alpha float32[B, n]) or None without context."""
+        if not self.uses_context:
+            if xm is not None:
+                raise ValueError("CAMNet: xm given but the classifier has no context module")
+            return None
+        if xm is None:
+            raise ValueError("CAMNet: the context classifier needs xm (the encoded X_m map)")
+        return self.context(xm, self.confounder)
+
+    def features(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """Final features float32[B, C_last (+1 for block 5), h, w] with M injected."""
+        injected = False
+        for i, stage in enumerate(self.backbone.stages):
+            x = stage(x)
+            if i < self.backbone.frozen_stages and not injected:
+                x = x.detach()
+            block = i + 2
+            if m is not None and block in self.blocks:
+                mk = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = torch.cat([x, mk.to(x.dtype)], dim=1)
+                if block != 5:
+                    x = self.adapters[str(block)](x)
+                injected = True
+        return x
+
+    def forward(self, x: torch.Tensor, xm: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = self.context_map(xm)
+        feats = self.features(x, None if ctx is None else ctx[0])
+        pooled = feats.mean(dim=(2, 3), keepdim=True)
+        return self.classifier(pooled).flatten(1)
+
+    def cam_maps(self, x: torch.Tensor, xm: torch.Tensor | None = None) -> torch.Tensor:
+        ctx = self.context_map(xm)
+        feats = self.features(x, None if ctx is None else ctx[0])
+        return F.relu(self.classifier(feats))
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone parameters, new parameters: classifier + context + adapters), trainable only."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        new = [p for name, p in self.named_parameters() if not name.startswith("backbone.") and p.requires_grad]
+        return backbone, new
+
+
+def _require(cfg: dict, key: str, section: str):
+    if key not in cfg:
+        raise ValueError(f"{section}.{key}: missing from the {section} config")
+    return cfg[key]
+
+
+def build_classifier(
+    cfg_classifier: dict,
+    cfg_context: dict | None,
+    num_fg: int,
+    confounder: torch.Tensor | np.ndarray | None = None,
+) -> CAMNet:
+    """CAMNet from the `classifier:` and `context:` config sections.
+
+    The context is active iff cfg_context["mode"] == "conta"; then `confounder`
+    (float32[n, h, w]) fills the buffer (zeros when None, e.g. before loading a checkpoint).
+    """
+    model = CAMNet(
+        num_fg,
+        backbone=_require(cfg_classifier, "backbone", "classifier"),
+        pretrained=cfg_classifier.get("pretrained"),
+        freeze_bn=bool(_require(cfg_classifier, "freeze_bn", "classifier")),
+        frozen_stages=int(_require(cfg_classifier, "frozen_stages", "classifier")),
+        context=cfg_context,
+    )
+    if model.uses_context:
+        ctx = model.context_cfg
+        log.info("CONTA context: block %s, size %s, X_m encoding %s, prior uniform, W bias %s",
+                 ctx["block"], list(model.context_size), ctx["xm_encoding"], bool(ctx.get("bias", False)))
+    if confounder is not None:
+        model.set_confounder(confounder)
+    return model
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> CAMNet:
+    """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`."""
+    ckpt = load_torch(path)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{path}: not a classifier checkpoint (needs 'state_dict' and 'config')")
+    cfg = ckpt["config"]
+    # The ImageNet weights are superseded by the state_dict: do not read them again.
+    cls_cfg = {**cfg["classifier"], "pretrained": None}
+    model = build_classifier(cls_cfg, cfg.get("context"), int(cfg["num_fg"]))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: state_dict does not match the configured classifier ({e})") from e
+    return model.to(device).eval()

@@ -1,0 +1,208 @@
+"""DeepLab-v2 (ResNet + ASPP, output stride 8) with multi-scale (MSC) training/inference.
+
+Follows deeplab-pytorch as shipped with CONTA (reference §4.6):
+- backbone: ResNet with layer3/layer4 at stride 1, dilations 2 and 4 -> output stride 8;
+- ASPP: parallel 3x3 convs (last-stage channels -> num_classes) with dilations
+  `aspp_rates`, whose outputs are SUMMED (DeepLab-v2, not v3's concatenation);
+  weights N(0, 0.01), biases 0;
+- MSC: the input plus bilinearly downscaled copies (default 0.75 and 0.5) go through the
+  same network; training returns every scale's logits plus their pixel-wise max (all
+  upsampled to the 1.0 logits' size), evaluation returns only the max.
+
+Deviations from deeplab-pytorch, on purpose:
+- The backbone is torchvision's ResNet (conta_core.models.backbone), not the caffe-style
+  DeepLab ResNet: its stem max-pool uses floor mode (caffe: ceil mode) and the stride-2
+  convolution sits in the 3x3 conv of the bottleneck (caffe: the 1x1). The logits of an
+  H x W input therefore have size ceil(H/8) x ceil(W/8) here (caffe stem: one pixel more
+  for some sizes), and caffe/COCO DeepLab init weights (deeplabv1_resnet101-coco.pth) do
+  not load; `pretrained` is a torchvision-style ImageNet state_dict.
+- Input normalisation is ImageNet RGB mean/std (conta_core.data.transforms.normalize), not
+  BGR caffe-mean subtraction.
+- MSC training outputs are ordered [1.0, *scales, max] with scales as given (default
+  (0.75, 0.5)); deeplab-pytorch orders [1.0, 0.5, 0.75, max]. The loss sums them, so the
+  order does not matter for training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from conta_core.io import load_torch
+from conta_core.models.backbone import ResNetBackbone
+
+ASPP_INIT_STD = 0.01  # deeplab-pytorch: ASPP conv weights ~ N(0, 0.01), biases 0
+ASPP_BIAS_LR_FACTOR = 2  # deeplab-pytorch: ASPP biases get 2x the ASPP weight learning rate
+
+_MODEL_KEYS = ("backbone", "pretrained", "output_stride", "aspp_rates", "freeze_bn", "msc_scales")
+
+
+class ASPP(nn.Module):
+    """DeepLab-v2 atrous spatial pyramid pooling: a sum of parallel dilated 3x3 convs.
+
+    forward(x: float32[B, in_channels, h, w]) -> float32[B, num_classes, h, w].
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int]) -> None:
+        super().__init__()
+        if not rates:
+            raise ValueError("ASPP: aspp_rates must list at least one dilation rate")
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=int(r), dilation=int(r), bias=True)
+            for r in rates
+        )
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, mean=0.0, std=ASPP_INIT_STD)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.branches[0](x)
+        for conv in self.branches[1:]:
+            out = out + conv(x)
+        return out
+
+
+class DeepLabV2(nn.Module):
+    """ResNet backbone (dilated, output stride 8 by default) + summed ASPP.
+
+    forward(x: float32[B, 3, H, W]) -> logits float32[B, num_classes, ceil(H/s), ceil(W/s)]
+    with s = output_stride.
+    freeze_bn: BatchNorm in inference mode and without gradient (deeplab-pytorch with
+    pretrained weights); use False for a randomly initialised backbone.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "resnet101",
+        pretrained: str | Path | None = None,
+        output_stride: int = 8,
+        aspp_rates: Sequence[int] = (6, 12, 18, 24),
+        freeze_bn: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"DeepLabV2: num_classes must be >= 2 (background + classes), got {num_classes}")
+        self.backbone = ResNetBackbone(
+            backbone, output_stride=output_stride, dilate=True, pretrained=pretrained, freeze_bn=freeze_bn
+        )
+        self.aspp = ASPP(self.backbone.channels[-1], num_classes, aspp_rates)
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.aspp(self.backbone(x)[-1])
+
+
+class MSC(nn.Module):
+    """Multi-scale wrapper: the base network on the input and on rescaled copies of it.
+
+    forward(x: float32[B, 3, H, W]):
+      training -> [logits(1.0), logits(s_1), ..., logits(s_n), max] where logits(s) has the
+        base network's output size for the input rescaled by s (bilinear) and max is the
+        pixel-wise maximum of all of them upsampled (bilinear) to the size of logits(1.0);
+      eval -> the max-fused logits float32[B, K, h, w] only.
+    """
+
+    def __init__(self, base: nn.Module, scales: Sequence[float] = (0.75, 0.5)) -> None:
+        super().__init__()
+        self.base = base
+        self.scales = tuple(float(s) for s in scales)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        logits = self.base(x)
+        size = logits.shape[-2:]
+        outputs = [logits]
+        for s in self.scales:
+            xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+            outputs.append(self.base(xs))
+        fused = logits
+        for out in outputs[1:]:
+            fused = torch.maximum(fused, F.interpolate(out, size=size, mode="bilinear", align_corners=False))
+        if self.training:
+            return outputs + [fused]
+        return fused
+
+
+def _require_keys(cfg_seg: dict, keys: Sequence[str]) -> None:
+    missing = [k for k in keys if k not in cfg_seg]
+    if missing:
+        raise ValueError(f"config: segmentation.{missing[0]} is missing (needed keys: {', '.join(missing)})")
+
+
+def msc_extra_scales(cfg_seg: dict) -> tuple[float, ...]:
+    """The MSC input scales besides 1.0, from `segmentation.msc_scales` (which must contain 1.0)."""
+    scales = [float(s) for s in cfg_seg["msc_scales"]]
+    if 1.0 not in scales:
+        raise ValueError(f"config: segmentation.msc_scales must contain 1.0, got {cfg_seg['msc_scales']}")
+    extra = [s for s in scales if s != 1.0]
+    bad = [s for s in extra if s <= 0]
+    if bad:
+        raise ValueError(f"config: segmentation.msc_scales must be positive, got {cfg_seg['msc_scales']}")
+    return tuple(extra)
+
+
+def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True) -> MSC:
+    """MSC(DeepLabV2) from the `segmentation` config section.
+
+    num_classes: C + 1 (background included). load_pretrained=False skips the
+    `segmentation.pretrained` file (the weights come from a checkpoint instead).
+    """
+    _require_keys(cfg_seg, _MODEL_KEYS)
+    base = DeepLabV2(
+        num_classes,
+        backbone=cfg_seg["backbone"],
+        pretrained=cfg_seg["pretrained"] if load_pretrained else None,
+        output_stride=int(cfg_seg["output_stride"]),
+        aspp_rates=[int(r) for r in cfg_seg["aspp_rates"]],
+        freeze_bn=bool(cfg_seg["freeze_bn"]),
+    )
+    return MSC(base, msc_extra_scales(cfg_seg))
+
+
+def checkpoint_dict(model: MSC, cfg_seg: dict, num_classes: int, **meta: Any) -> dict:
+    """The checkpoint layout: {"state_dict", "config", "num_classes", **plain metadata}."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"state_dict": state, "config": cfg_seg, "num_classes": int(num_classes), **meta}
+
+
+def load_deeplab(path: str | Path, device: torch.device) -> MSC:
+    """Rebuild the MSC(DeepLabV2) saved at `path` from its own config; returned in eval mode on `device`."""
+    ckpt = load_torch(path)
+    if not isinstance(ckpt, dict) or not {"state_dict", "config", "num_classes"} <= set(ckpt):
+        raise ValueError(f"{path}: not a segmentation checkpoint (needs state_dict, config, num_classes)")
+    model = build_deeplab(ckpt["config"], int(ckpt["num_classes"]), load_pretrained=False)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match the configured model ({e})") from e
+    return model.to(device).eval()
+
+
+def param_groups(model: MSC | DeepLabV2, cfg_seg: dict) -> list[dict]:
+    """SGD parameter groups as in deeplab-pytorch; frozen parameters are left out.
+
+    - backbone (all trainable parameters: conv weights, and BN affine parameters when BN
+      is not frozen): lr, weight_decay;
+    - ASPP weights: lr * lr_aspp_mult, weight_decay;
+    - ASPP biases: lr * 2 * lr_aspp_mult, weight decay 0.
+    Each group carries "lr_mult" (its multiple of segmentation.lr) for the poly schedule.
+    """
+    _require_keys(cfg_seg, ("lr", "lr_aspp_mult", "weight_decay"))
+    base = model.base if isinstance(model, MSC) else model
+    lr, mult, wd = float(cfg_seg["lr"]), float(cfg_seg["lr_aspp_mult"]), float(cfg_seg["weight_decay"])
+    trainable = lambda params: [p for p in params if p.requires_grad]  # noqa: E731
+    aspp_w = trainable(conv.weight for conv in base.aspp.branches)
+    aspp_b = trainable(conv.bias for conv in base.aspp.branches)
+    groups = [
+        {"params": trainable(base.backbone.parameters()), "lr_mult": 1.0, "weight_decay": wd},
+        {"params": aspp_w, "lr_mult": mult, "weight_decay": wd},
+        {"params": aspp_b, "lr_mult": ASPP_BIAS_LR_FACTOR * mult, "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["lr"] = lr * g["lr_mult"]
+    return groups

@@ -1,0 +1,295 @@
+"""Segmentation step: train DeepLab-v2 on pseudo-masks, predict label maps (+ optional CRF).
+
+Training (deeplab-pytorch as used by CONTA, reference §4.6): iteration-based SGD with
+momentum and per-iteration poly decay, cross-entropy (ignore 255) summed over the MSC
+outputs [1.0, *msc scales, max], the label map resized by nearest neighbour (pixel
+centres, as PIL) to each output's size. Not reproduced: gradient accumulation
+(ITER_SIZE 2; set batch_size to the effective batch instead) and the poly update every 10
+iterations (we update every iteration).
+
+Prediction: for every test scale s in `infer.scales` (and its horizontal flip when
+`infer.flip`), the eval-mode MSC model (max-fusion over its own msc scales) gives logits;
+each is upsampled bilinearly to H x W (flipped logits are flipped back), the logits are
+AVERAGED over all scale/flip passes and a softmax over classes gives the probabilities.
+With infer.scales [1.0] and flip false this is exactly deeplab-pytorch's test protocol.
+
+CRF (optional, `infer.crf`): conta_core.crf.crf_inference_prob on the softmax
+probabilities with the `segmentation.crf` parameters and the RAW RGB image. This fixes a
+deeplab-pytorch quirk, which feeds the CRF the mean-subtracted image cast to uint8
+(negative values wrap around), so our CRF numbers can differ from theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from conta_core.data.artifacts import require
+from conta_core.data.manifest import Manifest
+from conta_core.data.transforms import normalize
+from conta_core.io import load_image, save_label_png, save_torch, write_csv
+from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
+from conta_core.runtime import progress_enabled
+
+log = logging.getLogger("conta.segment")
+
+IGNORE_INDEX = 255  # label-map value excluded from the loss (pad, void, uncertain)
+_TRAIN_KEYS = (
+    "iterations", "batch_size", "lr", "momentum", "weight_decay", "poly_power",
+    "crop_size", "scale_range", "checkpoint_every",
+)  # fmt: skip
+
+
+def _require_keys(cfg: dict, keys: Sequence[str], section: str = "segmentation") -> None:
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise ValueError(f"config: {section}.{missing[0]} is missing (needed keys: {', '.join(missing)})")
+
+
+def _segmentation_dataset(
+    manifest: Manifest, ids: list[str], label_files: dict[str, Path], cfg_seg: dict, seed: int
+) -> torch.utils.data.Dataset:
+    """conta_core.data.torch_datasets.SegmentationDataset: items {"image", "label", "id"}."""
+    from conta_core.data.torch_datasets import SegmentationDataset
+
+    return SegmentationDataset(
+        manifest,
+        ids,
+        label_files,
+        crop_size=int(cfg_seg["crop_size"]),
+        scale_range=tuple(float(s) for s in cfg_seg["scale_range"]),
+        seed=seed,
+    )
+
+
+def msc_loss(outputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """Sum over MSC outputs of the mean cross-entropy over non-ignored pixels.
+
+    outputs: each float32[B, K, h_i, w_i]; labels: int64[B, S, S] with IGNORE_INDEX = 255.
+    Labels are resized to each (h_i, w_i) by nearest neighbour at pixel centres. An output
+    whose resized labels are all ignored contributes 0 (instead of NaN).
+    """
+    total = outputs[0].new_zeros(())
+    for logits in outputs:
+        target = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
+        target = target[:, 0].long()
+        valid = (target != IGNORE_INDEX).sum().clamp(min=1)
+        total = total + F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / valid
+    return total
+
+
+def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float) -> float:
+    """Poly decay: base_lr * (1 - iteration / max_iterations) ** power."""
+    return base_lr * (1.0 - iteration / max_iterations) ** power
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_mult"]
+
+
+def _build_optimizer(model: MSC, cfg_seg: dict) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        param_groups(model, cfg_seg), lr=float(cfg_seg["lr"]), momentum=float(cfg_seg["momentum"])
+    )
+
+
+def _build_model(cfg_seg: dict, num_classes: int, seed: int, device: torch.device) -> MSC:
+    """The model with weights initialised from `seed` (global torch RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_deeplab(cfg_seg, num_classes)
+    return model.to(device).train()
+
+
+def _save_log(log_csv: Path | None, rows: list[dict]) -> None:
+    if log_csv is not None:
+        write_csv(log_csv, pd.DataFrame(rows, columns=["iteration", "loss", "lr"]))
+
+
+def train_segmentation(
+    manifest: Manifest,
+    ids: list[str],
+    label_files: dict[str, Path],
+    cfg_seg: dict,
+    device: torch.device,
+    out_path: Path,
+    seed: int,
+    log_csv: Path | None,
+) -> None:
+    """Train MSC(DeepLab-v2) on (image, pseudo-mask) pairs; save {"state_dict", "config", ...} at out_path.
+
+    label_files: image id -> label PNG (uint8 0..C, 255 ignore) for every id in `ids`.
+    cfg_seg: the `segmentation` config section. Writes checkpoint_<iter>.pth next to
+    out_path every `checkpoint_every` iterations (0 = never) and a CSV (iteration, loss,
+    lr = backbone learning rate used at that iteration) at log_csv (None = no log).
+    Deterministic on CPU for a fixed seed (model init, shuffling, augmentation).
+    """
+    _require_keys(cfg_seg, _TRAIN_KEYS)
+    require(label_files, ids, "train_segmentation: pseudo-masks (label_files)")
+    iterations, batch_size = int(cfg_seg["iterations"]), int(cfg_seg["batch_size"])
+    if iterations < 1:
+        raise ValueError(f"config: segmentation.iterations must be >= 1, got {iterations}")
+    if not 1 <= batch_size <= len(ids):
+        raise ValueError(
+            f"config: segmentation.batch_size={batch_size} must be in 1..{len(ids)} (the number of training images)"
+        )
+    out_path = Path(out_path)
+    model = _build_model(cfg_seg, manifest.num_classes, seed, device)
+    optimizer = _build_optimizer(model, cfg_seg)
+    dataset = _segmentation_dataset(manifest, ids, label_files, cfg_seg, seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=int(cfg_seg.get("num_workers", 0)),
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=device.type == "cuda",
+    )
+    rows = _train_loop(model, optimizer, loader, dataset, cfg_seg, device, out_path, log_csv, manifest.num_classes)
+    save_torch(out_path, checkpoint_dict(model, cfg_seg, manifest.num_classes, iteration=iterations))
+    _save_log(log_csv, rows)
+    log.info("segmentation: %d iterations, final loss %.4f -> %s", iterations, rows[-1]["loss"], out_path)
+
+
+def _train_loop(
+    model: MSC,
+    optimizer: torch.optim.Optimizer,
+    loader: torch.utils.data.DataLoader,
+    dataset: torch.utils.data.Dataset,
+    cfg_seg: dict,
+    device: torch.device,
+    out_path: Path,
+    log_csv: Path | None,
+    num_classes: int,
+) -> list[dict]:
+    """Iterate the loader (set_epoch per pass) until `iterations` SGD steps; returns the log rows."""
+    iterations, every = int(cfg_seg["iterations"]), int(cfg_seg["checkpoint_every"])
+    base_lr, power = float(cfg_seg["lr"]), float(cfg_seg["poly_power"])
+    rows: list[dict] = []
+    bar = tqdm(total=iterations, desc="train_seg", disable=not progress_enabled())
+    epoch = 0
+    while len(rows) < iterations:
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for batch in loader:
+            it = len(rows)
+            if it >= iterations:
+                break
+            lr = poly_lr(base_lr, it, iterations, power)
+            _set_lr(optimizer, lr)
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True).long()
+            loss = msc_loss(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            rows.append({"iteration": it + 1, "loss": float(loss.detach()), "lr": lr})
+            bar.update(1)
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
+            if every > 0 and (it + 1) % every == 0:
+                ckpt = checkpoint_dict(model, cfg_seg, num_classes, iteration=it + 1)
+                save_torch(out_path.parent / f"checkpoint_{it + 1}.pth", ckpt)
+                _save_log(log_csv, rows)
+        epoch += 1
+    bar.close()
+    return rows
+
+
+def predict(
+    model: nn.Module, img_u8: np.ndarray, scales: Sequence[float], flip: bool, device: torch.device
+) -> np.ndarray:
+    """Class probabilities of one image at full resolution.
+
+    img_u8: uint8[H, W, 3] RGB. Returns float32[K, H, W] (K = C + 1 classes, sums to 1 per
+    pixel): softmax of the logits averaged over all (scale, flip) passes, each pass's logits
+    upsampled bilinearly to H x W (see the module docstring). The model is put in eval mode.
+    """
+    if img_u8.ndim != 3 or img_u8.shape[2] != 3:
+        raise ValueError(f"predict: expected an RGB image uint8[H, W, 3], got shape {img_u8.shape}")
+    if not scales:
+        raise ValueError("predict: segmentation.infer.scales is empty")
+    model.eval()
+    h, w = img_u8.shape[:2]
+    x = torch.from_numpy(normalize(img_u8))[None].to(device)
+    total, passes = None, 0
+    with torch.inference_mode():
+        for s in scales:
+            size = (max(1, round(h * float(s))), max(1, round(w * float(s))))
+            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
+            logits = F.interpolate(model(batch), size=(h, w), mode="bilinear", align_corners=False)
+            fused = logits[0] + logits[1].flip(-1) if flip else logits[0]
+            total = fused if total is None else total + fused
+            passes += logits.shape[0]
+        probs = torch.softmax(total / passes, dim=0)
+    return probs.float().cpu().numpy()
+
+
+def predict_labels(
+    model: nn.Module,
+    img_u8: np.ndarray,
+    scales: Sequence[float],
+    flip: bool,
+    device: torch.device,
+    crf_params: dict | None = None,
+) -> np.ndarray:
+    """Label map uint8[H, W] (0 bg, 1..C): argmax of `predict`, after a dense CRF when crf_params is given.
+
+    crf_params: the `segmentation.crf` section (iterations, gaussian_sxy, gaussian_compat,
+    bilateral_sxy, bilateral_srgb, bilateral_compat); the CRF sees the raw RGB image.
+    """
+    probs = predict(model, img_u8, scales, flip, device)
+    if crf_params is not None:
+        from conta_core.crf import crf_inference_prob
+
+        probs = crf_inference_prob(np.ascontiguousarray(img_u8), probs, crf_params)
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
+def _infer_settings(cfg_seg: dict) -> tuple[list[float], bool, dict | None]:
+    """(scales, flip, crf_params or None) from segmentation.infer / segmentation.crf."""
+    _require_keys(cfg_seg, ("infer",))
+    infer = cfg_seg["infer"]
+    _require_keys(infer, ("scales", "flip", "crf"), section="segmentation.infer")
+    crf_params = None
+    if infer["crf"]:
+        _require_keys(cfg_seg, ("crf",))
+        crf_params = cfg_seg["crf"]
+    return [float(s) for s in infer["scales"]], bool(infer["flip"]), crf_params
+
+
+def infer_segmentation(
+    manifest: Manifest, ids: list[str], model_path: Path, out_dir: Path, cfg_seg: dict, device: torch.device
+) -> None:
+    """Write the predicted label map of every id as a palette PNG out_dir/<id>.png.
+
+    Ids whose PNG already exists are skipped (resume); the model is loaded only if some
+    remain. Architecture and weights come from the checkpoint; scales, flip and CRF from
+    cfg_seg (`segmentation.infer`, `segmentation.crf`).
+    """
+    scales, flip, crf_params = _infer_settings(cfg_seg)
+    out_dir = Path(out_dir)
+    todo = [i for i in ids if not (out_dir / f"{i}.png").exists()]
+    log.info("infer_seg: %d of %d images to predict -> %s", len(todo), len(ids), out_dir)
+    if not todo:
+        return
+    model = load_deeplab(model_path, device)
+    n_model = model.base.num_classes
+    if n_model != manifest.num_classes:
+        raise ValueError(
+            f"{model_path}: model predicts {n_model} classes but manifest {manifest.name} has {manifest.num_classes}"
+        )
+    for image_id in tqdm(todo, desc="infer_seg", disable=not progress_enabled()):
+        img = load_image(manifest.image_file(image_id))
+        label = predict_labels(model, img, scales, flip, device, crf_params)
+        save_label_png(out_dir / f"{image_id}.png", label)

@@ -1,0 +1,114 @@
+"""Tests of conta_core.models.classifier: CAMNet with and without CONTA context."""
+
+import pytest
+import torch
+
+from conta_core.io import save_torch
+from conta_core.models.classifier import CAMNet, build_classifier, load_classifier
+
+torch.set_num_threads(1)
+
+NUM_FG = 3
+SIZE = [4, 4]
+CLS_CFG = {"backbone": "resnet18", "pretrained": None, "freeze_bn": False, "frozen_stages": 0}
+
+
+def _ctx(block):
+    return {"mode": "conta", "block": block, "size": SIZE, "xm_encoding": "foreground", "prior": "uniform"}
+
+
+def _net(context=None, seed=0, frozen_stages=0):
+    torch.manual_seed(seed)
+    return CAMNet(NUM_FG, backbone="resnet18", freeze_bn=False, frozen_stages=frozen_stages, context=context)
+
+
+def _inputs(b=2, px=32):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(b, 3, px, px, generator=g), torch.rand(b, *SIZE, generator=g)
+
+
+@pytest.mark.parametrize("block", [None, 2, 3, 4, 5, "dense"])
+def test_forward_and_cam_shapes(block):
+    net = _net(None if block is None else _ctx(block)).eval()
+    x, xm = _inputs()
+    xm = None if block is None else xm
+    with torch.no_grad():
+        logits = net(x, xm)
+        cams = net.cam_maps(x, xm)
+    assert logits.shape == (2, NUM_FG)
+    assert cams.shape == (2, NUM_FG, 2, 2)  # output stride 16
+    assert (cams >= 0).all()
+    extra = 1 if block in (5, "dense") else 0
+    assert net.classifier.weight.shape == (NUM_FG, 512 + extra, 1, 1)
+    assert net.classifier.bias is None
+
+
+@pytest.mark.parametrize("block", [2, 3, 4])
+def test_identity_adapters_start_as_plain_network(block):
+    plain = _net().eval()
+    ctx = _net(_ctx(block), seed=5).eval()
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("context.", "adapters.", "confounder")) for k in missing)
+    ctx.set_confounder(torch.rand(NUM_FG, *SIZE))
+    x, xm = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(ctx(x, xm), plain(x))
+        torch.testing.assert_close(ctx.cam_maps(x, xm), plain.cam_maps(x))
+
+
+def test_confounder_is_a_saved_buffer_and_xm_required():
+    net = _net(_ctx(5))
+    assert "confounder" in net.state_dict() and net.state_dict()["confounder"].shape == (NUM_FG, *SIZE)
+    x, _ = _inputs()
+    with pytest.raises(ValueError, match="xm"):
+        net(x)
+    with pytest.raises(ValueError, match="shape"):
+        net.set_confounder(torch.zeros(NUM_FG + 1, *SIZE))
+    with pytest.raises(ValueError, match="xm"):
+        _net()(x, torch.zeros(2, *SIZE))
+
+
+@pytest.mark.parametrize("block", [5, 2])
+def test_context_gets_gradient_behind_frozen_stages(block):
+    net = _net(_ctx(block), frozen_stages=2).train()
+    net.set_confounder(torch.rand(NUM_FG, *SIZE))
+    x, xm = _inputs()
+    net(x, xm).sum().backward()
+    if block == 5:
+        assert net.context.w1.weight.grad.abs().sum() > 0
+    else:  # the adapter's M column starts at zero: the gradient reaches it first
+        assert net.adapters["2"].weight.grad[:, -1].abs().sum() > 0
+    assert all(p.grad is None for p in net.backbone.stages[0].parameters())
+
+
+def test_param_groups_split_backbone_and_new_layers():
+    net = _net(_ctx("dense"), frozen_stages=2)
+    backbone, new = net.param_groups()
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(names[id(p)].startswith("backbone.stages.") for p in backbone)
+    assert {names[id(p)].split(".")[0] for p in new} == {"classifier", "context", "adapters"}
+    assert len(backbone) + len(new) == sum(p.requires_grad for p in net.parameters())
+    assert not any(names[id(p)].startswith(("backbone.stages.0.", "backbone.stages.1.")) for p in backbone)
+
+
+def test_build_and_load_round_trip(tmp_path):
+    ctx = _ctx(5)
+    conf = torch.rand(NUM_FG, *SIZE)
+    torch.manual_seed(0)
+    net = build_classifier(CLS_CFG, ctx, NUM_FG, confounder=conf)
+    path = tmp_path / "model.pth"
+    save_torch(path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": ctx, "num_fg": NUM_FG}})
+    loaded = load_classifier(path, "cpu")
+    assert not loaded.training and loaded.uses_context
+    torch.testing.assert_close(loaded.confounder, conf)
+    x, xm = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, xm), net.eval()(x, xm))
+
+
+def test_mode_none_builds_plain_and_bad_block_raises():
+    assert not build_classifier(CLS_CFG, {**_ctx(5), "mode": "none"}, NUM_FG).uses_context
+    with pytest.raises(ValueError, match="context.block"):
+        build_classifier(CLS_CFG, _ctx(6), NUM_FG)
+    with pytest.raises(ValueError, match="classifier.backbone"):
+        build_classifier({}, None, NUM_FG)

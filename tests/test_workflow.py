@@ -1,0 +1,76 @@
+"""End-to-end: the real Snakemake workflow on a tiny generated dataset (marked e2e)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import copy_run, run_snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+RUN = Path("results/tiny")
+
+
+def test_dry_run_round3_prints_plan(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"rounds": 3})
+    out = run_snakemake(tmp_path, cfg, "-n", "round3").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert counts["train_cls"] == "4" and counts["train_seg"] == "4"
+    assert counts["make_cam"] == "8"  # 4 rounds x 2 shards
+    assert counts["confounder"] == "3"  # rounds 0..2 feed rounds 1..3
+
+
+def test_round2_produces_every_artifact_and_summary(tiny_run):
+    run = tiny_run / RUN
+    from conta_core.data.manifest import Manifest
+
+    m = Manifest.load(run / "data/manifest.json")
+    n_train = len(m.ids("train"))
+    for t in range(3):
+        rd = run / f"round{t}"
+        for what in ("cam", "ir_label", "pseudo_mask"):
+            files = [f for s in (0, 1) for f in (rd / what / str(s)).iterdir()]
+            assert len(files) == n_train, (t, what)
+        assert len(list((rd / "seg_pred/val").glob("*/*.png"))) == len(m.ids("val"))
+        for f in ("cls/model.pth", "irn/model.pth", "seg/model.pth", "cam_eval.csv",
+                  "pseudo_mask_eval.csv", "seg_eval_val.csv", "summary.csv"):
+            assert (rd / f).exists(), (t, f)
+    for t in (0, 1):  # confounders of rounds 0, 1 feed rounds 1, 2
+        with h5py.File(run / f"round{t}/confounder.h5") as h:
+            c = h["C"][:]
+            assert c.shape == (m.num_fg, 8, 8)
+            assert np.all((c >= 0) & (c <= 1))
+    summary = pd.read_csv(run / "round2/summary.csv")
+    assert list(summary["round"]) == [0, 1, 2]
+    for col in ("cam_miou", "pseudo_mask_miou", "seg_val_miou"):
+        assert summary[col].between(0, 100).all(), col
+
+
+def test_rerun_of_finished_target_is_a_quick_noop(tiny_run):
+    t0 = time.monotonic()
+    out = run_snakemake(tiny_run, tiny_run / "tiny.yaml", "round2")
+    assert "Nothing to be done" in out.stdout + out.stderr
+    assert time.monotonic() - t0 < 60
+
+
+def test_forcerun_redoes_only_downstream(tiny_run, tmp_path):
+    work = copy_run(tiny_run, tmp_path / "w")
+    out = run_snakemake(work, work / "tiny.yaml", "-n", "round0", "--forcerun", "random_walk").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert "train_cls" not in counts and "make_cam" not in counts and "train_irn" not in counts
+    assert counts["random_walk"] == "2" and counts["train_seg"] == "1"
+
+
+def test_config_change_reruns_only_the_affected_steps(tiny_run, tmp_path):
+    work = copy_run(tiny_run, tmp_path / "w")
+    cfg = write_config(work / "tiny.yaml", Path("results"), extra={"random_walk": {"beta": 8}})
+    out = run_snakemake(work, cfg, "-n", "round0").stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert "train_cls" not in counts and "make_cam" not in counts and "make_ir_label" not in counts
+    assert counts["random_walk"] == "2"

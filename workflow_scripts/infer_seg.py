@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Predict segmentation label maps (palette PNGs) for one shard of a split.
+
+Usage:
+  infer_seg.py --cfg JSON --manifest MANIFEST.json --split {train,val}
+               --shard K --num-shards N --model MODEL.pth --out-dir DIR
+               [--device auto] [--threads 1]
+
+--cfg         the `segmentation` config section as a JSON object ({"segmentation": {...}}
+              accepted too); infer.scales / infer.flip / infer.crf and crf are used, the
+              architecture comes from the checkpoint
+--manifest    dataset manifest (conta_core.data.manifest)
+--split       manifest split to predict (train: X_m for CONTA; val: scoring)
+--shard       0-based shard index; --num-shards: number of shards (conta_core.shards)
+--model       checkpoint written by train_seg.py
+--out-dir     writes <out-dir>/<id>.png (0 bg, 1..C); existing files are kept (resume)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conta_core.data.manifest import Manifest
+from conta_core.runtime import base_parser, setup
+from conta_core.segment import infer_segmentation
+from conta_core.shards import shard_ids
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--split", required=True)
+    p.add_argument("--shard", required=True, type=int)
+    p.add_argument("--num-shards", required=True, type=int)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path)
+    args = p.parse_args(argv)
+    cfg, device = setup(args)
+    cfg_seg = cfg.get("segmentation", cfg)
+    manifest = Manifest.load(args.manifest)
+    ids = shard_ids(manifest.ids(args.split), args.shard, args.num_shards)
+    infer_segmentation(manifest, ids, args.model, args.out_dir, cfg_seg, device)
+
+
+if __name__ == "__main__":
+    main()

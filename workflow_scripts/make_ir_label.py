@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""IR labels (CAM + dense CRF, fg/bg confidence thresholds) for one shard of a split.
+
+Usage:
+    make_ir_label.py --cfg JSON --manifest PATH --shard K --num-shards N [--split train]
+                     --cams-dir DIR [--cams-dir DIR ...] --out-dir DIR [--threads N]
+
+--cfg        the `ir_label` config section as JSON: {"fg_threshold", "bg_threshold", "crf": {...}}
+--manifest   dataset manifest JSON
+--shard K / --num-shards N   this job's shard (conta_core.shards.shard_ids of the split's ids)
+--split      split whose images get IR labels (default: train)
+--cams-dir   a folder of <id>.npy CAMs; repeat for every CAM shard folder of the round
+--out-dir    output folder; writes <id>.png (uint8: 0 bg, 1..C class, 255 uncertain)
+--threads    CRF worker processes (default 1)
+Runs on the CPU; existing outputs are kept (resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conta_core.ir_label import make_ir_label_shard
+from conta_core.runtime import base_parser, setup
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--num-shards", type=int, required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--cams-dir", type=Path, action="append", required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    args = p.parse_args()
+    cfg, _ = setup(args, needs_device=False)
+    make_ir_label_shard(
+        args.manifest, args.split, args.shard, args.num_shards, args.cams_dir, args.out_dir, cfg, args.threads
+    )
+
+
+if __name__ == "__main__":
+    main()

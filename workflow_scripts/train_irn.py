@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train the IRNet boundary network on one round's IR labels.
+
+Usage:
+    train_irn.py --cfg JSON --manifest PATH [--split train]
+                 --ir-label-dir DIR [--ir-label-dir DIR ...] [--classifier PATH]
+                 --out PATH --log CSV [--device auto] [--threads N] [--seed S]
+
+--cfg           the `irn` config section as JSON
+--manifest      dataset manifest JSON
+--split         split whose images train the network (default: train)
+--ir-label-dir  a folder of <id>.png IR labels; repeat for every IR-label shard folder
+--classifier    the round's CAM classifier checkpoint (cls/model.pth); required when
+                irn.backbone_init is "classifier", ignored otherwise
+--out           output checkpoint (irn/model.pth): {"state_dict", "config", ...}
+--log           per-iteration training log CSV (epoch, iter, loss, lr, pos_bg, pos_fg, neg)
+--device        auto | cpu | cuda | cuda:K (default auto)
+--threads       torch threads; also the number of data-loading worker processes - 1
+--seed          seed of initialisation, shuffling and augmentation (default 0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conta_core.data.manifest import Manifest
+from conta_core.irn import index_artifacts, load_classifier_state, train_irn
+from conta_core.runtime import base_parser, setup
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--ir-label-dir", type=Path, action="append", required=True)
+    p.add_argument("--classifier", type=Path, default=None)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--log", type=Path, required=True)
+    args = p.parse_args()
+    cfg, device = setup(args)
+    manifest = Manifest.load(args.manifest)
+    init_state = None
+    if cfg.get("backbone_init") == "classifier":
+        if args.classifier is None:
+            raise SystemExit("--classifier is required when irn.backbone_init is 'classifier'")
+        init_state = load_classifier_state(args.classifier)
+    train_irn(
+        manifest,
+        manifest.ids(args.split),
+        index_artifacts(args.ir_label_dir, ".png"),
+        cfg,
+        device,
+        args.out,
+        init_state,
+        args.seed,
+        args.log,
+        num_workers=max(0, args.threads - 1),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Train the DeepLab-v2 segmentation model of one round on the pseudo-masks.
+
+Usage:
+  train_seg.py --cfg JSON --manifest MANIFEST.json [--split train]
+               --label-dir DIR [--label-dir DIR ...] --out MODEL.pth --log LOG.csv
+               [--device auto] [--threads 1] [--seed 0]
+
+--cfg        the `segmentation` config section as a JSON object (an object of the form
+             {"segmentation": {...}} is accepted too)
+--manifest   dataset manifest (conta_core.data.manifest)
+--split      manifest split whose ids are trained on (default: train)
+--label-dir  a pseudo-mask shard folder holding <id>.png; repeat once per shard
+--out        final checkpoint ({"state_dict", "config", "num_classes", "iteration"});
+             checkpoint_<iter>.pth go next to it when segmentation.checkpoint_every > 0
+--log        training log CSV (iteration, loss, lr)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conta_core.data.artifacts import index_artifacts
+from conta_core.data.manifest import Manifest
+from conta_core.runtime import base_parser, setup
+from conta_core.segment import train_segmentation
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--split", default="train")
+    p.add_argument("--label-dir", action="append", required=True, type=Path, dest="label_dirs")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--log", required=True, type=Path)
+    args = p.parse_args(argv)
+    cfg, device = setup(args)
+    cfg_seg = cfg.get("segmentation", cfg)
+    manifest = Manifest.load(args.manifest)
+    label_files = index_artifacts(args.label_dirs, ".png")
+    train_segmentation(
+        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.log
+    )
+
+
+if __name__ == "__main__":
+    main()
