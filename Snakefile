@@ -73,11 +73,13 @@ include: "rules/pseudo_mask.smk"
 include: "rules/segment.smk"
 include: "rules/confounder.smk"
 include: "rules/report.smk"
+include: "rules/visualize.smk"
 
 
 rule all:
     input:
         f"{R}/summary.csv",
+        *figure_files(T),
     default_target: True
 
 
@@ -94,3 +96,4 @@ for _t in range(T + 1):
             f"round{_t}"
         input:
             f"{rdir(_t)}/summary.csv",
+            *figure_files(_t),

@@ -1,0 +1,176 @@
+"""The `conta` command (pyproject: conta = "conta_core.cli:main").
+
+    conta inspect results/<run> [--shards N]
+        what exists per round and stage (counts vs the manifest, missing shards,
+        checkpoints, confounder set, mIoU of the eval CSVs); exit status 0.
+    conta predict --model results/<run>/round<t>/seg/model.pth IMAGE [IMAGE ...]
+                  [--out-dir DIR] [--device auto] [--crf] [--scales S [S ...]] [--no-flip]
+        segments images with a trained DeepLab checkpoint; writes DIR/<stem>_mask.png
+        (VOC palette PNG, 0 bg, 1..C) and DIR/<stem>_overlay.png. Test scales and flip
+        default to the checkpoint's segmentation.infer settings; --crf applies the dense
+        CRF with the checkpoint's segmentation.crf parameters.
+    conta visualize results/<run> [--ids ID ...] [--num-images N] [--rounds T ...]
+                    [--out-dir DIR] [--seed S] [--tile-px P]
+        overview grids (conta_core.visualize) of chosen or sampled images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from conta_core.io import atomic_path, load_image, save_label_png
+
+DEFAULT_NUM_IMAGES = 4
+MASK_SUFFIX = "_mask.png"
+OVERLAY_SUFFIX = "_overlay.png"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="conta", description="Inspect CONTA pipeline runs and use their models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ins = sub.add_parser("inspect", help="what exists in a run folder, per round and stage")
+    ins.add_argument("run_dir", type=Path, help="results/<run>")
+    ins.add_argument("--shards", type=int, default=None, help="number of shards (default: inferred from the folders)")
+
+    pred = sub.add_parser("predict", help="segment images with a trained segmentation checkpoint")
+    pred.add_argument("--model", type=Path, required=True, help="results/<run>/round<t>/seg/model.pth")
+    pred.add_argument("images", type=Path, nargs="+", help="RGB image files")
+    pred.add_argument("--out-dir", type=Path, default=Path("."), help="output folder (default: current folder)")
+    pred.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
+    pred.add_argument("--crf", action="store_true", help="dense CRF post-processing (checkpoint's crf settings)")
+    pred.add_argument("--scales", type=float, nargs="+", default=None, help="test scales (default: checkpoint's)")
+    pred.add_argument("--no-flip", action="store_true", help="no horizontal-flip test augmentation")
+    pred.add_argument("--threads", type=int, default=1)
+
+    vis = sub.add_parser("visualize", help="overview grids of images of a run")
+    vis.add_argument("run_dir", type=Path, help="results/<run>")
+    vis.add_argument("--ids", nargs="+", default=None, help="image ids (default: a sample of train_eval)")
+    vis.add_argument("--num-images", type=int, default=DEFAULT_NUM_IMAGES)
+    vis.add_argument("--rounds", type=int, nargs="+", default=None, help="default: all round folders")
+    vis.add_argument("--out-dir", type=Path, default=None, help="default: <run_dir>/figures/cli")
+    vis.add_argument("--seed", type=int, default=0)
+    vis.add_argument("--tile-px", type=int, default=None)
+    return p
+
+
+# ----------------------------------------------------------------------------- inspect
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from conta_core.inspect import format_inspection, inspect_run
+
+    if not args.run_dir.is_dir():
+        print(f"conta inspect: no run folder {args.run_dir}", file=sys.stderr)
+        return 2
+    table = inspect_run(args.run_dir, args.shards)
+    print(format_inspection(args.run_dir, table, args.shards))
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def predict_settings(cfg_seg: dict, scales: Sequence[float] | None, no_flip: bool, crf: bool,
+                     model_path: Path) -> tuple[list[float], bool, dict | None]:
+    """(scales, flip, crf params or None) from the checkpoint's segmentation config and the flags."""
+    infer = cfg_seg.get("infer", {})
+    if scales is None:
+        if "scales" not in infer:
+            raise ValueError(f"{model_path}: checkpoint config lacks segmentation.infer.scales; pass --scales")
+        scales = infer["scales"]
+    flip = False if no_flip else bool(infer.get("flip", True))
+    crf_params = None
+    if crf:
+        if "crf" not in cfg_seg:
+            raise ValueError(f"{model_path}: checkpoint config lacks the segmentation.crf section needed by --crf")
+        crf_params = cfg_seg["crf"]
+    return [float(s) for s in scales], flip, crf_params
+
+
+def predict_files(model_path: Path, images: list[Path], out_dir: Path, device, scales: Sequence[float] | None = None,
+                  no_flip: bool = False, crf: bool = False) -> list[tuple[Path, Path]]:
+    """Segment each image; write out_dir/<stem>_mask.png and <stem>_overlay.png. Returns the pairs."""
+    from conta_core.io import load_torch
+    from conta_core.models.deeplab import load_deeplab
+    from conta_core.segment import predict_labels
+    from conta_core.visualize import overlay_label
+
+    ckpt = load_torch(model_path)
+    if not isinstance(ckpt, dict) or "config" not in ckpt:
+        raise ValueError(f"{model_path}: not a segmentation checkpoint (no 'config')")
+    scales, flip, crf_params = predict_settings(ckpt["config"], scales, no_flip, crf, model_path)
+    model = load_deeplab(model_path, device)
+    stems = [p.stem for p in images]
+    if len(set(stems)) != len(stems):
+        raise ValueError(f"conta predict: two input images share a file stem ({stems}); outputs would collide")
+    written = []
+    for path in images:
+        img = load_image(path)
+        label = predict_labels(model, img, scales, flip, device, crf_params)
+        mask_png, overlay_png = out_dir / f"{path.stem}{MASK_SUFFIX}", out_dir / f"{path.stem}{OVERLAY_SUFFIX}"
+        save_label_png(mask_png, label)
+        with atomic_path(overlay_png) as tmp:
+            Image.fromarray(overlay_label(img, label)).save(tmp, format="PNG")
+        present = [int(k) for k in np.unique(label) if k != 0]
+        logging.getLogger("conta.cli").info("%s: classes %s -> %s", path, present, mask_png)
+        written.append((mask_png, overlay_png))
+    return written
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from conta_core.device import claim_device, set_threads
+
+    missing = [str(p) for p in [args.model, *args.images] if not p.is_file()]
+    if missing:
+        print(f"conta predict: file not found: {missing[0]}", file=sys.stderr)
+        return 2
+    set_threads(args.threads)
+    device = claim_device(args.device)
+    pairs = predict_files(args.model, args.images, args.out_dir, device, args.scales, args.no_flip, args.crf)
+    for mask_png, overlay_png in pairs:
+        print(f"{mask_png}\t{overlay_png}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- visualize
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from conta_core.inspect import find_rounds
+    from conta_core.visualize import DEFAULT_TILE_PX, render_samples
+
+    rounds = args.rounds if args.rounds is not None else find_rounds(args.run_dir)
+    if not rounds:
+        print(f"conta visualize: no round folders in {args.run_dir}", file=sys.stderr)
+        return 2
+    out_dir = args.out_dir if args.out_dir is not None else args.run_dir / "figures" / "cli"
+    tile_px = args.tile_px if args.tile_px is not None else DEFAULT_TILE_PX
+    for p in render_samples(args.run_dir, rounds, args.ids, args.num_images, args.seed, out_dir, tile_px=tile_px):
+        print(p)
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "visualize": cmd_visualize}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `conta`; returns the exit status (also used by sys.exit)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except ValueError as e:
+        print(f"conta {args.command}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

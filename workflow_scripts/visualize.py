@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Render per-image overview grids of a run (conta_core.visualize.render_samples).
+
+    visualize.py --cfg '<report section JSON>' --run-dir results/<run> --rounds 0 1 2
+                 --out-dir results/<run>/round2/figures/samples [--ids ID ...] [--seed S]
+                 [--device cpu] [--threads N]
+
+--cfg: the `report` config section: num_images (sampled from train_eval with --seed when no
+ids are given), image_ids (list or null; --ids overrides), tile_px, dpi.
+The grids read the run folder layout (round<t>/cam, ir_label, pseudo_mask, seg_pred,
+cls/model.pth for M_t) directly; missing artifacts are drawn as grey tiles.
+Writes out-dir/<id>.png, one per image.
+"""
+
+from pathlib import Path
+
+from conta_core.runtime import base_parser, setup
+from conta_core.visualize import render_samples
+
+
+def main() -> None:
+    p = base_parser(__doc__)
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--rounds", required=True, type=int, nargs="+")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--ids", nargs="+", default=None)
+    args = p.parse_args()
+    cfg, device = setup(args, needs_device=False)
+    for key in ("num_images", "tile_px", "dpi"):
+        if key not in cfg:
+            raise SystemExit(f"--cfg: report.{key} is missing")
+    ids = args.ids if args.ids is not None else cfg.get("image_ids")
+    render_samples(args.run_dir, args.rounds, ids, int(cfg["num_images"]), args.seed, args.out_dir,
+                   tile_px=int(cfg["tile_px"]), dpi=int(cfg["dpi"]), device=device)
+
+
+if __name__ == "__main__":
+    main()
