@@ -61,6 +61,20 @@ def flags(flag, paths):
     return " ".join(f"{flag} {p}" for p in paths)
 
 
+# Light bookkeeping jobs run in the main Snakemake process, never as cluster jobs.
+localrules:
+    all,
+    round0_pseudo,
+    round_summary,
+    summary,
+    figure_miou,
+    figure_cam_sweep,
+    figure_train_loss,
+    figure_confounder,
+    table_per_class_iou,
+    table_summary,
+
+
 wildcard_constraints:
     t=r"\d+",
     shard=r"\d+",
@@ -74,6 +88,7 @@ include: "rules/segment.smk"
 include: "rules/confounder.smk"
 include: "rules/report.smk"
 include: "rules/visualize.smk"
+include: "rules/amn.smk"
 
 
 rule all:

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize, resize_image
+from conta_core.device import inference_autocast
 from conta_core.io import load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.metrics import confusion_matrix, iou_per_class, mean_iou
 from conta_core.models.classifier import load_classifier
@@ -38,6 +40,8 @@ log = logging.getLogger("conta.cam")
 
 NORM_EPS = 1e-5  # IRNet: cam / (max + 1e-5)
 CAM_STRIDE = 4
+CAM_WINDOW = 8  # make_cams loads this many images at a time; same-size ones share forward passes
+MAX_BATCH_PIXELS = 2**20  # input pixels of one forward pass at the largest scale, flips included
 
 
 # --------------------------------------------------------------------------- helpers
@@ -78,27 +82,52 @@ def compute_cam(
     Returns (cam float32[K, ceil(H/4), ceil(W/4)], high_res float32[K, H, W]), each map in [0, 1).
     """
     h, w = img_u8.shape[:2]
-    if not img_u8.flags.writeable:  # PIL-backed arrays are read-only; torch.from_numpy warns on them
-        img_u8 = img_u8.copy()
     keys_t = torch.as_tensor(np.asarray(keys, dtype=np.int64), device=device)
     strided_size = (math.ceil(h / CAM_STRIDE), math.ceil(w / CAM_STRIDE))
-    xm_batch = _xm_batch(model, xm, (h, w), flip, device)
-    strided = torch.zeros((len(keys_t), *strided_size), device=device)
-    high_res = torch.zeros((len(keys_t), h, w), device=device)
+    xm_batch = context_batch(model, xm, (h, w), flip, device)
     if len(keys_t) == 0:  # an image without foreground tags: nothing to localise
-        return strided.cpu().numpy(), high_res.cpu().numpy()
+        return np.zeros((0, *strided_size), np.float32), np.zeros((0, h, w), np.float32)
     with torch.inference_mode():
-        for s in scales:
-            size = (max(1, round(h * s)), max(1, round(w * s)))
-            x = torch.from_numpy(normalize(resize_image(img_u8, size))).to(device)
-            batch = torch.stack([x, x.flip(-1)]) if flip else x[None]
-            maps = model.cam_maps(batch, xm_batch)[:, keys_t]
-            fused = maps[0] + maps[1].flip(-1) if flip else maps[0]
-            strided += F.interpolate(fused[None], strided_size, mode="bilinear", align_corners=False)[0]
-            high_res += F.interpolate(fused[None], (h, w), mode="bilinear", align_corners=False)[0]
+        strided, high_res = multiscale_sum(
+            lambda batch: model.cam_maps(batch, xm_batch)[:, keys_t], img_u8, scales, flip, device
+        )
         strided = _max_normalise(strided)
         high_res = _max_normalise(high_res)
     return strided.cpu().numpy().astype(np.float32), high_res.cpu().numpy().astype(np.float32)
+
+
+def multiscale_sum(
+    maps_fn: Callable[[torch.Tensor], torch.Tensor],
+    img_u8: np.ndarray,
+    scales: list[float],
+    flip: bool,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over scales (and the flip) of a network's dense maps, at stride 4 and full size.
+
+    maps_fn(batch: float32[B, 3, h, w]) -> float32[B, P, h', w'], B = 2 (image, flipped
+    image) with `flip`, else 1. Per scale the flipped copy's maps are flipped back and added,
+    then resized bilinearly (align_corners=False) to ceil(H/4) x ceil(W/4) and to H x W.
+    Returns (strided float32[P, ceil(H/4), ceil(W/4)], high_res float32[P, H, W]) on `device`:
+    plain sums (divide by len(scales) * (2 if flip else 1) for the mean).
+    """
+    h, w = img_u8.shape[:2]
+    if not img_u8.flags.writeable:  # PIL-backed arrays are read-only; torch.from_numpy warns on them
+        img_u8 = img_u8.copy()
+    strided_size = (math.ceil(h / CAM_STRIDE), math.ceil(w / CAM_STRIDE))
+    strided = high_res = None
+    for s in scales:
+        size = (max(1, round(h * s)), max(1, round(w * s)))
+        x = torch.from_numpy(normalize(resize_image(img_u8, size))).to(device)
+        maps = maps_fn(torch.stack([x, x.flip(-1)]) if flip else x[None])
+        fused = (maps[0] + maps[1].flip(-1) if flip else maps[0])[None]
+        s_part = F.interpolate(fused, strided_size, mode="bilinear", align_corners=False)[0]
+        h_part = F.interpolate(fused, (h, w), mode="bilinear", align_corners=False)[0]
+        strided = s_part if strided is None else strided + s_part
+        high_res = h_part if high_res is None else high_res + h_part
+    if strided is None:
+        raise ValueError("multiscale_sum: no scales given (cam.scales is empty)")
+    return strided, high_res
 
 
 def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -106,10 +135,13 @@ def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
     return maps / (maps.flatten(1).amax(dim=1)[:, None, None] + NORM_EPS) if len(maps) else maps
 
 
-def _xm_batch(
+def context_batch(
     model: torch.nn.Module, xm: np.ndarray | None, image_size: tuple[int, int], flip: bool, device
 ) -> torch.Tensor | None:
-    """Encoded X_m for [image, flipped image]: float32[B, h', w'] or None."""
+    """Encoded X_m for [image, flipped image]: float32[B, h', w'] or None (no context).
+
+    model: has `uses_context` and `encode_xm` (CAMNet, AMNNet); xm: uint8[H, W] label map.
+    """
     uses_context = bool(getattr(model, "uses_context", False))
     if xm is None:
         if uses_context:
@@ -121,6 +153,75 @@ def _xm_batch(
         raise ValueError(f"compute_cam: X_m shape {xm.shape} != image size {image_size}")
     maps = [model.encode_xm(xm)] + ([model.encode_xm(xm[:, ::-1])] if flip else [])
     return torch.from_numpy(np.stack(maps)).to(device)
+
+
+def compute_cams_batch(
+    model: torch.nn.Module,
+    imgs: list[np.ndarray],
+    keys_list: list[np.ndarray],
+    scales: list[float],
+    flip: bool,
+    device: torch.device | str,
+    xms: list[np.ndarray] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """compute_cam of B images of one size with one forward pass per scale for all of them.
+
+    imgs: B x uint8[H, W, 3] of equal size; keys_list: B x int[K_b]; xms: B x uint8[H, W] X_m
+    maps for context models, else None. Per scale the batch is [img_1..img_B, flipped
+    img_1..img_B]; on CUDA it runs channels_last under bf16/fp16 autocast (maps summed in
+    fp32), on the CPU in fp32. Returns per image (cam float32[K_b, ceil(H/4), ceil(W/4)],
+    high_res float32[K_b, H, W]); on the CPU equal to compute_cam up to float32 rounding of
+    the batched convolutions (tests/test_fast_paths.py: max abs difference < 1e-5).
+    """
+    if not imgs:
+        return []
+    if not scales:
+        raise ValueError("compute_cams_batch: no scales given (cam.scales is empty)")
+    h, w = imgs[0].shape[:2]
+    if any(im.shape[:2] != (h, w) for im in imgs):
+        raise ValueError(f"compute_cams_batch: images differ in size ({sorted({im.shape[:2] for im in imgs})})")
+    dev, b = torch.device(device), len(imgs)
+    parts = [context_batch(model, None if xms is None else xms[i], (h, w), flip, dev) for i in range(b)]
+    xm_batch = None if parts[0] is None else torch.cat([p[:1] for p in parts] + [p[1:] for p in parts])
+    keys_t = [torch.as_tensor(np.asarray(k, dtype=np.int64), device=dev) for k in keys_list]
+    strided_size = (math.ceil(h / CAM_STRIDE), math.ceil(w / CAM_STRIDE))
+    strided = [torch.zeros((len(k), *strided_size), device=dev) for k in keys_t]
+    high_res = [torch.zeros((len(k), h, w), device=dev) for k in keys_t]
+    with torch.inference_mode():
+        for s in scales:
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            x = torch.from_numpy(np.stack([normalize(resize_image(im, size)) for im in imgs])).to(dev)
+            batch = torch.cat([x, x.flip(-1)]) if flip else x
+            if dev.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with inference_autocast(dev):
+                maps = model.cam_maps(batch, xm_batch)
+            maps = maps.float()
+            fused = maps[:b] + maps[b:].flip(-1) if flip else maps
+            for i, k in enumerate(keys_t):
+                if len(k):
+                    f = fused[i, k][None]
+                    strided[i] += F.interpolate(f, strided_size, mode="bilinear", align_corners=False)[0]
+                    high_res[i] += F.interpolate(f, (h, w), mode="bilinear", align_corners=False)[0]
+        return [
+            (_max_normalise(sm).cpu().numpy().astype(np.float32), _max_normalise(hm).cpu().numpy().astype(np.float32))
+            for sm, hm in zip(strided, high_res)
+        ]
+
+
+def size_batches(shapes: list[tuple[int, ...]], scales: list[float], flip: bool) -> list[list[int]]:
+    """Group positions of `shapes` ([H, W, ...]) into batches of equal H x W, in order, each
+    small enough that a forward pass at the largest scale stays within MAX_BATCH_PIXELS."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape[:2]), []).append(i)
+    copies = 2 if flip else 1
+    top = max([1.0, *map(float, scales)])
+    batches = []
+    for (h, w), members in groups.items():
+        per_pass = max(1, int(MAX_BATCH_PIXELS // (copies * h * w * top * top)))
+        batches += [members[k : k + per_pass] for k in range(0, len(members), per_pass)]
+    return batches
 
 
 def make_cams(
@@ -147,14 +248,29 @@ def make_cams(
         raise ValueError(f"{model_path}: context classifier but no X_m files (--xm-dir) given")
     todo = [i for i in ids if not (out_dir / f"{i}.npy").exists()]
     log.info("make_cams: %d of %d images to do -> %s", len(todo), len(ids), out_dir)
-    for image_id in tqdm(todo, desc="cam", disable=not progress_enabled()):
-        img = load_image(manifest.image_file(image_id))
-        keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
-        xm = load_label_png(xm_files[image_id]) if model.uses_context else None
-        if xm is not None and xm.shape != img.shape[:2]:
-            raise ValueError(f"image {image_id!r}: X_m {xm_files[image_id]} is {xm.shape}, image is {img.shape[:2]}")
-        cam, high_res = compute_cam(model, img, keys, cfg_cam["scales"], bool(cfg_cam["flip"]), device, xm)
-        save_cam(out_dir / f"{image_id}.npy", keys, cam, high_res)
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    scales, flip = list(cfg_cam["scales"]), bool(cfg_cam["flip"])
+    bar = tqdm(total=len(todo), desc="cam", disable=not progress_enabled())
+    for start in range(0, len(todo), CAM_WINDOW):  # stream: at most CAM_WINDOW images in memory
+        window = todo[start : start + CAM_WINDOW]
+        imgs, keys, xms = [], [], []
+        for image_id in window:
+            img = load_image(manifest.image_file(image_id))
+            xm = load_label_png(xm_files[image_id]) if model.uses_context else None
+            if xm is not None and xm.shape != img.shape[:2]:
+                raise ValueError(f"image {image_id!r}: X_m {xm_files[image_id]} is {xm.shape}, image is {img.shape[:2]}")
+            imgs.append(img)
+            keys.append(np.asarray(manifest.labels[image_id], dtype=np.int64) - 1)
+            xms.append(xm)
+        for batch in size_batches([im.shape for im in imgs], scales, flip):
+            bx = [xms[i] for i in batch] if model.uses_context else None
+            cams = compute_cams_batch(model, [imgs[i] for i in batch], [keys[i] for i in batch], scales, flip,
+                                      device, bx)  # fmt: skip
+            for i, (cam, high_res) in zip(batch, cams):
+                save_cam(out_dir / f"{window[i]}.npy", keys[i], cam, high_res)
+            bar.update(len(batch))
+    bar.close()
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -89,6 +89,8 @@ def check_config(cfg: dict) -> None:
         raise ConfigError(
             "config key irn.backbone: must equal classifier.backbone when irn.backbone_init = classifier"
         )
+    if cfg["method"] == "amn":
+        _check_amn(cfg)
     start, stop, step = cfg["cam"]["sweep"]
     if start > stop or step <= 0:
         raise ConfigError("config key cam.sweep: expected [start, stop >= start, step > 0]")
@@ -96,6 +98,20 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("config key ir_label.bg_threshold: larger than ir_label.fg_threshold")
     if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
         raise ConfigError("config key segmentation.crf: required when segmentation.infer.crf is true")
+
+
+def _check_amn(cfg: dict) -> None:
+    amn = cfg.get("amn")
+    if not amn:
+        raise ConfigError("config key amn: required when method = amn")
+    _check_range(cfg, "amn", "scale_range")
+    _check_path(amn.get("pretrained"), "amn.pretrained")
+    if amn["backbone_init"] == "pretrained" and not amn.get("pretrained"):
+        raise ConfigError("config key amn.pretrained: required when amn.backbone_init = pretrained")
+    if amn["backbone_init"] == "classifier" and amn["backbone"] != cfg["classifier"]["backbone"]:
+        raise ConfigError("config key amn.backbone: must equal classifier.backbone when amn.backbone_init = classifier")
+    if amn["ir_bg_threshold"] > amn["ir_fg_threshold"]:
+        raise ConfigError("config key amn.ir_bg_threshold: larger than amn.ir_fg_threshold")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict | None = None) -> dict:

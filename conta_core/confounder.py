@@ -48,6 +48,23 @@ def class_map(mask: np.ndarray, cls: int, size: tuple[int, int], resize: str = "
     return F.interpolate(t, size=tuple(size), mode="area")[0, 0].numpy()
 
 
+def class_maps(mask: np.ndarray, classes: list[int], size: tuple[int, int], resize: str = "area") -> np.ndarray:
+    """float32[len(classes), h, w]: class_map of every class in `classes`, resized in one call.
+
+    Equal to stacking class_map(mask, k, size, resize) (area pooling is per channel).
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"context.confounder_resize: expected one of {RESIZE_MODES}, got {resize!r}")
+    mask = np.asarray(mask)
+    binary = (mask[None] == np.asarray(classes, dtype=np.int64).reshape(-1, 1, 1)).astype(np.float32)
+    size = (int(size[0]), int(size[1]))
+    if len(classes) == 0:
+        return np.zeros((0, *size), dtype=np.float32)
+    if resize == "nearest":
+        return np.stack([resize_label(b, size) for b in binary]).astype(np.float32)
+    return F.interpolate(torch.from_numpy(binary)[None], size=size, mode="area")[0].numpy()
+
+
 def build_confounder(
     mask_files: dict[str, Path],
     labels: dict[str, list[int]],
@@ -71,11 +88,12 @@ def build_confounder(
             continue
         if image_id not in mask_files:
             raise ValueError(f"confounder: no mask file for image id {image_id!r}")
+        bad = [k for k in classes if not 1 <= k <= num_fg]
+        if bad:
+            raise ValueError(f"confounder: image {image_id!r} has class {bad[0]} outside 1..{num_fg}")
         mask = load_label_png(mask_files[image_id])
-        for k in classes:
-            if not 1 <= k <= num_fg:
-                raise ValueError(f"confounder: image {image_id!r} has class {k} outside 1..{num_fg}")
-            sums[k - 1] += class_map(mask, k, size, resize)
+        for k, m in zip(classes, class_maps(mask, classes, size, resize)):
+            sums[k - 1] += m
             counts[k - 1] += 1
     empty = np.flatnonzero(counts == 0)
     if empty.size:

@@ -9,6 +9,7 @@ exactly the card(s) SLURM gave it (CUDA_VISIBLE_DEVICES), and the same code clai
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import random
@@ -93,3 +94,11 @@ def set_threads(n: int | None) -> None:
     """Follow Snakemake's `threads:` for intra-op parallelism."""
     if n and n > 0:
         torch.set_num_threads(int(n))
+
+
+def inference_autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Mixed precision for inference: autocast to bf16 (fp16 on cards without bf16) on CUDA,
+    a no-op elsewhere, so the CPU path stays fp32 and exact."""
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)

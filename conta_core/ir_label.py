@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from conta_core.crf import crf_inference_label
+from conta_core import crf
 from conta_core.data.manifest import Manifest
 from conta_core.io import load_cam, load_image, save_label_png
 from conta_core.shards import shard_ids
@@ -30,6 +31,11 @@ UNCERTAIN = 255
 MAX_CLASS_ID = UNCERTAIN - 1  # class ids keys + 1 must stay below the uncertain value
 CFG_KEYS = ("fg_threshold", "bg_threshold", "crf")
 MAX_CHUNKSIZE = 4
+# fork on Linux: a worker starts in ~0.1 s; a spawned one re-imports the main module, and the
+# workflow script's imports pull in torch (~4 s and ~500 MB per worker on the benchmark machine,
+# benchmarks/RESULTS.md). The workers never touch torch, so forking a parent that has
+# imported it is safe (torch's DataLoader forks its workers the same way). Elsewhere: spawn.
+POOL_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _class_ids(keys: np.ndarray) -> np.ndarray:
@@ -37,14 +43,40 @@ def _class_ids(keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.asarray(keys, dtype=np.int64) + 1])
 
 
-def _thresholded_labels(
-    img: np.ndarray, class_ids: np.ndarray, high_res: np.ndarray, threshold: float, crf_params: dict
-) -> np.ndarray:
-    """CRF-refined class-id map int64[H, W] of argmax over [threshold plane, high_res[K, H, W]]."""
+def _threshold_index(high_res: np.ndarray, threshold: float) -> np.ndarray:
+    """int64[H, W] argmax over [threshold plane, high_res float32[K, H, W]] (0 = the plane)."""
     bg_plane = np.full((1,) + high_res.shape[1:], threshold, dtype=high_res.dtype)
-    index = np.argmax(np.concatenate([bg_plane, high_res], axis=0), axis=0)
-    refined = crf_inference_label(img, index, len(class_ids), crf_params)
-    return class_ids[refined]
+    return np.argmax(np.concatenate([bg_plane, high_res], axis=0), axis=0)
+
+
+def crf_label_maps(img: np.ndarray, label_maps: list[np.ndarray], n_labels: int, params: dict) -> list[np.ndarray]:
+    """conta_core.crf.crf_inference_label of several label maps of ONE image, on one dense CRF.
+
+    The pairwise terms (pydensecrf's permutohedral lattices) depend only on the image, so
+    they are built once and each map only swaps the unary; the result equals separate
+    crf_inference_label calls exactly (tests/test_fast_paths.py), ~1.6x faster for two maps.
+    img: uint8[H, W, 3]; label_maps: int[H, W] each, values in 0..n_labels-1.
+    Returns int64[H, W] per map.
+    """
+    crf._check_params(params, crf.LABEL_KEYS)
+    if n_labels < 2 or not label_maps:  # one label: nothing to decide (as crf_inference_label)
+        return [crf.crf_inference_label(img, m, n_labels, params) for m in label_maps]
+    shape = label_maps[0].shape
+    img = crf._check_image(img, shape, "label map")
+    d = crf._densecrf().DenseCRF2D(shape[1], shape[0], n_labels)
+    d.addPairwiseGaussian(sxy=float(params["gaussian_sxy"]), compat=float(params["gaussian_compat"]))
+    d.addPairwiseBilateral(
+        sxy=float(params["bilateral_sxy"]), srgb=float(params["bilateral_srgb"]), rgbim=img,
+        compat=float(params["bilateral_compat"]),
+    )  # fmt: skip
+    out = []
+    for labels in label_maps:
+        if labels.shape != shape:
+            raise ValueError(f"CRF label maps differ in size: {labels.shape} != {shape}")
+        d.setUnaryEnergy(np.ascontiguousarray(crf.labels_unary(labels, n_labels, float(params["gt_prob"]))))
+        q = np.asarray(d.inference(int(params["iterations"])), dtype=np.float32).reshape(n_labels, -1)
+        out.append(np.argmax(q, axis=0).reshape(shape).astype(np.int64))
+    return out
 
 
 def _check_cam(img: np.ndarray, keys: np.ndarray, high_res: np.ndarray) -> None:
@@ -80,8 +112,8 @@ def cam_to_ir_label(
     img = np.asarray(img)
     _check_cam(img, keys, high_res)
     class_ids = _class_ids(keys)
-    fg = _thresholded_labels(img, class_ids, high_res, fg_threshold, crf_params)
-    bg = _thresholded_labels(img, class_ids, high_res, bg_threshold, crf_params)
+    index_maps = [_threshold_index(high_res, t) for t in (fg_threshold, bg_threshold)]
+    fg, bg = (class_ids[m] for m in crf_label_maps(img, index_maps, len(class_ids), crf_params))
     label = np.where(fg > 0, fg, np.where(bg == 0, 0, UNCERTAIN))
     return label.astype(np.uint8)
 
@@ -124,7 +156,7 @@ def make_ir_labels(
 
     cam_files: id -> CAM .npy (conta_core.io.save_cam format).
     cfg: config section ir_label (fg_threshold, bg_threshold, crf).
-    workers: processes (> 1: a spawn multiprocessing.Pool). Ids whose PNG exists already
+    workers: processes (> 1: a multiprocessing.Pool, POOL_START_METHOD). Ids whose PNG exists already
     are skipped (resume). The result does not depend on `workers`.
     """
     from conta_core.runtime import progress_enabled  # main process only: keeps torch out of workers
@@ -147,7 +179,7 @@ def make_ir_labels(
             work(task)
         return
     chunksize = max(1, min(MAX_CHUNKSIZE, len(tasks) // (4 * workers)))
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+    with multiprocessing.get_context(POOL_START_METHOD).Pool(min(workers, len(tasks))) as pool:
         for _ in bar(pool.imap(work, tasks, chunksize=chunksize)):
             pass
 

@@ -14,26 +14,32 @@ Pairs whose path would leave the image do not exist here; IRNet pads the boundar
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from conta_core.cam import size_batches
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
+from conta_core.device import inference_autocast
 from conta_core.io import load_cam, load_image, save_label_png
-from conta_core.irn import STRIDE, build_pair_index, pair_affinity, pair_offsets, path_cells
+from conta_core.irn import STRIDE, build_pair_index, pair_offsets, path_cells
 from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint
 from conta_core.runtime import progress_enabled
 
 log = logging.getLogger("conta.random_walk")
 
 RW_KEYS = ("radius", "beta", "exp_times", "bg_threshold")
+PAIR_INDEX_CACHE = 4  # pair indices kept for reuse (grid size, radius, device): bounded memory
+RW_WINDOW = 8  # make_pseudo_masks loads this many images at a time; same-size ones share the edge net pass
 
 
 def check_rw_config(cfg: dict) -> None:
@@ -49,13 +55,28 @@ def boundary_map(edge_net: EdgeNet, img_u8: np.ndarray, device: torch.device) ->
     sigmoid of the mean of the edge logits of the image and of its flip (flipped back).
     Any image size works (no padding).
     """
-    x = torch.from_numpy(normalize(img_u8)).to(device)
-    batch = torch.stack([x, x.flip(-1)])
+    return boundary_maps(edge_net, [img_u8], device)[0]
+
+
+def boundary_maps(edge_net: EdgeNet, imgs: list[np.ndarray], device: torch.device) -> np.ndarray:
+    """`boundary_map` of B images of one size in one pass: float32[B, ceil(H/4), ceil(W/4)].
+
+    The batch is [img_1..img_B, flipped img_1..img_B]; on CUDA it runs channels_last under
+    bf16/fp16 autocast (logits averaged in fp32), on the CPU in fp32 (equal to per-image
+    calls up to float32 rounding of the batched convolutions).
+    """
+    dev, b = torch.device(device), len(imgs)
+    x = torch.from_numpy(np.stack([normalize(im) for im in imgs])).to(dev)
+    batch = torch.cat([x, x.flip(-1)])
+    if dev.type == "cuda":
+        batch = batch.contiguous(memory_format=torch.channels_last)
     edge_net.eval()
     with torch.inference_mode():
-        logits = edge_net(batch)[:, 0]
-        mean = (logits[0] + logits[1].flip(-1)) / 2
-        return torch.sigmoid(mean).float().cpu().numpy()
+        with inference_autocast(dev):
+            logits = edge_net(batch)[:, 0]
+        logits = logits.float()
+        mean = (logits[:b] + logits[b:].flip(-1)) / 2
+        return torch.sigmoid(mean).cpu().numpy()
 
 
 def _as_tensor(
@@ -65,14 +86,30 @@ def _as_tensor(
     return t.to(device) if device is not None else t
 
 
+@functools.lru_cache(maxsize=PAIR_INDEX_CACHE)
+def _pair_index(height: int, width: int, radius: int, device: torch.device):
+    """(conta_core.irn.build_pair_index on `device`, its path cells per group as int64[G, N, L]),
+    cached: images of one size share them."""
+    index = build_pair_index(height, width, radius).to(device)
+    return index, tuple(cells.permute(0, 2, 1).contiguous() for _, cells in index.groups)
+
+
+def _path_affinity(boundary: torch.Tensor, index, cells_last: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """conta_core.irn.pair_affinity of one map float32[h, w] -> [P, N], bit-identical: the same
+    maxima, gathered with the path axis last so that the max reduces a contiguous axis."""
+    flat = boundary.reshape(-1)
+    maxes = torch.cat([flat[cells].amax(dim=-1) for cells in cells_last], dim=0)
+    return 1.0 - maxes[index.group_order]
+
+
 def affinity_pairs(boundary: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Half-plane pairs inside the image: (src int64[E], dst int64[E], affinity float32[E]).
 
     boundary: float32[h, w]; affinity = 1 - max boundary on the path (not raised to beta).
     """
     h, w = boundary.shape
-    index = build_pair_index(h, w, radius).to(boundary.device)
-    aff = pair_affinity(boundary[None], index)[0]
+    index, cells_last = _pair_index(h, w, radius, boundary.device)
+    aff = _path_affinity(boundary, index, cells_last)
     src = torch.arange(h * w, device=boundary.device).expand_as(index.dst)
     valid = index.valid
     return src[valid], index.dst[valid], aff[valid]
@@ -116,9 +153,12 @@ def random_walk(
     cams: float32[P, h, w] planes to propagate (IRNet: the K foreground CAMs at stride 4);
     boundary: float32[h, w]. Returns [P, h, w] = v T^(2^exp_times) in `dtype` on boundary's
     device. The 2^exp_times float32 steps drift ~1e-4 relative from exact arithmetic.
+    The steps run in scipy CSR on the CPU (`_walk_cpu`), in torch sparse CSR elsewhere.
     """
     b = _as_tensor(boundary, dtype=dtype)
     v = _seeds(cams, b)
+    if b.device.type == "cpu":
+        return _walk_cpu(b, v, beta, 2**exp_times if v.shape[1] else 0, radius).T.reshape(-1, *b.shape)
     a = affinity_matrix_sparse(b, beta, radius, dtype)
     col_sum = torch.sparse.sum(a, dim=0).to_dense()  # A symmetric: column sums = row sums
     rows = a.indices()[0]
@@ -130,6 +170,39 @@ def random_walk(
     for _ in range(2**exp_times if v.shape[1] else 0):
         v = torch.sparse.mm(step, v)
     return v.T.reshape(-1, *b.shape)
+
+
+def _affinity_pairs_numpy(boundary: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`affinity_pairs` in numpy for the CPU: torch's parallel gathers on these small arrays
+    cost ~30x more when the cores are shared (benchmarks/RESULTS.md). Same values."""
+    h, w = boundary.shape
+    index, cells_last = _pair_index(h, w, radius, torch.device("cpu"))
+    flat = np.ascontiguousarray(boundary).reshape(-1)
+    maxes = np.concatenate([flat[cells.numpy()].max(axis=-1) for cells in cells_last])[index.group_order.numpy()]
+    valid = index.valid.numpy()
+    src = np.broadcast_to(np.arange(h * w), valid.shape)[valid]
+    return src, index.dst.numpy()[valid], (1.0 - maxes[valid]).astype(boundary.dtype, copy=False)
+
+
+def _walk_cpu(b: torch.Tensor, v: torch.Tensor, beta: float, steps: int, radius: int) -> torch.Tensor:
+    """CPU walk: `steps` products with the step matrix D^-1 A in scipy CSR: seeds v [N, P] -> [N, P].
+
+    Same matrix as the torch path; scipy's single-threaded CSR product avoids torch's
+    per-call parallel overhead (~2 ms per step when the cores are shared) and the COO
+    coalesce. Column sums are accumulated in float64.
+    """
+    n = b.numel()
+    src, dst, aff = _affinity_pairs_numpy(b.detach().numpy(), radius)
+    w = np.power(aff, beta, dtype=aff.dtype)
+    diag = np.arange(n)
+    rows, cols = np.concatenate([src, dst, diag]), np.concatenate([dst, src, diag])
+    vals = np.concatenate([w, w, np.ones(n, dtype=w.dtype)])
+    col_sum = np.bincount(cols, weights=vals, minlength=n).astype(w.dtype)  # A symmetric: = row sums
+    step = scipy.sparse.csr_matrix((vals / col_sum[rows], (rows, cols)), shape=(n, n))
+    out = v.detach().numpy()
+    for _ in range(steps):
+        out = step @ out
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=w.dtype))
 
 
 def random_walk_dense(
@@ -165,14 +238,21 @@ def random_walk_dense(
 
 
 def pseudo_mask_from_cam(
-    img_u8: np.ndarray, cam_dict: dict, edge_net: EdgeNet, cfg: dict, device: torch.device
+    img_u8: np.ndarray,
+    cam_dict: dict,
+    edge_net: EdgeNet,
+    cfg: dict,
+    device: torch.device,
+    boundary: np.ndarray | None = None,
 ) -> np.ndarray:
     """IRNet semantic pseudo-mask uint8[H, W] (0 bg, keys+1 fg) from an image and its CAM dict.
 
     The stride-4 `cam` planes are propagated by the random walk, upsampled x4 (bilinear),
     cropped to H x W and divided by their global max; a constant background plane
     cfg["bg_threshold"] is prepended (the background is not propagated, as in IRNet) and the
-    argmax is mapped to class ids. cfg: the `random_walk` section.
+    argmax is mapped to class ids. cfg: the `random_walk` section, optionally with
+    "cam_power": the walk starts from cam ** cam_power (AMN: amn.rw_power = 1.3; default 1).
+    boundary: the image's `boundary_map` float32[ceil(H/4), ceil(W/4)] if already computed.
     """
     check_rw_config(cfg)
     h, w = img_u8.shape[:2]
@@ -186,7 +266,10 @@ def pseudo_mask_from_cam(
         raise ValueError(f"CAM 'cam' has shape {cams.shape}, expected {(len(keys), *grid)} for a {h}x{w} image")
     if len(keys) == 0:
         return np.zeros((h, w), dtype=np.uint8)
-    boundary = torch.from_numpy(boundary_map(edge_net, img_u8, device)).to(device)
+    cams = cams ** float(cfg.get("cam_power", 1.0))
+    if boundary is None:
+        boundary = boundary_map(edge_net, img_u8, device)
+    boundary = torch.from_numpy(np.ascontiguousarray(boundary, dtype=np.float32)).to(device)
     with torch.inference_mode():
         rw = random_walk(torch.from_numpy(cams).to(device), boundary, cfg["beta"], cfg["exp_times"], cfg["radius"])
         up = F.interpolate(rw[None], scale_factor=STRIDE, mode="bilinear", align_corners=False)[0, :, :h, :w]
@@ -217,14 +300,24 @@ def make_pseudo_masks(
     log.info("%d of %d pseudo-masks to make in %s", len(todo), len(ids), out_dir)
     if not todo:
         return
+    missing = [i for i in todo if i not in cam_files]
+    if missing:
+        raise ValueError(f"image id {missing[0]!r}: no CAM file ({len(missing)} ids without one)")
     edge_net = edge_net_from_checkpoint(irn_checkpoint, device)
-    for image_id in tqdm(todo, desc="random_walk", disable=not progress_enabled()):
-        img = load_image(manifest.image_file(image_id))
-        if image_id not in cam_files:
-            raise ValueError(f"image id {image_id!r}: no CAM file")
-        cam_path = cam_files[image_id]
-        try:
-            mask = pseudo_mask_from_cam(img, load_cam(cam_path), edge_net, cfg, device)
-        except ValueError as e:
-            raise ValueError(f"image id {image_id!r} ({cam_path}): {e}") from e
-        save_label_png(out_dir / f"{image_id}.png", mask)
+    if torch.device(device).type == "cuda":
+        edge_net = edge_net.to(memory_format=torch.channels_last)
+    bar = tqdm(total=len(todo), desc="random_walk", disable=not progress_enabled())
+    for start in range(0, len(todo), RW_WINDOW):  # stream: at most RW_WINDOW images in memory
+        window = todo[start : start + RW_WINDOW]
+        imgs = [load_image(manifest.image_file(i)) for i in window]
+        for members in size_batches([im.shape for im in imgs], [1.0], flip=True):
+            bounds = boundary_maps(edge_net, [imgs[k] for k in members], device)
+            for k, boundary in zip(members, bounds):
+                image_id, cam_path = window[k], cam_files[window[k]]
+                try:
+                    mask = pseudo_mask_from_cam(imgs[k], load_cam(cam_path), edge_net, cfg, device, boundary)
+                except ValueError as e:
+                    raise ValueError(f"image id {image_id!r} ({cam_path}): {e}") from e
+                save_label_png(out_dir / f"{image_id}.png", mask)
+            bar.update(len(members))
+    bar.close()

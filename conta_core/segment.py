@@ -35,6 +35,7 @@ from tqdm import tqdm
 from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
+from conta_core.device import inference_autocast
 from conta_core.io import load_image, save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
 from conta_core.runtime import progress_enabled
@@ -42,6 +43,7 @@ from conta_core.runtime import progress_enabled
 log = logging.getLogger("conta.segment")
 
 IGNORE_INDEX = 255  # label-map value excluded from the loss (pad, void, uncertain)
+INFER_WINDOW = 8  # infer_segmentation loads this many images at a time; same-size ones share passes
 _TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "momentum", "weight_decay", "poly_power",
     "crop_size", "scale_range", "checkpoint_every",
@@ -235,6 +237,53 @@ def predict(
     return probs.float().cpu().numpy()
 
 
+def predict_batch(
+    model: nn.Module, imgs: list[np.ndarray], scales: Sequence[float], flip: bool, device: torch.device
+) -> np.ndarray:
+    """`predict` of B images of one size with one forward pass per scale: float32[B, K, H, W].
+
+    imgs: B x uint8[H, W, 3] of equal size. The batch of a scale is [img_1..img_B, flipped
+    img_1..img_B]; on CUDA it runs channels_last under bf16/fp16 autocast (logits averaged
+    in fp32), on the CPU in fp32: equal to `predict` per image up to float32 rounding of the
+    batched convolutions (tests/test_fast_paths.py: max abs difference < 1e-5).
+    """
+    if not imgs:
+        raise ValueError("predict_batch: no images")
+    h, w = imgs[0].shape[:2]
+    if any(im.ndim != 3 or im.shape[2] != 3 or im.shape[:2] != (h, w) for im in imgs):
+        raise ValueError(f"predict_batch: expected RGB images uint8[{h}, {w}, 3], got {[im.shape for im in imgs]}")
+    if not scales:
+        raise ValueError("predict: segmentation.infer.scales is empty")
+    model.eval()
+    dev, b = torch.device(device), len(imgs)
+    x = torch.from_numpy(np.stack([normalize(im) for im in imgs])).to(dev)
+    total, passes = None, 0
+    with torch.inference_mode():
+        for s in scales:
+            size = (max(1, round(h * float(s))), max(1, round(w * float(s))))
+            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
+            if dev.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with inference_autocast(dev):
+                out = model(batch)
+            logits = F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=False)
+            fused = logits[:b] + logits[b:].flip(-1) if flip else logits
+            total = fused if total is None else total + fused
+            passes += 2 if flip else 1
+        probs = torch.softmax(total / passes, dim=1)
+    return probs.cpu().numpy()
+
+
+def labels_from_probs(img_u8: np.ndarray, probs: np.ndarray, crf_params: dict | None = None) -> np.ndarray:
+    """uint8[H, W] argmax of probs float32[K, H, W], after a dense CRF (raw RGB image) when crf_params is given."""
+    if crf_params is not None:
+        from conta_core.crf import crf_inference_prob
+
+        probs = crf_inference_prob(np.ascontiguousarray(img_u8), probs, crf_params)
+    return np.argmax(probs, axis=0).astype(np.uint8)
+
+
 def predict_labels(
     model: nn.Module,
     img_u8: np.ndarray,
@@ -248,12 +297,7 @@ def predict_labels(
     crf_params: the `segmentation.crf` section (iterations, gaussian_sxy, gaussian_compat,
     bilateral_sxy, bilateral_srgb, bilateral_compat); the CRF sees the raw RGB image.
     """
-    probs = predict(model, img_u8, scales, flip, device)
-    if crf_params is not None:
-        from conta_core.crf import crf_inference_prob
-
-        probs = crf_inference_prob(np.ascontiguousarray(img_u8), probs, crf_params)
-    return np.argmax(probs, axis=0).astype(np.uint8)
+    return labels_from_probs(img_u8, predict(model, img_u8, scales, flip, device), crf_params)
 
 
 def _infer_settings(cfg_seg: dict) -> tuple[list[float], bool, dict | None]:
@@ -289,7 +333,17 @@ def infer_segmentation(
         raise ValueError(
             f"{model_path}: model predicts {n_model} classes but manifest {manifest.name} has {manifest.num_classes}"
         )
-    for image_id in tqdm(todo, desc="infer_seg", disable=not progress_enabled()):
-        img = load_image(manifest.image_file(image_id))
-        label = predict_labels(model, img, scales, flip, device, crf_params)
-        save_label_png(out_dir / f"{image_id}.png", label)
+    if torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    from conta_core.cam import size_batches
+
+    bar = tqdm(total=len(todo), desc="infer_seg", disable=not progress_enabled())
+    for start in range(0, len(todo), INFER_WINDOW):  # stream: at most INFER_WINDOW images in memory
+        window = todo[start : start + INFER_WINDOW]
+        imgs = [load_image(manifest.image_file(i)) for i in window]
+        for batch in size_batches([im.shape for im in imgs], scales, flip):
+            probs = predict_batch(model, [imgs[i] for i in batch], scales, flip, device)
+            for i, p in zip(batch, probs):
+                save_label_png(out_dir / f"{window[i]}.png", labels_from_probs(imgs[i], p, crf_params))
+            bar.update(len(batch))
+    bar.close()

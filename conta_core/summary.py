@@ -4,7 +4,9 @@ Reads the evaluation CSVs of each round:
 - `round<t>/cam_eval.csv`: threshold sweep (threshold, miou, per-class IoU,
   is_eval_threshold, is_best), written by conta_core.cam.eval_cam_to_csv;
 - `round<t>/pseudo_mask_eval.csv`, `round<t>/seg_eval_{val,train}.csv`: per-class rows plus
-  a final row class == "mean", written by conta_core.evaluate.evaluate_to_csv.
+  a final row class == "mean", written by conta_core.evaluate.evaluate_to_csv;
+- method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
+  reported in the extra columns AMN_COLUMNS, which appear only when a round has that file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ SUMMARY_COLUMNS = [
     "seg_train_miou",
     "seg_val_miou",
 ]
+AMN_COLUMNS = ["amn_cam_miou", "amn_cam_best_miou", "amn_cam_best_threshold"]
 
 
 def _mean_row(path: Path) -> float:
@@ -50,6 +53,9 @@ def round_row(round_dir: Path, t: int) -> dict:
     cam = round_dir / "cam_eval.csv"
     if cam.exists():
         row["cam_miou"], row["cam_best_miou"], row["cam_best_threshold"] = cam_scores(cam)
+    amn = round_dir / "amn_cam_eval.csv"
+    if amn.exists():
+        row["amn_cam_miou"], row["amn_cam_best_miou"], row["amn_cam_best_threshold"] = cam_scores(amn)
     for key, name in (
         ("pseudo_mask_miou", "pseudo_mask_eval.csv"),
         ("seg_train_miou", "seg_eval_train.csv"),
@@ -63,8 +69,10 @@ def round_row(round_dir: Path, t: int) -> dict:
 
 def summarize(run_dir: Path, rounds: list[int]) -> pd.DataFrame:
     """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals)."""
-    df = pd.DataFrame([round_row(run_dir / f"round{t}", t) for t in rounds]).reindex(columns=SUMMARY_COLUMNS)
-    for c in SUMMARY_COLUMNS:
+    rows = [round_row(run_dir / f"round{t}", t) for t in rounds]
+    columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
+    df = pd.DataFrame(rows).reindex(columns=columns)
+    for c in columns:
         if c.endswith("miou"):
             df[c] = (df[c] * 100).round(2)
     return df

@@ -1,5 +1,26 @@
 # Step 3 of a round: CAM -> dense-CRF IR labels -> IRNet boundary net -> random walk ->
 # pseudo-masks, and their mIoU against GT on the training split.
+# method amn (rules/amn.smk): IRNet and the walk take the AMN maps and AMN IR labels instead,
+# and the walk starts from amn_cam ** amn.rw_power. With method irn nothing here changes.
+
+AMN = config["method"] == "amn"
+
+
+def seed_dirs(t):
+    """IR label folders IRNet trains on: ir_label (irn) or amn_ir_label (amn)."""
+    return shard_dirs(t, "amn_ir_label" if AMN else "ir_label")
+
+
+def walk_cam_dirs(t):
+    """Map folders the random walk propagates: cam (irn) or amn_cam (amn)."""
+    return shard_dirs(t, "amn_cam" if AMN else "cam")
+
+
+def random_walk_json():
+    """The random_walk section (+ cam_power = amn.rw_power for amn) as --cfg JSON."""
+    if not AMN:
+        return section_json("random_walk")
+    return json.dumps({**config["random_walk"], "cam_power": config["amn"]["rw_power"]}, sort_keys=True)
 
 
 rule make_ir_label:
@@ -26,7 +47,7 @@ rule make_ir_label:
 rule train_irn:
     input:
         manifest=MANIFEST,
-        ir_labels=lambda w: shard_dirs(w.t, "ir_label"),
+        ir_labels=lambda w: seed_dirs(w.t),
         classifier=f"{R}/round{{t}}/cls/model.pth",
     output:
         model=f"{R}/round{{t}}/irn/model.pth",
@@ -51,12 +72,12 @@ rule train_irn:
 rule random_walk:
     input:
         manifest=MANIFEST,
-        cams=lambda w: shard_dirs(w.t, "cam"),
+        cams=lambda w: walk_cam_dirs(w.t),
         irn=f"{R}/round{{t}}/irn/model.pth",
     output:
         directory(f"{R}/round{{t}}/pseudo_mask/{{shard}}"),
     params:
-        cfg=section_json("random_walk"),
+        cfg=random_walk_json(),
         cams=lambda w, input: flags("--cams-dir", input.cams),
         shards=len(SHARDS),
     log:

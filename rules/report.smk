@@ -12,6 +12,8 @@ def round_evals(t):
             f"{rdir(r)}/seg_eval_val.csv",
             f"{rdir(r)}/seg_eval_train.csv",
         ]
+        if AMN:  # method amn: the AMN map sweep too (summary columns amn_cam_*)
+            files.append(f"{rdir(r)}/amn_cam_eval.csv")
     return files
 
 

@@ -12,7 +12,7 @@ report: "../report/workflow.rst"
 # The `report` config section; the fallback mirrors config/config.yaml for configs without it.
 REPORT = config.get("report", {"num_images": 4, "image_ids": None, "tile_px": 128, "dpi": 100})
 REPORT_JSON = json.dumps(REPORT, sort_keys=True)  # --cfg of the figure scripts (reruns when it changes)
-LOSS_STAGES = ["cls", "irn", "seg"] if config["method"] == "irn" else ["cls", "seg"]
+LOSS_STAGES = ["cls", "irn", "seg"] if config["method"] == "irn" else ["cls", "amn", "irn", "seg"]
 MASK_EVALS = ["pseudo_mask", "seg_train", "seg_val"]  # stage of round<t>/<stage file>
 
 

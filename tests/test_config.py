@@ -59,3 +59,12 @@ def test_overlays_are_valid_once_paths_exist(tmp_path):
             over = deep_merge(load_yaml(DEFAULT_CONFIG.parent / "voc12.yaml"), over)
         over = deep_merge(over, {"irn": {"backbone_init": "classifier"}})
         load_config(DEFAULT_CONFIG, deep_merge(base, over))
+
+
+def test_amn_checks():
+    with pytest.raises(ConfigError, match=r"amn\.ir_bg_threshold"):
+        load_config(DEFAULT_CONFIG, {"method": "amn", "amn": {"ir_bg_threshold": 0.9, "ir_fg_threshold": 0.3}})
+    with pytest.raises(ConfigError, match=r"amn\.backbone"):
+        load_config(DEFAULT_CONFIG, {"method": "amn", "amn": {"backbone": "resnet50"}})
+    with pytest.raises(ConfigError, match=r"amn\.lr_typo|lr_typo"):
+        load_config(DEFAULT_CONFIG, {"amn": {"lr_typo": 1}})

@@ -34,18 +34,19 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
     n_train = len(m.ids("train"))
     for t in range(3):
         rd = run / f"round{t}"
-        for what in ("cam", "ir_label", "pseudo_mask"):
-            files = [f for s in (0, 1) for f in (rd / what / str(s)).iterdir()]
+        for what, ext in (("cam", "npy"), ("ir_label", "png"), ("pseudo_mask", "png")):
+            files = [f for s in (0, 1) for f in (rd / what / str(s)).glob(f"*.{ext}")]
             assert len(files) == n_train, (t, what)
         assert len(list((rd / "seg_pred/val").glob("*/*.png"))) == len(m.ids("val"))
         for f in ("cls/model.pth", "irn/model.pth", "seg/model.pth", "cam_eval.csv",
-                  "pseudo_mask_eval.csv", "seg_eval_val.csv", "summary.csv"):
+                  "pseudo_mask_eval.csv", "seg_eval_val.csv"):
             assert (rd / f).exists(), (t, f)
     for t in (0, 1):  # confounders of rounds 0, 1 feed rounds 1, 2
         with h5py.File(run / f"round{t}/confounder.h5") as h:
             c = h["C"][:]
             assert c.shape == (m.num_fg, 8, 8)
             assert np.all((c >= 0) & (c <= 1))
+    assert not (run / "round0/summary.csv").exists()  # only the requested round's table
     summary = pd.read_csv(run / "round2/summary.csv")
     assert list(summary["round"]) == [0, 1, 2]
     for col in ("cam_miou", "pseudo_mask_miou", "seg_val_miou"):

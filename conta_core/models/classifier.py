@@ -93,12 +93,13 @@ class CAMNet(nn.Module):
         freeze_bn: bool = True,
         frozen_stages: int = 2,
         context: dict | None = None,
+        output_stride: int = OUTPUT_STRIDE,
     ) -> None:
         super().__init__()
         self.num_fg = int(num_fg)
         self.backbone = ResNetBackbone(
             backbone,
-            output_stride=OUTPUT_STRIDE,
+            output_stride=output_stride,
             dilate=False,
             pretrained=pretrained,
             freeze_bn=freeze_bn,
@@ -207,6 +208,7 @@ def build_classifier(
         freeze_bn=bool(_require(cfg_classifier, "freeze_bn", "classifier")),
         frozen_stages=int(_require(cfg_classifier, "frozen_stages", "classifier")),
         context=cfg_context,
+        output_stride=int(cfg_classifier.get("output_stride", OUTPUT_STRIDE)),
     )
     if model.uses_context:
         ctx = model.context_cfg

@@ -1,0 +1,534 @@
+"""Shared harness of the per-step benchmarks (benchmarks/bench_*.py).
+
+Each benchmark script defines a `Step`: how to build a FIXED input set (synthetic images
+from conta_core.data.synthetic with a fixed seed, random-init models with a fixed seed,
+CAMs derived from the GT masks) and two or more variants of the step: "naive" (the
+reference loop: one image, one scale, one flip at a time, dense random walk, one process)
+and "fast" (the production function of conta_core). `main(step)` then
+
+1. builds the inputs once in a temporary folder, in a subprocess (`spec.json` describes
+   them); the orchestrating process itself never imports torch (see "orchestration");
+2. runs every variant `--repeat` times, alternating the variants (naive, fast, naive, ...)
+   so that load from other processes on a shared machine hits both alike; every run is a
+   fresh subprocess, so its peak RSS (resource.getrusage ru_maxrss) is that variant's own;
+   the CRF pool's children are sampled from /proc (ChildSampler);
+3. in the first run of each variant, after the timed pass, runs the step once more under
+   tracemalloc for the peak of Python-tracked allocations (numpy included, torch tensors not);
+4. prints one markdown table row per variant (median images/s over the repeats, peak RSS,
+   tracemalloc peak, speed-up of each variant over "naive") and, with --json FILE,
+   appends one JSON object per line to FILE.
+
+--shards 2 adds the variant "fast_x2": the fast variant as 2 concurrent processes, each on
+half the images (conta_core.shards.shard_ids) with --threads // 2 threads, as Snakemake
+runs 2 shards side by side; its time is the wall time from the common start (a file
+barrier after imports) to the last finish.
+
+Command line (every bench_*.py):
+  python benchmarks/bench_X.py [--images 8] [--size 96] [--device auto|cpu|cuda]
+      [--repeat 3] [--threads 2] [--variants naive,fast] [--shards 1|2] [--no-trace]
+      [--json results.jsonl] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "config" / "config.yaml"
+RESULT_TAG = "RESULT "  # worker stdout line carrying its JSON result
+DATA_SEED = 0  # synthetic images
+MODEL_SEED = 0  # random-init weights
+CAM_SEED = 0  # noise of the GT-derived CAMs
+CAM_BLUR_SIGMA = 0.04  # Gaussian blur of the GT-derived CAMs, as a fraction of the image side
+CAM_NOISE = 0.15  # uniform noise amplitude added to the GT-derived CAMs
+BARRIER_POLL_S = 0.01
+BARRIER_TIMEOUT_S = 600.0
+MIB = 1024.0 * 1024.0
+
+RunFn = Callable[[dict, list, Path, "object", int], None]  # (spec, ids, out_dir, device, threads)
+
+
+@dataclass
+class Step:
+    """One benchmarked pipeline step.
+
+    name: table label; prepare(workdir, args) -> spec (JSON-able dict; must contain
+    "manifest"); variants: name -> run(spec, ids, out_dir, device, threads), which must
+    process every id and write its outputs under out_dir (a fresh empty folder per run).
+    """
+
+    name: str
+    prepare: Callable[[Path, argparse.Namespace], dict]
+    variants: dict[str, RunFn] = field(default_factory=dict)
+    per_image: bool = True  # streaming per-image step (RESULTS.md memory table)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def load_config() -> dict:
+    """The repository's default config/config.yaml as a dict."""
+    import yaml
+
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def make_dataset(root: Path, images: int, size: int, seed: int = DATA_SEED) -> Path:
+    """Generate `images` training images of size x size into root; returns the manifest path."""
+    from conta_core.data.synthetic import generate_synthetic
+
+    cfg = dict(load_config()["dataset"]["synthetic"])
+    cfg.update(num_train=int(images), num_val=1, image_size=int(size), seed=int(seed))
+    generate_synthetic(root, cfg)
+    return root / "manifest.json"
+
+
+def train_ids(manifest_path: Path, images: int) -> list[str]:
+    from conta_core.data.manifest import Manifest
+
+    return Manifest.load(manifest_path).ids("train")[: int(images)]
+
+
+def make_classifier(path: Path, num_fg: int, seed: int = MODEL_SEED) -> Path:
+    """A random-init CAM classifier checkpoint (config classifier section, no context)."""
+    import torch
+
+    from conta_core.io import save_torch
+    from conta_core.models.classifier import build_classifier
+
+    cls_cfg = {**load_config()["classifier"], "pretrained": None}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_classifier(cls_cfg, None, num_fg)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_torch(path, {"state_dict": state, "config": {"classifier": cls_cfg, "context": None, "num_fg": num_fg}})
+    return path
+
+
+def make_edge_net(path: Path, seed: int = MODEL_SEED) -> Path:
+    """A random-init IRNet boundary-net checkpoint (config irn section)."""
+    from conta_core.io import save_torch
+    from conta_core.irn import build_edge_net
+
+    cfg = {**load_config()["irn"], "backbone_init": "random", "pretrained": None}
+    net = build_edge_net(cfg, None, seed)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    save_torch(path, {"state_dict": state, "config": cfg})
+    return path
+
+
+def make_deeplab(path: Path, num_classes: int, seed: int = MODEL_SEED) -> Path:
+    """A random-init DeepLab-v2 (MSC) checkpoint (config segmentation section)."""
+    import torch
+
+    from conta_core.io import save_torch
+    from conta_core.models.deeplab import build_deeplab, checkpoint_dict
+
+    cfg = {**load_config()["segmentation"], "pretrained": None}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_deeplab(cfg, num_classes)
+    save_torch(path, checkpoint_dict(model, cfg, num_classes, iteration=0))
+    return path
+
+
+def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int = CAM_SEED) -> Path:
+    """CAM files (conta_core.io.save_cam) derived from the GT masks: blurred class masks + noise.
+
+    Realistic blob-shaped maps for the CRF and the random walk without running a network.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from conta_core.cam import CAM_STRIDE
+    from conta_core.data.manifest import Manifest
+    from conta_core.io import load_label_png, save_cam
+
+    manifest = Manifest.load(manifest_path)
+    rng = np.random.default_rng(seed)
+    for image_id in ids:
+        gt = load_label_png(manifest.mask_file(image_id))
+        h, w = gt.shape
+        keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
+        sigma = CAM_BLUR_SIGMA * max(h, w)
+        maps = [gaussian_filter((gt == k + 1).astype(np.float32), sigma) for k in keys]
+        high = np.stack(maps) if maps else np.zeros((0, h, w), np.float32)
+        high = high + CAM_NOISE * rng.random(high.shape, dtype=np.float32)
+        high = high / (high.reshape(len(keys), -1).max(axis=1)[:, None, None] + 1e-5) if len(keys) else high
+        ys = np.arange(0, h, CAM_STRIDE)
+        xs = np.arange(0, w, CAM_STRIDE)
+        save_cam(out_dir / f"{image_id}.npy", keys, high[:, ys][:, :, xs].astype(np.float32), high.astype(np.float32))
+    return out_dir
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info() -> dict:
+    """CPU model, core count and Python version (torch-free: the orchestrator stays small)."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version()}
+
+
+def torch_info(device) -> dict:
+    """torch version and the CUDA device name (worker side)."""
+    import torch
+
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"torch": torch.__version__, "gpu": gpu, "device": str(device)}
+
+
+def _proc_status_mib(pid: int | str, key: str) -> float | None:
+    """VmHWM / VmRSS of a process from /proc/<pid>/status in MiB (None if unreadable)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return float(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class ChildSampler:
+    """Background thread summing the peak RSS (VmHWM) of this process's children (CRF pool).
+
+    resource.getrusage(RUSAGE_CHILDREN) cannot be used: importing torch runs a child process
+    whose peak (~450 MiB) would mask the pool workers'.
+    """
+
+    def __init__(self, period_s: float = 0.05) -> None:
+        import threading
+
+        self.period_s, self.peaks, self._stop = period_s, {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _children(self) -> list[str]:
+        try:
+            return [c for t in Path("/proc/self/task").iterdir() for c in (t / "children").read_text().split()]
+        except OSError:
+            return []
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in self._children():
+                hwm = _proc_status_mib(pid, "VmHWM")
+                if hwm is not None:
+                    self.peaks[pid] = max(hwm, self.peaks.get(pid, 0.0))
+            self._stop.wait(self.period_s)
+
+    def __enter__(self) -> "ChildSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def total_mib(self) -> float | None:
+        total = sum(self.peaks.values())
+        return total if total > 0 else None
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _wait_barrier(barrier: Path, num: int, shard: int) -> None:
+    """File barrier: every shard process announces itself, then waits for all `num`."""
+    barrier.mkdir(parents=True, exist_ok=True)
+    (barrier / f"ready_{shard}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(barrier.glob("ready_*"))) < num:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"barrier {barrier}: only some of {num} shard processes started")
+        time.sleep(BARRIER_POLL_S)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its reaped children (the CRF pool)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_worker(step: Step, args: argparse.Namespace) -> None:
+    """One measured run of one variant (in its own process); prints RESULT {json}."""
+    import torch
+
+    from conta_core.shards import shard_ids
+
+    torch.set_num_threads(max(1, args.threads))
+    spec = json.loads(Path(args.spec).read_text())
+    device = resolve_device(args.device)
+    ids = shard_ids(spec["ids"], args.shard, args.num_shards)
+    run = step.variants[args.worker]
+    out = Path(args.out_root)
+    if args.barrier:
+        _wait_barrier(Path(args.barrier), args.num_shards, args.shard)
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    base = _proc_status_mib("self", "VmHWM")
+    cpu0 = _cpu_seconds()
+    t0 = time.time()
+    start = time.perf_counter()
+    with ChildSampler() as children:
+        run(spec, ids, out / "timed", device, args.threads)
+        _sync(device)
+    seconds = time.perf_counter() - start
+    t1 = time.time()
+    result = {
+        "seconds": seconds, "start": t0, "end": t1, "images": len(ids), "cpu_s": _cpu_seconds() - cpu0,
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "hwm_mib": _proc_status_mib("self", "VmHWM"), "hwm_before_run_mib": base,
+        "children_rss_mib": children.total_mib,
+        "cuda_peak_mib": torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None,
+        **torch_info(device),
+    }  # fmt: skip
+    if args.trace_pass:
+        tracemalloc.start()
+        run(spec, ids, out / "traced", device, args.threads)
+        result["tracemalloc_peak_mib"] = tracemalloc.get_traced_memory()[1] / MIB
+        tracemalloc.stop()
+    print(RESULT_TAG + json.dumps(result), flush=True)
+
+
+# --------------------------------------------------------------------------- orchestration
+# The orchestrating process never imports torch: a child started by vfork + exec inherits
+# its parent's peak RSS in ru_maxrss, so a heavy parent would mask the workers' own peaks.
+
+
+def run_prepare(step: Step, args: argparse.Namespace) -> None:
+    """Build the inputs in args.prepare_into and write spec.json there (own process)."""
+    work = Path(args.prepare_into)
+    spec = step.prepare(work, args)
+    spec["ids"] = list(spec["ids"])
+    (work / "spec.json").write_text(json.dumps(spec))
+
+
+def _worker_cmd(script: str, args: argparse.Namespace, variant: str, spec: Path, out: Path, threads: int,
+                trace: bool, shard: int = 0, num_shards: int = 1, barrier: Path | None = None) -> list[str]:  # fmt: skip
+    cmd = [sys.executable, script, "--worker", variant, "--spec", str(spec), "--out-root", str(out),
+           "--device", args.device, "--threads", str(threads), "--shard", str(shard),
+           "--num-shards", str(num_shards)]  # fmt: skip
+    if trace:
+        cmd.append("--trace-pass")
+    if barrier is not None:
+        cmd += ["--barrier", str(barrier)]
+    return cmd
+
+
+def _parse_result(proc: subprocess.CompletedProcess, what: str) -> dict:
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG) :])
+    raise SystemExit(f"{what} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+
+
+def _child_env(threads: int) -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONHASHSEED="0")
+    return env
+
+
+def run_variant_once(script: str, args, variant: str, spec: Path, out: Path, trace: bool) -> dict:
+    cmd = _worker_cmd(script, args, variant, spec, out, args.threads, trace)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(args.threads))
+    return _parse_result(proc, f"{variant} run")
+
+
+def run_sharded_once(script: str, args, spec: Path, out: Path, trace: bool) -> dict:
+    """The fast variant as args.shards concurrent processes; wall time from common start to last end."""
+    n = args.shards
+    threads = max(1, args.threads // n)
+    barrier = out / "barrier"
+    procs = [
+        subprocess.Popen(_worker_cmd(script, args, "fast", spec, out / f"shard{k}", threads, trace, k, n, barrier),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env(threads))
+        for k in range(n)
+    ]  # fmt: skip
+    results = []
+    for k, p in enumerate(procs):
+        stdout, stderr = p.communicate()
+        results.append(_parse_result(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr), f"shard {k}"))
+    merged = dict(results[0])
+    merged.update(
+        seconds=max(r["end"] for r in results) - min(r["start"] for r in results),
+        images=sum(r["images"] for r in results),
+        rss_mib=sum(r["rss_mib"] for r in results),
+        hwm_mib=sum(r["hwm_mib"] or 0.0 for r in results),
+        hwm_before_run_mib=sum(r["hwm_before_run_mib"] or 0.0 for r in results),
+        children_rss_mib=sum(r["children_rss_mib"] or 0.0 for r in results) or None,
+        cpu_s=sum(r.get("cpu_s") or 0.0 for r in results),
+        shard_threads=threads,
+    )
+    if trace:
+        merged["tracemalloc_peak_mib"] = sum(r.get("tracemalloc_peak_mib", 0.0) for r in results)
+    return merged
+
+
+def _max_or_none(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _median_or_none(values: list, images: int) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) / images if values and images else None
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Median seconds / images per second over repeats; memory = max over repeats."""
+    secs = [r["seconds"] for r in runs]
+    med = statistics.median(secs)
+    return {
+        "images": runs[0]["images"], "seconds": secs, "median_s": med,
+        "images_per_s": runs[0]["images"] / med if med > 0 else None,
+        "cpu_s_per_image": _median_or_none([r.get("cpu_s") for r in runs], runs[0]["images"]),
+        "rss_mib": max(r["rss_mib"] for r in runs),
+        "hwm_before_run_mib": _max_or_none([r.get("hwm_before_run_mib") for r in runs]),
+        "children_rss_mib": _max_or_none([r.get("children_rss_mib") for r in runs]),
+        "tracemalloc_peak_mib": _max_or_none([r.get("tracemalloc_peak_mib") for r in runs]),
+        "cuda_peak_mib": _max_or_none([r.get("cuda_peak_mib") for r in runs]),
+        "device": runs[0].get("device"), "torch": runs[0].get("torch"), "gpu": runs[0].get("gpu"),
+    }  # fmt: skip
+
+
+def table_header() -> str:
+    return (
+        "| step | variant | device | threads | images | size | repeats | median s | images/s | speed-up vs naive "
+        "| CPU s/image | peak RSS MiB | RSS after imports MiB | pool RSS MiB | tracemalloc MiB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+
+
+def _fmt(v, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table_row(step: str, variant: str, args, s: dict, speedup: float | None) -> str:
+    return (
+        f"| {step} | {variant} | {s['device']} | {args.threads} | {s['images']} | {args.size} | {len(s['seconds'])} "
+        f"| {_fmt(s['median_s'])} | {_fmt(s['images_per_s'])} | {_fmt(speedup)}x | {_fmt(s['cpu_s_per_image'], 3)} "
+        f"| {_fmt(s['rss_mib'], 0)} "
+        f"| {_fmt(s['hwm_before_run_mib'], 0)} | {_fmt(s['children_rss_mib'], 0)} | {_fmt(s['tracemalloc_peak_mib'])} |"
+    )
+
+
+def build_parser(step: Step) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=f"benchmark: {step.name} (naive reference loop vs fast path)")
+    p.add_argument("--images", type=int, default=8, help="number of images (default 8)")
+    p.add_argument("--size", type=int, default=96, help="image side in pixels (default 96)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
+    p.add_argument("--repeat", type=int, default=3, help="runs per variant; the median is reported")
+    p.add_argument("--threads", type=int, default=2, help="torch threads / CRF worker processes per run")
+    p.add_argument("--variants", default=",".join(step.variants), help="comma-separated subset to run")
+    p.add_argument("--shards", type=int, default=1, help="2: also time the fast variant as 2 parallel shards")
+    p.add_argument("--no-trace", dest="trace", action="store_false", help="skip the tracemalloc pass")
+    p.add_argument("--json", default=None, help="append one JSON object per variant to this file")
+    p.add_argument("--keep", default=None, help="build inputs/outputs in this folder and keep them")
+    p.add_argument("--header", action="store_true", help="print the markdown table header first")
+    # internal flags (subprocesses)
+    p.add_argument("--prepare-into", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--spec", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--shard", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--num-shards", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--barrier", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--trace-pass", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _prepare_subprocess(script: str, args, work: Path) -> Path:
+    cmd = [sys.executable, script, "--prepare-into", str(work), "--images", str(args.images),
+           "--size", str(args.size)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(args.threads))
+    if proc.returncode != 0:
+        raise SystemExit(f"preparing the inputs failed:\n{proc.stderr[-6000:]}")
+    return work / "spec.json"
+
+
+def main(step: Step, script: str) -> None:
+    """CLI entry of a benchmark script (see the module docstring)."""
+    args = build_parser(step).parse_args()
+    if args.prepare_into:
+        run_prepare(step, args)
+        return
+    if args.worker:
+        run_worker(step, args)
+        return
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in step.variants]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {list(step.variants)}")
+    with tempfile.TemporaryDirectory(prefix=f"bench_{step.name}_", dir=args.keep) as tmp:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        spec_path = _prepare_subprocess(script, args, work)
+        prep_s = time.perf_counter() - t0
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        if args.shards > 1:
+            runs[f"fast_x{args.shards}"] = []
+        for r in range(args.repeat):
+            for v in runs:
+                out = work / "out" / f"{v}_{r}"
+                trace = args.trace and r == 0
+                if v.startswith("fast_x"):
+                    runs[v].append(run_sharded_once(script, args, spec_path, out, trace))
+                else:
+                    runs[v].append(run_variant_once(script, args, v, spec_path, out, trace))
+    summaries = {v: summarise(rs) for v, rs in runs.items()}
+    base = summaries.get("naive", {}).get("images_per_s")
+    if args.header:
+        print(table_header())
+    info = machine_info()
+    stamp = dt.datetime.now().isoformat(timespec="seconds")
+    for v, s in summaries.items():
+        speedup = s["images_per_s"] / base if base and s["images_per_s"] else None
+        print(table_row(step.name, v, args, s, speedup), flush=True)
+        if args.json:
+            rec = {"step": step.name, "variant": v, "threads": args.threads, "size": args.size,
+                   "repeat": args.repeat, "speedup_vs_naive": speedup, "prepare_s": prep_s, "date": stamp,
+                   "load_avg": os.getloadavg(), "machine": info,
+                   "command": " ".join(["python", *sys.argv]), **s}  # fmt: skip
+            with open(args.json, "a") as f:
+                f.write(json.dumps(rec) + "\n")

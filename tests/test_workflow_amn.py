@@ -1,0 +1,76 @@
+"""End-to-end: the real workflow with method amn (AMN seeds, CONTA on AMN) on tiny data (e2e)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_snakemake, write_config
+
+pytestmark = pytest.mark.e2e
+RUN = Path("results/tiny")
+TINY_AMN = {"method": "amn", "rounds": 1,
+            "amn": {"epochs": 1, "batch_size": 8, "crop_size": 48, "aspp_rates": [2, 4]}}
+
+
+def _counts(stdout: str) -> dict[str, str]:
+    return dict(re.findall(r"^(\w+)\s+(\d+)$", stdout, flags=re.M))
+
+
+def test_dry_run_routes_irnet_and_walk_through_amn(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", Path("results"), extra=TINY_AMN)
+    out = run_snakemake(tmp_path, cfg, "-n", "-p", "round1").stdout
+    counts = _counts(out)
+    assert counts["train_amn"] == "2" and counts["make_amn_cam"] == "4" and counts["eval_amn_cam"] == "2"
+    assert counts["make_amn_ir_label"] == "4" and counts["make_ir_label"] == "4"  # first-stage seeds still made
+    walk = [line for line in out.splitlines() if "random_walk.py" in line]
+    assert walk and all("/amn_cam/0" in line and '"cam_power": 1.3' in line for line in walk)
+    irn = [line for line in out.splitlines() if "train_irn.py" in line]
+    assert irn and all("/amn_ir_label/1" in line and not re.search(r"/round\d+/ir_label/", line) for line in irn)
+    amn_r1 = [line for line in out.splitlines() if "train_amn.py" in line and "round1/amn/" in line]
+    assert amn_r1 and "--confounder" in amn_r1[0] and "round0/seg_pred/train/0" in amn_r1[0]
+
+
+def test_dry_run_irn_has_no_amn_jobs(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"rounds": 1})
+    out = run_snakemake(tmp_path, cfg, "-n", "-p", "round1").stdout
+    assert "amn" not in " ".join(_counts(out))
+    assert "cam_power" not in out and "amn_cam" not in out
+
+
+def test_amn_round1_artifacts_and_summary(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", Path("results"), extra=TINY_AMN)
+    run_snakemake(tmp_path, cfg, "round1")
+    check_amn_run(tmp_path / RUN)
+
+
+def check_amn_run(run: Path) -> None:
+    """Assertions on a finished tiny `method: amn` round1 run folder."""
+    from conta_core.data.manifest import Manifest
+    from conta_core.io import load_cam, load_torch
+
+    m = Manifest.load(run / "data/manifest.json")
+    n_train = len(m.ids("train"))
+    for t in (0, 1):
+        rd = run / f"round{t}"
+        for what, suffix in (("amn_cam", "npy"), ("amn_ir_label", "png"), ("pseudo_mask", "png")):
+            assert len(list(rd.glob(f"{what}/[01]/*.{suffix}"))) == n_train, (t, what)
+        cams = sorted((rd / "amn_cam/0").glob("*.npy"))
+        d = load_cam(cams[0])
+        image_id = cams[0].stem
+        assert d["keys"].tolist() == [k - 1 for k in m.labels[image_id]]
+        assert d["high_res"].shape[0] == len(d["keys"]) and d["cam"].shape[0] == len(d["keys"])
+        cam_eval, amn_eval = pd.read_csv(rd / "cam_eval.csv"), pd.read_csv(rd / "amn_cam_eval.csv")
+        assert list(amn_eval.columns) == list(cam_eval.columns)
+        assert np.isclose(amn_eval.loc[amn_eval["is_eval_threshold"], "threshold"], 0.25).all()
+        ckpt = load_torch(rd / "amn/model.pth")
+        assert (ckpt["config"]["context"] is not None) == (t == 1)  # CONTA on AMN from round 1
+        assert (rd / "amn/train_log.csv").exists()
+    summary = pd.read_csv(run / "round1/summary.csv")
+    assert list(summary["round"]) == [0, 1]
+    for col in ("amn_cam_miou", "amn_cam_best_miou", "pseudo_mask_miou", "seg_val_miou"):
+        assert summary[col].between(0, 100).all(), col

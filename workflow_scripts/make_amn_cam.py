@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Multi-scale + flip AMN maps of one shard of a split, in the CAM .npy format; resumes.
+
+CLI:
+  make_amn_cam.py --cfg JSON --manifest PATH [--split train] --shard K --num-shards N
+                  --model AMN.pth --ir-label-dir DIR [--ir-label-dir DIR ...] --out-dir DIR
+                  [--xm-dir DIR ...] [--device auto] [--threads N] [--seed S]
+
+--cfg: {"scales", "flip"} (the cam section's) and "inference_dropout" (amn's).
+--model: the round's amn/model.pth (train_amn.py).
+--ir-label-dir (repeatable): shard folders of the round's first-stage IR labels (AMN's
+  normalisation mask: maps are min-max normalised where the seed is not background).
+--out-dir: round<t>/amn_cam/<K>; writes <id>.npy (keys, cam, high_res: the K foreground maps).
+--xm-dir (repeatable): X_m label PNG folders, required for context models (t > 0).
+--seed: seeds torch (only matters with inference_dropout).
+"""
+
+from conta_core.amn import make_amn_cams
+from conta_core.data.artifacts import index_artifacts
+from conta_core.data.manifest import Manifest
+from conta_core.runtime import base_parser, setup
+from conta_core.shards import shard_ids
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--model", required=True)
+    p.add_argument("--ir-label-dir", action="append", required=True, help="IR label shard folder (repeatable)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--xm-dir", action="append", default=None, help="X_m folder (repeatable)")
+    args = p.parse_args()
+    cfg, device = setup(args)
+    manifest = Manifest.load(args.manifest)
+    ids = shard_ids(manifest.ids(args.split), args.shard, args.num_shards)
+    xm_files = index_artifacts(args.xm_dir, ".png") if args.xm_dir else None
+    make_amn_cams(manifest, ids, args.model, args.out_dir, cfg, device, index_artifacts(args.ir_label_dir, ".png"),
+                  xm_files=xm_files)
+
+
+if __name__ == "__main__":
+    main()
