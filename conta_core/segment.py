@@ -218,23 +218,7 @@ def predict(
     """
     if img_u8.ndim != 3 or img_u8.shape[2] != 3:
         raise ValueError(f"predict: expected an RGB image uint8[H, W, 3], got shape {img_u8.shape}")
-    if not scales:
-        raise ValueError("predict: segmentation.infer.scales is empty")
-    model.eval()
-    h, w = img_u8.shape[:2]
-    x = torch.from_numpy(normalize(img_u8))[None].to(device)
-    total, passes = None, 0
-    with torch.inference_mode():
-        for s in scales:
-            size = (max(1, round(h * float(s))), max(1, round(w * float(s))))
-            xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
-            logits = F.interpolate(model(batch), size=(h, w), mode="bilinear", align_corners=False)
-            fused = logits[0] + logits[1].flip(-1) if flip else logits[0]
-            total = fused if total is None else total + fused
-            passes += logits.shape[0]
-        probs = torch.softmax(total / passes, dim=0)
-    return probs.float().cpu().numpy()
+    return predict_batch(model, [img_u8], scales, flip, device)[0]
 
 
 def predict_batch(
