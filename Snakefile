@@ -8,9 +8,6 @@
 # Targets: round0 .. round<T> (T = config `rounds`), round0_pseudo, all.
 # Every rule is one EM step; its thin script in workflow_scripts/ calls conta_core.
 
-import json
-import sys
-
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -27,38 +24,8 @@ except ConfigError as e:
     raise WorkflowError(str(e))
 
 
-R = f"{config['results_dir']}/{config['run']}"
-T = int(config["rounds"])
-SHARDS = list(range(int(config["shards"])))
-PY = sys.executable
-SCRIPTS = f"{workflow.basedir}/workflow_scripts"
-MANIFEST = f"{R}/data/manifest.json"
-CONTA = config["context"]["mode"] == "conta"
-GPU = int(config["gpus_per_job"])  # `gpu` resource of GPU rules (0 on CPU-only clusters)
-
-
-def cfg_json(*sections):
-    """The named config sections as one JSON object (a rule's params: reruns when they change)."""
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
-
-
-def section_json(section):
-    """One config section as a JSON object (the step's own settings)."""
-    return json.dumps(config[section], sort_keys=True)
-
-
-def rdir(t):
-    return f"{R}/round{t}"
-
-
-def shard_dirs(t, what):
-    """All shard folders of a sharded per-image artifact of round t."""
-    return [f"{rdir(t)}/{what}/{s}" for s in SHARDS]
-
-
-def flags(flag, paths):
-    """Repeat a CLI flag for each path: flags('--cams-dir', [...])."""
-    return " ".join(f"{flag} {p}" for p in paths)
+# Constants (R, T, SHARDS, ...) and helper functions; the rule files hold only rules.
+include: "rules/common.smk"
 
 
 # Light bookkeeping jobs run in the main Snakemake process, never as cluster jobs.

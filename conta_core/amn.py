@@ -56,7 +56,7 @@ from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
 from conta_core.io import load_image, load_label_png, load_torch, save_cam, save_torch, write_csv
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import loader_options, progress_enabled
 
 log = logging.getLogger("conta.amn")
 
@@ -220,6 +220,7 @@ def train_amn(
     context_cfg: the `context:` section (active with xm_files + confounder_path, t > 0).
     classifier_path: the round's cls/model.pth (amn.backbone_init = classifier).
     log_csv: one row per iteration (epoch, iter, loss, lr, loss_bg, loss_fg).
+    num_workers: DataLoader worker processes (config loader_workers; results do not depend on it).
     """
     check_train_cfg(cfg)
     missing = [i for i in ids if i not in seed_files]
@@ -232,8 +233,8 @@ def train_amn(
     dataset = AMNDataset(manifest, ids, seed_files, int(cfg["crop_size"]), tuple(cfg["scale_range"]), seed,
                          xm_files if active else None)
     batch_size = int(cfg["batch_size"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed), pin_memory=torch.device(device).type == "cuda")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                        **loader_options(num_workers, device, seed))
     if len(loader) == 0:
         raise ValueError(f"config key amn.batch_size: {batch_size} exceeds the {len(dataset)} training images")
     optimizer = make_optimizer(model, cfg)

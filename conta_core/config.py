@@ -91,6 +91,7 @@ def check_config(cfg: dict) -> None:
         )
     if cfg["method"] == "amn":
         _check_amn(cfg)
+    _check_pretrain(cfg)
     start, stop, step = cfg["cam"]["sweep"]
     if start > stop or step <= 0:
         raise ConfigError("config key cam.sweep: expected [start, stop >= start, step > 0]")
@@ -98,6 +99,36 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("config key ir_label.bg_threshold: larger than ir_label.fg_threshold")
     if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
         raise ConfigError("config key segmentation.crf: required when segmentation.infer.crf is true")
+
+
+PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<backbone>.pth
+
+
+def pretrain_targets(cfg: dict) -> list[str]:
+    """Config sections that start from the generated pretrain weights (enabled, `pretrained: null`)."""
+    if not cfg.get("pretrain", {}).get("enabled"):
+        return []
+    return [s for s in PRETRAIN_USERS if not cfg[s].get("pretrained")]
+
+
+def _check_pretrain(cfg: dict) -> None:
+    pre = cfg.get("pretrain", {})
+    if not pre.get("enabled"):
+        return
+    if cfg["dataset"]["kind"] != "synthetic":
+        raise ConfigError(
+            "config key pretrain.enabled: the generated pre-training only stands in for ImageNet on "
+            "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys"
+        )
+    for section in pretrain_targets(cfg):
+        if cfg[section]["backbone"] != pre["backbone"]:
+            raise ConfigError(
+                f"config key {section}.backbone: {cfg[section]['backbone']} differs from pretrain.backbone "
+                f"{pre['backbone']} (set {section}.pretrained, or make them equal)"
+            )
+    lo, hi = pre["object_frac"]
+    if not 0 < lo <= hi:
+        raise ConfigError("config key pretrain.object_frac: need 0 < low <= high")
 
 
 def _check_amn(cfg: dict) -> None:

@@ -25,7 +25,6 @@ from tqdm import tqdm
 from conta_core import crf
 from conta_core.data.manifest import Manifest
 from conta_core.io import load_cam, load_image, save_label_png
-from conta_core.shards import shard_ids
 
 UNCERTAIN = 255
 MAX_CLASS_ID = UNCERTAIN - 1  # class ids keys + 1 must stay below the uncertain value
@@ -183,23 +182,3 @@ def make_ir_labels(
         for _ in bar(pool.imap(work, tasks, chunksize=chunksize)):
             pass
 
-
-def make_ir_label_shard(
-    manifest_path: Path,
-    split: str,
-    shard: int,
-    num_shards: int,
-    cam_dirs: list[Path],
-    out_dir: Path,
-    cfg: dict,
-    workers: int,
-) -> None:
-    """CLI entry: IR labels for shard `shard` of `num_shards` of `split`.
-
-    cam_dirs: all shard folders of the round's CAMs (<id>.npy); out_dir: this shard's folder.
-    """
-    from conta_core.evaluate import index_artifacts  # shared helper (or its local stand-in)
-
-    manifest = Manifest.load(manifest_path)
-    ids = shard_ids(manifest.ids(split), shard, num_shards)
-    make_ir_labels(manifest, ids, index_artifacts(list(cam_dirs), ".npy"), out_dir, cfg, workers)

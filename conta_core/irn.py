@@ -31,7 +31,7 @@ from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
 from conta_core.io import load_image, load_label_png, load_torch, save_torch, write_csv
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import loader_options, progress_enabled
 
 try:  # the data engineer's helper (re-exported for the workflow scripts); a local stand-in until it exists
     from conta_core.data.artifacts import index_artifacts
@@ -335,7 +335,8 @@ def train_irn(
     cfg: the `irn` config section. init_state: CAM classifier state_dict (backbone_init
     'classifier'). SGD with cfg momentum / weight decay, poly LR decay per iteration, random
     rescale / flip / crop (labels padded with 255). log_csv gets one row per iteration:
-    epoch, iter, loss, lr, pos_bg, pos_fg, neg (rewritten after every epoch).
+    epoch, iter, loss, lr, pos_bg, pos_fg, neg (rewritten after every epoch). num_workers:
+    DataLoader worker processes (config loader_workers; results do not depend on it).
     """
     check_irn_config(cfg)
     if not ids:
@@ -356,12 +357,12 @@ def train_irn(
     bar = tqdm(total=max_step, desc="train_irn", disable=not progress_enabled())
     for epoch in range(cfg["epochs"]):
         loader = DataLoader(dataset, batch_sampler=epoch_batches(len(ids), cfg["batch_size"], epoch, seed),
-                            num_workers=num_workers)  # fmt: skip
+                            **loader_options(num_workers, device, seed))  # fmt: skip
         for x, labels in loader:
             lr = poly_lr(cfg["lr"], step, max_step, cfg["poly_power"])
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, labels = x.to(device), labels.to(device)
+            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             boundary = torch.sigmoid(net(x))[:, 0]
             aff = pair_affinity(boundary, index)
             loss, parts = affinity_loss(aff, *affinity_labels(labels, index), eps=cfg["loss_eps"])

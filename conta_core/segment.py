@@ -38,7 +38,7 @@ from conta_core.data.transforms import normalize
 from conta_core.device import inference_autocast
 from conta_core.io import load_image, save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import loader_options, progress_enabled
 
 log = logging.getLogger("conta.segment")
 
@@ -126,6 +126,7 @@ def train_segmentation(
     out_path: Path,
     seed: int,
     log_csv: Path | None,
+    num_workers: int = 0,
 ) -> None:
     """Train MSC(DeepLab-v2) on (image, pseudo-mask) pairs; save {"state_dict", "config", ...} at out_path.
 
@@ -133,7 +134,8 @@ def train_segmentation(
     cfg_seg: the `segmentation` config section. Writes checkpoint_<iter>.pth next to
     out_path every `checkpoint_every` iterations (0 = never) and a CSV (iteration, loss,
     lr = backbone learning rate used at that iteration) at log_csv (None = no log).
-    Deterministic on CPU for a fixed seed (model init, shuffling, augmentation).
+    Deterministic on CPU for a fixed seed (model init, shuffling, augmentation), whatever
+    num_workers (DataLoader worker processes, config loader_workers).
     """
     _require_keys(cfg_seg, _TRAIN_KEYS)
     require(label_files, ids, "train_segmentation: pseudo-masks (label_files)")
@@ -149,13 +151,7 @@ def train_segmentation(
     optimizer = _build_optimizer(model, cfg_seg)
     dataset = _segmentation_dataset(manifest, ids, label_files, cfg_seg, seed)
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=int(cfg_seg.get("num_workers", 0)),
-        generator=torch.Generator().manual_seed(seed),
-        pin_memory=device.type == "cuda",
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, **loader_options(num_workers, device, seed)
     )
     rows = _train_loop(model, optimizer, loader, dataset, cfg_seg, device, out_path, log_csv, manifest.num_classes)
     save_torch(out_path, checkpoint_dict(model, cfg_seg, manifest.num_classes, iteration=iterations))

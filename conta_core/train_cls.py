@@ -31,7 +31,7 @@ from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import ClassificationDataset
 from conta_core.io import save_torch, write_csv
 from conta_core.models.classifier import CAMNet, build_classifier
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import loader_options, progress_enabled
 
 log = logging.getLogger("conta.train_cls")
 
@@ -113,8 +113,9 @@ def train_classifier(
 
     cls_cfg / context_cfg: the `classifier:` / `context:` config sections. xm_files: image id
     -> X_m label PNG and confounder_path: HDF5 of conta_core.confounder (both for t > 0).
-    log_csv: per-iteration table (epoch, iter, loss, lr). dataset: optional replacement of the
-    manifest dataset with the same items (tests, custom data).
+    log_csv: per-iteration table (epoch, iter, loss, lr). num_workers: DataLoader worker
+    processes (config loader_workers; results do not depend on it). dataset: optional
+    replacement of the manifest dataset with the same items (tests, custom data).
     """
     _check_cfg(cls_cfg)
     active = _context_active(context_cfg, xm_files, confounder_path)
@@ -127,8 +128,8 @@ def train_classifier(
     if dataset is None:
         dataset = make_dataset(manifest, ids, cls_cfg, seed, xm_files if active else None)
     batch_size = int(cls_cfg["batch_size"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed), pin_memory=torch.device(device).type == "cuda")
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                        **loader_options(num_workers, device, seed))
     epochs = int(cls_cfg["epochs"])
     max_step = epochs * len(loader)
     if max_step == 0:

@@ -2,23 +2,9 @@
 # M_t from round t-1's masks X_m and confounder set) and its class activation maps.
 
 
-def xm_dirs(t):
-    """Folders of X_m for round t: round t-1's masks (none for round 0 or context: none)."""
-    t = int(t)
-    if t == 0 or not CONTA:
-        return []
-    if config["context"]["confounder_source"] == "pseudo":
-        return shard_dirs(t - 1, "pseudo_mask")
-    return [f"{rdir(t - 1)}/seg_pred/train/{s}" for s in SHARDS]
-
-
-def confounder_input(t):
-    t = int(t)
-    return [f"{rdir(t - 1)}/confounder.h5"] if t > 0 and CONTA else []
-
-
 rule train_cls:
     input:
+        pretrained=pretrain_input("classifier"),
         manifest=MANIFEST,
         xm=lambda w: xm_dirs(w.t),
         confounder=lambda w: confounder_input(w.t),
@@ -26,11 +12,13 @@ rule train_cls:
         model=f"{R}/round{{t}}/cls/model.pth",
         log_csv=f"{R}/round{{t}}/cls/train_log.csv",
     params:
+        loader_workers=config["loader_workers"],
+        py=PY,
+        script=script("train_cls.py"),
         cfg=cfg_json("classifier", "context"),
-        extra=lambda w, input: " ".join(
-            [flags("--xm-dir", input.xm)] + [f"--confounder {c}" for c in input.confounder]
-        ),
-        seed=lambda w: config["seed"] + int(w.t),
+        extra=lambda w, input: context_flags(input.xm, input.confounder),
+        device=config["device"],
+        seed=round_seed,
     log:
         f"{R}/logs/train_cls/round{{t}}.log",
     benchmark:
@@ -38,10 +26,12 @@ rule train_cls:
     threads: config["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/train_cls.py --cfg {params.cfg:q} --manifest {input.manifest} --split train"
+        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
         " --out {output.model} --log {output.log_csv} {params.extra}"
-        " --device {config[device]} --threads {threads} --seed {params.seed} > {log} 2>&1"
+        " --device {params.device} --threads {threads} --seed {params.seed} --loader-workers {params.loader_workers} > {log} 2>&1"
 
 
 rule make_cam:
@@ -52,9 +42,12 @@ rule make_cam:
     output:
         directory(f"{R}/round{{t}}/cam/{{shard}}"),
     params:
+        py=PY,
+        script=script("make_cam.py"),
         cfg=section_json("cam"),
         xm=lambda w, input: flags("--xm-dir", input.xm),
         shards=len(SHARDS),
+        device=config["device"],
     log:
         f"{R}/logs/make_cam/round{{t}}_{{shard}}.log",
     benchmark:
@@ -62,10 +55,12 @@ rule make_cam:
     threads: config["threads"]
     resources:
         gpu=GPU,
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/make_cam.py --cfg {params.cfg:q} --manifest {input.manifest} --split train"
+        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
         " --shard {wildcards.shard} --num-shards {params.shards} --model {input.model} --out-dir {output}"
-        " {params.xm} --device {config[device]} --threads {threads} > {log} 2>&1"
+        " {params.xm} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule eval_cam:
@@ -75,6 +70,8 @@ rule eval_cam:
     output:
         f"{R}/round{{t}}/cam_eval.csv",
     params:
+        py=PY,
+        script=script("eval_cam.py"),
         cfg=section_json("cam"),
         cams=lambda w, input: flags("--cams-dir", input.cams),
     log:
@@ -82,6 +79,8 @@ rule eval_cam:
     benchmark:
         f"{R}/benchmarks/eval_cam/round{{t}}.tsv"
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/eval_cam.py --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
+        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
         " {params.cams} --out {output} > {log} 2>&1"

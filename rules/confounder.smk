@@ -2,12 +2,6 @@
 # segmentation predictions on the training split (or its pseudo-masks), for round t+1.
 
 
-def confounder_masks(t):
-    if config["context"]["confounder_source"] == "pseudo":
-        return shard_dirs(t, "pseudo_mask")
-    return [f"{rdir(t)}/seg_pred/train/{s}" for s in SHARDS]
-
-
 rule confounder:
     input:
         manifest=MANIFEST,
@@ -15,6 +9,8 @@ rule confounder:
     output:
         f"{R}/round{{t}}/confounder.h5",
     params:
+        py=PY,
+        script=script("confounder.py"),
         cfg=section_json("context"),
         masks=lambda w, input: flags("--mask-dir", input.masks),
         source=config["context"]["confounder_source"],
@@ -23,6 +19,8 @@ rule confounder:
     benchmark:
         f"{R}/benchmarks/confounder/round{{t}}.tsv"
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/confounder.py --cfg {params.cfg:q} --manifest {input.manifest} --split train"
+        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
         " {params.masks} --round {wildcards.t} --source {params.source} --out {output} > {log} 2>&1"

@@ -3,64 +3,10 @@
 # mIoU per round, CAM threshold sweeps, training losses, the summary and per-class IoU
 # tables, and (context.mode conta) the confounder set of each round r < t, i.e. the
 # set the context map M_{r+1} attends over (round<r>/figures/confounder.png).
-# figure_files(t) lists them (wired into the round targets); target `report_figures` = round T.
-
-import shlex
+# figure_files(t) lists them (wired into the round targets; helpers in rules/common.smk);
+# target `report_figures` = round T.
 
 report: "../report/workflow.rst"
-
-# The `report` config section; the fallback mirrors config/config.yaml for configs without it.
-REPORT = config.get("report", {"num_images": 4, "image_ids": None, "tile_px": 128, "dpi": 100})
-REPORT_JSON = json.dumps(REPORT, sort_keys=True)  # --cfg of the figure scripts (reruns when it changes)
-LOSS_STAGES = ["cls", "irn", "seg"] if config["method"] == "irn" else ["cls", "amn", "irn", "seg"]
-MASK_EVALS = ["pseudo_mask", "seg_train", "seg_val"]  # stage of round<t>/<stage file>
-
-
-def fig_dir(t):
-    return f"{rdir(t)}/figures"
-
-
-def figure_files(t):
-    """All report figures and tables of round t (cumulative over rounds 0..t)."""
-    t = int(t)
-    names = ["samples", "miou.png", "cam_sweep.png", "train_loss.png", "summary.csv", "per_class_iou.csv"]
-    files = [f"{fig_dir(t)}/{n}" for n in names]
-    if CONTA:
-        files += [f"{fig_dir(r)}/confounder.png" for r in range(t)]
-    return files
-
-
-def mask_eval_file(t, stage):
-    return f"{rdir(t)}/{'pseudo_mask_eval' if stage == 'pseudo_mask' else stage.replace('seg_', 'seg_eval_')}.csv"
-
-
-def sample_inputs(t):
-    """Every artifact the overview grids of rounds 0..t read (so they are rendered last)."""
-    t = int(t)
-    files = []
-    for r in range(t + 1):
-        files += shard_dirs(r, "cam") + shard_dirs(r, "ir_label") + shard_dirs(r, "pseudo_mask")
-        files += [f"{rdir(r)}/seg_pred/train/{s}" for s in SHARDS]
-        if r > 0 and CONTA:
-            files.append(f"{rdir(r)}/cls/model.pth")
-    return files
-
-
-def loss_logs(t):
-    return {f"{stage}:{r}": f"{rdir(r)}/{stage}/train_log.csv" for r in range(int(t) + 1) for stage in LOSS_STAGES}
-
-
-def iou_evals(t):
-    evals = {}
-    for r in range(int(t) + 1):
-        evals[f"{r}:cam"] = f"{rdir(r)}/cam_eval.csv"
-        evals.update({f"{r}:{stage}": mask_eval_file(r, stage) for stage in MASK_EVALS})
-    return evals
-
-
-def spec_flags(flag, specs):
-    """--flag 'KEY=path' for each item of a {KEY: path} dict."""
-    return " ".join(f"{flag} {shlex.quote(f'{k}={v}')}" for k, v in specs.items())
 
 
 rule report_figures:
@@ -82,16 +28,22 @@ rule figure_samples:
             labels={"image": "{image_id}", "rounds": "0-{t}"},
         ),
     params:
+        py=PY,
+        script=script("visualize.py"),
         cfg=REPORT_JSON,
-        rounds=lambda w: " ".join(str(r) for r in range(int(w.t) + 1)),
+        run_dir=lambda w, output: run_dir_of(output[0], f"round{w.t}/figures/samples"),
+        rounds=lambda w: round_list(w.t),
+        seed=config["seed"],
     log:
         f"{R}/logs/figure_samples/round{{t}}.log",
     benchmark:
         f"{R}/benchmarks/figure_samples/round{{t}}.tsv"
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/visualize.py --cfg {params.cfg:q} --run-dir {R} --rounds {params.rounds}"
-        " --out-dir {output} --seed {config[seed]} --device cpu --threads {threads} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} --run-dir {params.run_dir} --rounds {params.rounds}"
+        " --out-dir {output} --seed {params.seed} --device cpu --threads {threads} > {log} 2>&1"
 
 
 rule figure_miou:
@@ -105,12 +57,16 @@ rule figure_miou:
             labels={"figure": "mIoU per round", "rounds": "0-{t}"},
         ),
     params:
+        py=PY,
+        script=script("plots.py"),
         cfg=REPORT_JSON,
     log:
         f"{R}/logs/figures/round{{t}}_miou.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/plots.py --cfg {params.cfg:q} miou --summary {input} --out {output} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} miou --summary {input} --out {output} > {log} 2>&1"
 
 
 rule figure_cam_sweep:
@@ -124,13 +80,17 @@ rule figure_cam_sweep:
             labels={"figure": "CAM threshold sweep", "rounds": "0-{t}"},
         ),
     params:
+        py=PY,
+        script=script("plots.py"),
         cfg=REPORT_JSON,
         curves=lambda w, input: spec_flags("--curve", {f"round {r}": p for r, p in enumerate(input)}),
     log:
         f"{R}/logs/figures/round{{t}}_cam_sweep.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/plots.py --cfg {params.cfg:q} cam-sweep {params.curves} --out {output} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} cam-sweep {params.curves} --out {output} > {log} 2>&1"
 
 
 rule figure_train_loss:
@@ -144,13 +104,17 @@ rule figure_train_loss:
             labels={"figure": "training losses", "rounds": "0-{t}"},
         ),
     params:
+        py=PY,
+        script=script("plots.py"),
         cfg=REPORT_JSON,
         logs=lambda w: spec_flags("--log", loss_logs(w.t)),
     log:
         f"{R}/logs/figures/round{{t}}_train_loss.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/plots.py --cfg {params.cfg:q} losses {params.logs} --out {output} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} losses {params.logs} --out {output} > {log} 2>&1"
 
 
 rule figure_confounder:
@@ -164,12 +128,16 @@ rule figure_confounder:
             labels={"figure": "confounder set", "round": "{t}"},
         ),
     params:
+        py=PY,
+        script=script("plots.py"),
         cfg=REPORT_JSON,
     log:
         f"{R}/logs/figures/round{{t}}_confounder.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/plots.py --cfg {params.cfg:q} confounder --confounder {input} --out {output} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} confounder --confounder {input} --out {output} > {log} 2>&1"
 
 
 rule table_per_class_iou:
@@ -183,13 +151,17 @@ rule table_per_class_iou:
             labels={"figure": "per-class IoU table", "rounds": "0-{t}"},
         ),
     params:
+        py=PY,
+        script=script("plots.py"),
         cfg=REPORT_JSON,
         evals=lambda w: spec_flags("--eval", iou_evals(w.t)),
     log:
         f"{R}/logs/figures/round{{t}}_per_class_iou.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "{PY} {SCRIPTS}/plots.py --cfg {params.cfg:q} iou-table {params.evals} --out {output} > {log} 2>&1"
+        "{params.py} {params.script} --cfg {params.cfg:q} iou-table {params.evals} --out {output} > {log} 2>&1"
 
 
 rule table_summary:
@@ -202,6 +174,10 @@ rule table_summary:
             category="Scores",
             labels={"figure": "summary table", "rounds": "0-{t}"},
         ),
+    log:
+        f"{R}/logs/figures/round{{t}}_summary.log",
     threads: 1
+    conda:
+        CONDA_ENV
     shell:
-        "cp {input} {output}"
+        "cp {input} {output} > {log} 2>&1"

@@ -22,6 +22,7 @@ TINY_OVERRIDES: dict = {
         "kind": "synthetic",
         "synthetic": {"num_train": 16, "num_val": 6, "image_size": 48, "seed": 0},
     },
+    "pretrain": {"num_images": 16, "image_size": 32, "epochs": 1, "batch_size": 8},
     "classifier": {"epochs": 1, "batch_size": 8, "crop_size": 48},
     "cam": {"scales": [1.0, 0.5]},
     "irn": {"epochs": 1, "batch_size": 8, "crop_size": 48},

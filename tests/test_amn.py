@@ -215,6 +215,21 @@ def test_train_with_context_and_classifier_init(tmp_path):
         make_amn_cams(manifest, ids[1:2], out, xm_dir, INFER_CFG, "cpu", seeds)
 
 
+def test_loader_workers_deterministic_and_equal_to_main_process(tmp_path):
+    """Two runs with 2 DataLoader workers and one seed give identical weights, equal to 0 workers
+    (items draw their augmentation from their own (seed, epoch, index) generator)."""
+    manifest, seeds = _toy(tmp_path, n=4)
+    cfg = {**TRAIN_CFG, "epochs": 2, "batch_size": 2}
+    states = {}
+    for name, workers in (("w2a", 2), ("w2b", 2), ("w0", 0)):
+        out = tmp_path / f"{name}.pth"
+        train_amn(manifest, manifest.ids("train"), seeds, cfg, None, "cpu", out, seed=4, num_workers=workers)
+        states[name] = load_torch(out)["state_dict"]
+    for other in ("w2b", "w0"):
+        for k, v in states["w2a"].items():
+            assert torch.equal(v, states[other][k]), (other, k)
+
+
 # ----------------------------------------------------------------------------- AMN maps
 
 

@@ -22,6 +22,7 @@ def test_default_config_is_valid():
         ({"context": {"block": 6}}, "context.block"),
         ({"cam": {"scales": []}}, "cam.scales"),
         ({"method": "seam"}, "method"),
+        ({"loader_workers": -1}, "loader_workers"),
     ],
 )
 def test_schema_errors_name_the_key(override, key):
@@ -68,3 +69,20 @@ def test_amn_checks():
         load_config(DEFAULT_CONFIG, {"method": "amn", "amn": {"backbone": "resnet50"}})
     with pytest.raises(ConfigError, match=r"amn\.lr_typo|lr_typo"):
         load_config(DEFAULT_CONFIG, {"amn": {"lr_typo": 1}})
+
+
+def test_pretrain_checks(tmp_path):
+    from conta_core.config import pretrain_targets
+
+    assert pretrain_targets(load_config(DEFAULT_CONFIG)) == ["classifier", "segmentation"]
+    with pytest.raises(ConfigError, match=r"segmentation\.backbone: resnet34 differs from pretrain\.backbone"):
+        load_config(DEFAULT_CONFIG, {"segmentation": {"backbone": "resnet34"}})
+    weights = tmp_path / "r34.pth"
+    weights.write_bytes(b"")
+    cfg = load_config(DEFAULT_CONFIG, {"segmentation": {"backbone": "resnet34", "pretrained": str(weights)}})
+    assert pretrain_targets(cfg) == ["classifier"]  # its own weights: no pretrain for segmentation
+    with pytest.raises(ConfigError, match=r"pretrain\.enabled"):
+        load_config(DEFAULT_CONFIG, {"dataset": {"kind": "folder", "root": str(tmp_path), "csv": None}})
+    with pytest.raises(ConfigError, match=r"pretrain\.object_frac"):
+        load_config(DEFAULT_CONFIG, {"pretrain": {"object_frac": [0.0, 0.5]}})
+    assert pretrain_targets(load_config(DEFAULT_CONFIG, {"pretrain": {"enabled": False}})) == []

@@ -266,3 +266,17 @@ def test_train_irn_script_with_classifier_init(tmp_path, monkeypatch):
     key = "backbone.stages.0.0.weight"  # conv1 of the stem, copied from the classifier
     assert torch.equal(ck["state_dict"][key], state[key])
     assert (tmp_path / "irn" / "log.csv").is_file()
+
+
+def test_train_irn_loader_workers_deterministic_and_equal_to_main_process(tmp_path):
+    """Two runs with 2 DataLoader workers and one seed give identical weights, equal to 0 workers
+    (items draw their augmentation from their own (seed, epoch, index) generator)."""
+    m, files = toy_dataset(tmp_path)
+    states = {}
+    for name, workers in (("w2a", 2), ("w2b", 2), ("w0", 0)):
+        out = tmp_path / name / "model.pth"
+        train_irn(m, m.ids("train"), files, irn_cfg(), torch.device("cpu"), out, None, 3, None, num_workers=workers)
+        states[name] = load_torch(out)["state_dict"]
+    for other in ("w2b", "w0"):
+        for k, v in states["w2a"].items():
+            assert torch.equal(v, states[other][k]), (other, k)

@@ -144,6 +144,21 @@ def test_training_lowers_loss_deterministic_with_checkpoints(tmp_path) -> None:
     assert not model.training
 
 
+def test_training_loader_workers_deterministic_and_equal_to_main_process(tmp_path) -> None:
+    """Two runs with 2 DataLoader workers and one seed give identical weights, equal to 0 workers
+    (items draw their augmentation from their own (seed, epoch, index) generator)."""
+    manifest, label_files = make_toy(tmp_path / "data", [(33, 33)] * 4)
+    cfg = seg_cfg(iterations=4, batch_size=2, crop_size=33, scale_range=[0.8, 1.2], lr=1e-3, lr_aspp_mult=1)
+    states = {}
+    for name, workers in (("w2a", 2), ("w2b", 2), ("w0", 0)):
+        out = tmp_path / name / "model.pth"
+        train_segmentation(manifest, manifest.ids("train"), label_files, cfg, CPU, out, 1, None, num_workers=workers)
+        states[name] = load_torch(out)["state_dict"]
+    for other in ("w2b", "w0"):
+        for k, v in states["w2a"].items():
+            assert torch.equal(v, states[other][k]), (other, k)
+
+
 def test_training_input_errors(tmp_path) -> None:
     manifest, label_files = make_toy(tmp_path / "data", [(33, 33)] * 2)
     ids = manifest.ids("train")

@@ -24,6 +24,10 @@ def test_dry_run_round3_prints_plan(tmp_path):
     assert counts["train_cls"] == "4" and counts["train_seg"] == "4"
     assert counts["make_cam"] == "8"  # 4 rounds x 2 shards
     assert counts["confounder"] == "3"  # rounds 0..2 feed rounds 1..3
+    assert counts["pretrain"] == "1"  # one generated stand-in for ImageNet, shared by all rounds
+    no_pre = write_config(tmp_path / "n.yaml", Path("results"), extra={"rounds": 3, "pretrain": {"enabled": False}})
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run_snakemake(tmp_path, no_pre, "-n", "round3").stdout, flags=re.M))
+    assert "pretrain" not in counts and counts["train_cls"] == "4"
 
 
 def test_round2_produces_every_artifact_and_summary(tiny_run):
@@ -46,6 +50,11 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
             c = h["C"][:]
             assert c.shape == (m.num_fg, 8, 8)
             assert np.all((c >= 0) & (c <= 1))
+    from conta_core.io import load_torch
+
+    weights = RUN / "pretrain/resnet18.pth"  # pretrain.enabled: classifier and DeepLab start from it
+    assert load_torch(run / "round0/cls/model.pth")["config"]["classifier"]["pretrained"] == str(weights)
+    assert load_torch(run / "round1/seg/model.pth")["config"]["pretrained"] == str(weights)
     assert not (run / "round0/summary.csv").exists()  # only the requested round's table
     summary = pd.read_csv(run / "round2/summary.csv")
     assert list(summary["round"]) == [0, 1, 2]

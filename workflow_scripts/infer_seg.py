@@ -20,25 +20,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_shard_args, base_parser, select_shard, setup
 from conta_core.segment import infer_segmentation
-from conta_core.shards import shard_ids
 
 
 def main(argv: list[str] | None = None) -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--split", required=True)
-    p.add_argument("--shard", required=True, type=int)
-    p.add_argument("--num-shards", required=True, type=int)
+    add_shard_args(p, split_default=None)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--out-dir", required=True, type=Path)
     args = p.parse_args(argv)
     cfg, device = setup(args)
     cfg_seg = cfg.get("segmentation", cfg)
-    manifest = Manifest.load(args.manifest)
-    ids = shard_ids(manifest.ids(args.split), args.shard, args.num_shards)
+    manifest, ids = select_shard(args)
     infer_segmentation(manifest, ids, args.model, args.out_dir, cfg_seg, device)
 
 

@@ -17,28 +17,21 @@ CLI:
 
 from conta_core.amn import make_amn_cams
 from conta_core.data.artifacts import index_artifacts
-from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
-from conta_core.shards import shard_ids
+from conta_core.runtime import add_shard_args, add_xm_args, base_parser, select_shard, setup, xm_index
 
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--num-shards", type=int, default=1)
+    add_shard_args(p, shard_defaults=True)
     p.add_argument("--model", required=True)
     p.add_argument("--ir-label-dir", action="append", required=True, help="IR label shard folder (repeatable)")
     p.add_argument("--out-dir", required=True)
-    p.add_argument("--xm-dir", action="append", default=None, help="X_m folder (repeatable)")
+    add_xm_args(p)
     args = p.parse_args()
     cfg, device = setup(args)
-    manifest = Manifest.load(args.manifest)
-    ids = shard_ids(manifest.ids(args.split), args.shard, args.num_shards)
-    xm_files = index_artifacts(args.xm_dir, ".png") if args.xm_dir else None
-    make_amn_cams(manifest, ids, args.model, args.out_dir, cfg, device, index_artifacts(args.ir_label_dir, ".png"),
-                  xm_files=xm_files)
+    manifest, ids = select_shard(args)
+    seed_files = index_artifacts(args.ir_label_dir, ".png")
+    make_amn_cams(manifest, ids, args.model, args.out_dir, cfg, device, seed_files, xm_files=xm_index(args))
 
 
 if __name__ == "__main__":

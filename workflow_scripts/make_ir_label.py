@@ -19,23 +19,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conta_core.ir_label import make_ir_label_shard
-from conta_core.runtime import base_parser, setup
+from conta_core.data.artifacts import index_artifacts
+from conta_core.ir_label import make_ir_labels
+from conta_core.runtime import add_shard_args, base_parser, select_shard, setup
 
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--num-shards", type=int, required=True)
-    p.add_argument("--split", default="train")
+    add_shard_args(p)
     p.add_argument("--cams-dir", type=Path, action="append", required=True)
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args()
     cfg, _ = setup(args, needs_device=False)
-    make_ir_label_shard(
-        args.manifest, args.split, args.shard, args.num_shards, args.cams_dir, args.out_dir, cfg, args.threads
-    )
+    manifest, ids = select_shard(args)
+    make_ir_labels(manifest, ids, index_artifacts(args.cams_dir, ".npy"), args.out_dir, cfg, args.threads)
 
 
 if __name__ == "__main__":

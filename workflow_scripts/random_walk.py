@@ -22,26 +22,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conta_core.data.manifest import Manifest
 from conta_core.irn import index_artifacts
 from conta_core.random_walk import make_pseudo_masks
-from conta_core.runtime import base_parser, setup
-from conta_core.shards import shard_ids
+from conta_core.runtime import add_shard_args, base_parser, select_shard, setup
 
 
 def main() -> None:
     p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--shard", type=int, required=True)
-    p.add_argument("--num-shards", type=int, required=True)
+    add_shard_args(p)
     p.add_argument("--cams-dir", type=Path, action="append", required=True)
     p.add_argument("--irn", type=Path, required=True)
     p.add_argument("--out-dir", type=Path, required=True)
     args = p.parse_args()
     cfg, device = setup(args)
-    manifest = Manifest.load(args.manifest)
-    ids = shard_ids(manifest.ids(args.split), args.shard, args.num_shards)
+    manifest, ids = select_shard(args)
     make_pseudo_masks(manifest, ids, index_artifacts(args.cams_dir, ".npy"), args.irn, args.out_dir, cfg, device)
 
 

@@ -5,7 +5,7 @@ CLI:
   train_amn.py --cfg JSON --manifest PATH [--split train] --ir-label-dir DIR [--ir-label-dir DIR ...]
                --out MODEL.pth [--log LOG.csv] [--classifier CLS.pth]
                [--xm-dir DIR ...] [--confounder C.h5]
-               [--device auto] [--threads N] [--seed S] [--workers W]
+               [--device auto] [--threads N] [--seed S] [--loader-workers W]
 
 --cfg: {"amn": {...}, "context": {...}} (config sections; amn without the post-processing
   keys eval_threshold, ir_fg_threshold, ir_bg_threshold, rw_power).
@@ -13,7 +13,7 @@ CLI:
 --classifier: the round's cls/model.pth, required with amn.backbone_init = classifier.
 --xm-dir (repeatable) / --confounder: X_m folders and confounder.h5 of the previous round, as
   for train_cls.py; with both and context.mode = conta AMN gets the context module.
---workers: DataLoader worker processes (default 0).
+--loader-workers: DataLoader worker processes (config loader_workers; default 0 = main process).
 Writes MODEL.pth {"state_dict", "config": {"amn", "context", "num_fg"}, ...} and the
 per-iteration LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg).
 """
@@ -21,7 +21,7 @@ per-iteration LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg).
 from conta_core.amn import train_amn
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_loader_args, add_xm_args, base_parser, setup, xm_index
 
 
 def main() -> None:
@@ -32,17 +32,16 @@ def main() -> None:
     p.add_argument("--out", required=True, help="checkpoint path (model.pth)")
     p.add_argument("--log", default=None, help="per-iteration CSV")
     p.add_argument("--classifier", default=None, help="this round's CAM classifier checkpoint")
-    p.add_argument("--xm-dir", action="append", default=None, help="X_m folder (repeatable)")
-    p.add_argument("--confounder", default=None, help="confounder HDF5 of the previous round")
-    p.add_argument("--workers", type=int, default=0)
+    add_xm_args(p, confounder=True)
+    add_loader_args(p)
     args = p.parse_args()
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
     train_amn(
         manifest, manifest.ids(args.split), index_artifacts(args.ir_label_dir, ".png"), cfg["amn"], cfg.get("context"),
         device, args.out, args.seed, log_csv=args.log, classifier_path=args.classifier,
-        xm_files=index_artifacts(args.xm_dir, ".png") if args.xm_dir else None, confounder_path=args.confounder,
-        num_workers=args.workers,
+        xm_files=xm_index(args), confounder_path=args.confounder,
+        num_workers=args.loader_workers,
     )
 
 

@@ -4,19 +4,18 @@
 CLI:
   train_cls.py --cfg JSON --manifest PATH --split train --out MODEL.pth --log LOG.csv
                [--xm-dir DIR ...] [--confounder C.h5]
-               [--device auto] [--threads N] [--seed S] [--workers W]
+               [--device auto] [--threads N] [--seed S] [--loader-workers W]
 
 --cfg: {"classifier": {...}, "context": {...}} (config sections).
 --xm-dir (repeatable): folders of X_m label PNGs <id>.png of the previous round (seg_pred
   shards, or pseudo_mask shards when context.confounder_source = pseudo).
 --confounder: the previous round's confounder.h5. With both given and context.mode = conta
   the context classifier is trained; without them, the plain round-0 classifier.
---workers: DataLoader worker processes (default 0).
+--loader-workers: DataLoader worker processes (config loader_workers; default 0 = main process).
 """
 
-from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_loader_args, add_xm_args, base_parser, setup, xm_index
 from conta_core.train_cls import train_classifier
 
 
@@ -26,16 +25,14 @@ def main() -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True, help="checkpoint path (model.pth)")
     p.add_argument("--log", default=None, help="per-iteration CSV (epoch, iter, loss, lr)")
-    p.add_argument("--xm-dir", action="append", default=None, help="X_m folder (repeatable)")
-    p.add_argument("--confounder", default=None, help="confounder HDF5 of the previous round")
-    p.add_argument("--workers", type=int, default=0)
+    add_xm_args(p, confounder=True)
+    add_loader_args(p)
     args = p.parse_args()
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
-    xm_files = index_artifacts(args.xm_dir, ".png") if args.xm_dir else None
     train_classifier(
         manifest, manifest.ids(args.split), cfg["classifier"], cfg.get("context"), device, args.out, args.seed,
-        log_csv=args.log, xm_files=xm_files, confounder_path=args.confounder, num_workers=args.workers,
+        log_csv=args.log, xm_files=xm_index(args), confounder_path=args.confounder, num_workers=args.loader_workers,
     )
 
 

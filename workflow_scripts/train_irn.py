@@ -4,7 +4,7 @@
 Usage:
     train_irn.py --cfg JSON --manifest PATH [--split train]
                  --ir-label-dir DIR [--ir-label-dir DIR ...] [--classifier PATH]
-                 --out PATH --log CSV [--device auto] [--threads N] [--seed S]
+                 --out PATH --log CSV [--device auto] [--threads N] [--seed S] [--loader-workers W]
 
 --cfg           the `irn` config section as JSON
 --manifest      dataset manifest JSON
@@ -15,8 +15,9 @@ Usage:
 --out           output checkpoint (irn/model.pth): {"state_dict", "config", ...}
 --log           per-iteration training log CSV (epoch, iter, loss, lr, pos_bg, pos_fg, neg)
 --device        auto | cpu | cuda | cuda:K (default auto)
---threads       torch threads; also the number of data-loading worker processes - 1
+--threads       torch intra-op threads
 --seed          seed of initialisation, shuffling and augmentation (default 0)
+--loader-workers  DataLoader worker processes (config loader_workers; default 0 = main process)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from conta_core.data.manifest import Manifest
 from conta_core.irn import index_artifacts, load_classifier_state, train_irn
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_loader_args, base_parser, setup
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
     p.add_argument("--classifier", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True)
+    add_loader_args(p)
     args = p.parse_args()
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
@@ -54,7 +56,7 @@ def main() -> None:
         init_state,
         args.seed,
         args.log,
-        num_workers=max(0, args.threads - 1),
+        num_workers=args.loader_workers,
     )
 
 

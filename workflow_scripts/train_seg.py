@@ -4,7 +4,7 @@
 Usage:
   train_seg.py --cfg JSON --manifest MANIFEST.json [--split train]
                --label-dir DIR [--label-dir DIR ...] --out MODEL.pth --log LOG.csv
-               [--device auto] [--threads 1] [--seed 0]
+               [--device auto] [--threads 1] [--seed 0] [--loader-workers 0]
 
 --cfg        the `segmentation` config section as a JSON object (an object of the form
              {"segmentation": {...}} is accepted too)
@@ -14,6 +14,7 @@ Usage:
 --out        final checkpoint ({"state_dict", "config", "num_classes", "iteration"});
              checkpoint_<iter>.pth go next to it when segmentation.checkpoint_every > 0
 --log        training log CSV (iteration, loss, lr)
+--loader-workers  DataLoader worker processes (config loader_workers; default 0 = main process)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_loader_args, base_parser, setup
 from conta_core.segment import train_segmentation
 
 
@@ -33,13 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label-dir", action="append", required=True, type=Path, dest="label_dirs")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--log", required=True, type=Path)
+    add_loader_args(p)
     args = p.parse_args(argv)
     cfg, device = setup(args)
     cfg_seg = cfg.get("segmentation", cfg)
     manifest = Manifest.load(args.manifest)
     label_files = index_artifacts(args.label_dirs, ".png")
     train_segmentation(
-        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.log
+        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.log,
+        num_workers=args.loader_workers,
     )
 
 

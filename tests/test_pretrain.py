@@ -1,0 +1,66 @@
+"""Object-centric pre-training (conta_core.pretrain): source set, determinism, loadable weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conta_core.data import synthetic
+from conta_core.io import load_torch
+from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
+from conta_core.pretrain import check_cfg, pretrain_backbone, source_images
+
+TINY = {"backbone": "resnet18", "num_images": 16, "image_size": 32, "object_frac": [0.5, 0.9], "epochs": 1,
+        "batch_size": 8, "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4, "poly_power": 0.9}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def test_source_images_are_balanced_single_objects():
+    images, labels = source_images({**TINY, "num_images": 24}, seed=3)
+    assert images.shape == (24, 32, 32, 3) and images.dtype == np.uint8
+    assert np.bincount(labels, minlength=8).tolist() == [3] * 8  # 8 catalogue classes, balanced
+    again, labels2 = source_images({**TINY, "num_images": 24}, seed=3)
+    assert np.array_equal(images, again) and np.array_equal(labels, labels2)
+    other, _ = source_images({**TINY, "num_images": 24}, seed=4)
+    assert not np.array_equal(images, other)
+
+
+def test_source_object_colour_matches_its_label():
+    """The label is the class that was drawn: its primary colour is in the image."""
+    images, labels = source_images({**TINY, "num_images": 16, "image_size": 64}, seed=0)
+    names = list(synthetic.CLASS_CATALOGUE)
+    for im, k in zip(images, labels):
+        colour = np.array(synthetic.CLASS_CATALOGUE[names[k]]["colors"][0])
+        dist = np.abs(im.reshape(-1, 3).astype(int) - colour).max(axis=1)
+        assert (dist <= synthetic.COLOR_JITTER + 8).sum() > 10, names[k]  # JPEG-free render: jitter only
+
+
+def test_pretrain_is_deterministic_and_loadable(tmp_path):
+    a, b = tmp_path / "a.pth", tmp_path / "b.pth"
+    info = pretrain_backbone(TINY, seed=0, out_path=a, device="cpu", log_csv=tmp_path / "log.csv")
+    pretrain_backbone(TINY, seed=0, out_path=b, device="cpu")
+    sa, sb = load_torch(a), load_torch(b)
+    assert not any(k.startswith("fc.") for k in sa)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert np.isfinite(info["final_loss"]) and 0.0 <= info["train_accuracy"] <= 1.0
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == "epoch,iter,loss,lr"
+    net = build_torchvision_resnet("resnet18", output_stride=8, dilate=True)  # e.g. DeepLab's backbone
+    load_pretrained(net, a)
+    assert torch.equal(net.conv1.weight, sa["conv1.weight"])
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("object_frac", [0.9, 0.5], "pretrain.object_frac"),
+    ("num_images", 4, "pretrain.num_images"),
+    ("image_size", 8, "pretrain.image_size"),
+])
+def test_bad_config_names_the_key(key, value, msg):
+    with pytest.raises(ValueError, match=msg):
+        check_cfg({**TINY, key: value})
+    with pytest.raises(ValueError, match="pretrain.lr"):
+        check_cfg({k: v for k, v in TINY.items() if k != "lr"})
