@@ -19,7 +19,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -224,6 +224,28 @@ def size_batches(shapes: list[tuple[int, ...]], scales: list[float], flip: bool)
     return batches
 
 
+def image_batches(manifest: Manifest, ids: list[str], window: int, scales: list[float],
+                  flip: bool) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+    """Stream `ids` as (batch ids, images uint8[H, W, 3]) batches for batched inference.
+
+    Images are loaded `window` at a time (the only ones held in memory); within a window,
+    same-size images share a batch (size_batches for `scales` and `flip`), in order.
+    """
+    for start in range(0, len(ids), window):
+        window_ids = ids[start : start + window]
+        imgs = [load_image(manifest.image_file(i)) for i in window_ids]
+        for batch in size_batches([im.shape for im in imgs], scales, flip):
+            yield [window_ids[k] for k in batch], [imgs[k] for k in batch]
+
+
+def _load_xm(xm_files: dict[str, Path], image_id: str, img: np.ndarray) -> np.ndarray:
+    """X_m uint8[H, W] of `image_id`; ValueError naming the file if its size differs from the image's."""
+    xm = load_label_png(xm_files[image_id])
+    if xm.shape != img.shape[:2]:
+        raise ValueError(f"image {image_id!r}: X_m {xm_files[image_id]} is {xm.shape}, image is {img.shape[:2]}")
+    return xm
+
+
 def make_cams(
     manifest: Manifest,
     ids: list[str],
@@ -252,24 +274,13 @@ def make_cams(
         model = model.to(memory_format=torch.channels_last)
     scales, flip = list(cfg_cam["scales"]), bool(cfg_cam["flip"])
     bar = tqdm(total=len(todo), desc="cam", disable=not progress_enabled())
-    for start in range(0, len(todo), CAM_WINDOW):  # stream: at most CAM_WINDOW images in memory
-        window = todo[start : start + CAM_WINDOW]
-        imgs, keys, xms = [], [], []
-        for image_id in window:
-            img = load_image(manifest.image_file(image_id))
-            xm = load_label_png(xm_files[image_id]) if model.uses_context else None
-            if xm is not None and xm.shape != img.shape[:2]:
-                raise ValueError(f"image {image_id!r}: X_m {xm_files[image_id]} is {xm.shape}, image is {img.shape[:2]}")
-            imgs.append(img)
-            keys.append(np.asarray(manifest.labels[image_id], dtype=np.int64) - 1)
-            xms.append(xm)
-        for batch in size_batches([im.shape for im in imgs], scales, flip):
-            bx = [xms[i] for i in batch] if model.uses_context else None
-            cams = compute_cams_batch(model, [imgs[i] for i in batch], [keys[i] for i in batch], scales, flip,
-                                      device, bx)  # fmt: skip
-            for i, (cam, high_res) in zip(batch, cams):
-                save_cam(out_dir / f"{window[i]}.npy", keys[i], cam, high_res)
-            bar.update(len(batch))
+    for batch_ids, imgs in image_batches(manifest, todo, CAM_WINDOW, scales, flip):
+        keys = [np.asarray(manifest.labels[i], dtype=np.int64) - 1 for i in batch_ids]
+        xms = [_load_xm(xm_files, i, img) for i, img in zip(batch_ids, imgs)] if model.uses_context else None
+        cams = compute_cams_batch(model, imgs, keys, scales, flip, device, xms)
+        for image_id, k, (cam, high_res) in zip(batch_ids, keys, cams):
+            save_cam(out_dir / f"{image_id}.npy", k, cam, high_res)
+        bar.update(len(batch_ids))
     bar.close()
 
 

@@ -33,6 +33,7 @@ from conta_core.data.transforms import normalize
 from conta_core.io import save_torch, write_csv
 from conta_core.models.backbone import build_torchvision_resnet
 from conta_core.runtime import progress_enabled
+from conta_core.train_cls import poly_step
 
 log = logging.getLogger("conta.pretrain")
 
@@ -108,6 +109,8 @@ def pretrain_backbone(cfg: dict, seed: int, out_path: str | os.PathLike, device:
     net.to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"]),
                           weight_decay=float(cfg["weight_decay"]))
+    for g in opt.param_groups:
+        g["initial_lr"] = g["lr"]  # poly_step's base
     rows = _train(net, opt, x_all, y_all, cfg, gen, device)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     save_torch(out_path, state)
@@ -131,9 +134,7 @@ def _train(net: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor
             idx = order[b * bs : (b + 1) * bs]
             x = torch.where(flips[idx, None, None, None], x_all[idx].flip(3), x_all[idx]).to(device)
             y = y_all[idx].to(device)
-            lr = float(cfg["lr"]) * (1 - step / max_step) ** float(cfg["poly_power"])
-            for g in opt.param_groups:
-                g["lr"] = lr
+            lr = poly_step(opt, step, max_step, float(cfg["poly_power"]))
             logits = net(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)

@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from conta_core.cam import size_batches
+from conta_core.cam import image_batches
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
 from conta_core.device import inference_autocast
-from conta_core.io import load_cam, load_image, save_label_png
+from conta_core.io import load_cam, save_label_png
 from conta_core.irn import STRIDE, build_pair_index, pair_offsets, path_cells
 from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint
 from conta_core.runtime import progress_enabled
@@ -307,17 +307,13 @@ def make_pseudo_masks(
     if torch.device(device).type == "cuda":
         edge_net = edge_net.to(memory_format=torch.channels_last)
     bar = tqdm(total=len(todo), desc="random_walk", disable=not progress_enabled())
-    for start in range(0, len(todo), RW_WINDOW):  # stream: at most RW_WINDOW images in memory
-        window = todo[start : start + RW_WINDOW]
-        imgs = [load_image(manifest.image_file(i)) for i in window]
-        for members in size_batches([im.shape for im in imgs], [1.0], flip=True):
-            bounds = boundary_maps(edge_net, [imgs[k] for k in members], device)
-            for k, boundary in zip(members, bounds):
-                image_id, cam_path = window[k], cam_files[window[k]]
-                try:
-                    mask = pseudo_mask_from_cam(imgs[k], load_cam(cam_path), edge_net, cfg, device, boundary)
-                except ValueError as e:
-                    raise ValueError(f"image id {image_id!r} ({cam_path}): {e}") from e
-                save_label_png(out_dir / f"{image_id}.png", mask)
-            bar.update(len(members))
+    for batch_ids, imgs in image_batches(manifest, todo, RW_WINDOW, [1.0], flip=True):
+        for image_id, img, boundary in zip(batch_ids, imgs, boundary_maps(edge_net, imgs, device)):
+            cam_path = cam_files[image_id]
+            try:
+                mask = pseudo_mask_from_cam(img, load_cam(cam_path), edge_net, cfg, device, boundary)
+            except ValueError as e:
+                raise ValueError(f"image id {image_id!r} ({cam_path}): {e}") from e
+            save_label_png(out_dir / f"{image_id}.png", mask)
+        bar.update(len(batch_ids))
     bar.close()

@@ -36,7 +36,7 @@ from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
 from conta_core.device import inference_autocast
-from conta_core.io import load_image, save_label_png, save_torch, write_csv
+from conta_core.io import save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
 from conta_core.runtime import loader_options, progress_enabled
 
@@ -315,15 +315,11 @@ def infer_segmentation(
         )
     if torch.device(device).type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    from conta_core.cam import size_batches
+    from conta_core.cam import image_batches
 
     bar = tqdm(total=len(todo), desc="infer_seg", disable=not progress_enabled())
-    for start in range(0, len(todo), INFER_WINDOW):  # stream: at most INFER_WINDOW images in memory
-        window = todo[start : start + INFER_WINDOW]
-        imgs = [load_image(manifest.image_file(i)) for i in window]
-        for batch in size_batches([im.shape for im in imgs], scales, flip):
-            probs = predict_batch(model, [imgs[i] for i in batch], scales, flip, device)
-            for i, p in zip(batch, probs):
-                save_label_png(out_dir / f"{window[i]}.png", labels_from_probs(imgs[i], p, crf_params))
-            bar.update(len(batch))
+    for batch_ids, imgs in image_batches(manifest, todo, INFER_WINDOW, scales, flip):
+        for image_id, img, p in zip(batch_ids, imgs, predict_batch(model, imgs, scales, flip, device)):
+            save_label_png(out_dir / f"{image_id}.png", labels_from_probs(img, p, crf_params))
+        bar.update(len(batch_ids))
     bar.close()
