@@ -30,6 +30,7 @@ from tqdm import tqdm
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
 from conta_core.io import load_image, load_label_png, load_torch, save_torch, write_csv
+from conta_core.models.backbone import check_backbone_init, check_section_keys
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
 from conta_core.runtime import loader_options, progress_enabled
 
@@ -68,7 +69,6 @@ IRN_KEYS = (
     "backbone", "backbone_init", "pretrained", "freeze_bn", "radius", "epochs", "batch_size", "lr",
     "momentum", "weight_decay", "poly_power", "crop_size", "scale_range", "loss_eps",
 )  # fmt: skip
-BACKBONE_INITS = ("classifier", "pretrained", "random")
 
 
 # ----------------------------------------------------------------------------- pair indexing
@@ -247,15 +247,8 @@ def affinity_loss(
 
 def check_irn_config(cfg: dict) -> None:
     """ValueError naming the first missing or bad `irn.*` key."""
-    for key in IRN_KEYS:
-        if key not in cfg:
-            raise ValueError(f"config key irn.{key} is missing")
-    if cfg["backbone_init"] not in BACKBONE_INITS:
-        raise ValueError(
-            f"config key irn.backbone_init: expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}"
-        )
-    if cfg["backbone_init"] == "pretrained" and not cfg["pretrained"]:
-        raise ValueError("config key irn.pretrained: required when irn.backbone_init is 'pretrained'")
+    check_section_keys(cfg, IRN_KEYS, "irn")
+    check_backbone_init(cfg, "irn")
 
 
 def build_edge_net(cfg: dict, init_state: dict | None, seed: int) -> EdgeNet:

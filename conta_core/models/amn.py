@@ -34,12 +34,12 @@ import torch
 import torch.nn as nn
 
 from conta_core.io import load_torch
+from conta_core.models.backbone import check_backbone_init, check_section_keys
 from conta_core.models.classifier import CAMNet
 from conta_core.models.deeplab import ASPP
 
 log = logging.getLogger("conta.amn")
 
-BACKBONE_INITS = ("classifier", "pretrained", "random")
 MODEL_KEYS = ("backbone", "backbone_init", "pretrained", "freeze_bn", "frozen_stages", "aspp_rates", "dropout")
 CLASSIFIER_HEAD_PREFIX = "classifier."  # the CAM net's 1x1 classifier: not part of AMN
 
@@ -108,15 +108,8 @@ class AMNNet(CAMNet):
 
 def check_model_cfg(cfg: dict) -> None:
     """ValueError naming the first missing or invalid amn.* model key."""
-    for key in MODEL_KEYS:
-        if key not in cfg:
-            raise ValueError(f"config key amn.{key} is missing")
-    if cfg["backbone_init"] not in BACKBONE_INITS:
-        raise ValueError(
-            f"config key amn.backbone_init: expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}"
-        )
-    if cfg["backbone_init"] == "pretrained" and not cfg["pretrained"]:
-        raise ValueError("config key amn.pretrained: required when amn.backbone_init is 'pretrained'")
+    check_section_keys(cfg, MODEL_KEYS, "amn")
+    check_backbone_init(cfg, "amn")
     if not 0.0 <= float(cfg["dropout"]) < 1.0:
         raise ValueError(f"config key amn.dropout: expected a probability in [0, 1), got {cfg['dropout']!r}")
 

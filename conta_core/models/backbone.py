@@ -62,6 +62,27 @@ def build_torchvision_resnet(name: str, output_stride: int, dilate: bool) -> tor
     return net
 
 
+BACKBONE_INITS = ("classifier", "pretrained", "random")  # irn.backbone_init, amn.backbone_init
+
+
+def check_section_keys(cfg: dict, keys: tuple[str, ...], section: str) -> None:
+    """ValueError naming the first of `keys` missing from config section `section`."""
+    for key in keys:
+        if key not in cfg:
+            raise ValueError(f"config key {section}.{key} is missing")
+
+
+def check_backbone_init(cfg: dict, section: str) -> None:
+    """ValueError unless `<section>.backbone_init` is one of BACKBONE_INITS and
+    `<section>.pretrained` names weights when it is 'pretrained'."""
+    if cfg["backbone_init"] not in BACKBONE_INITS:
+        raise ValueError(
+            f"config key {section}.backbone_init: expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}"
+        )
+    if cfg["backbone_init"] == "pretrained" and not cfg["pretrained"]:
+        raise ValueError(f"config key {section}.pretrained: required when {section}.backbone_init is 'pretrained'")
+
+
 def load_pretrained(net: nn.Module, path: str | Path) -> None:
     """Load a local ImageNet state_dict into `net` (fc keys ignored); names the file on error."""
     path = Path(path)

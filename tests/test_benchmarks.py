@@ -1,0 +1,30 @@
+"""The benchmark harness (benchmarks/common.py) runs end to end on a tiny input set.
+
+Only the harness is checked here (rows printed, JSON written, --keep keeps the folder);
+speed is measured by the benchmarks themselves, never asserted in a test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_confounder_benchmark_runs_and_keeps_its_inputs(tmp_path):
+    keep, out = tmp_path / "keep", tmp_path / "r.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_confounder.py"), "--images", "4", "--size", "32",
+           "--repeat", "1", "--threads", "1", "--no-trace", "--keep", str(keep), "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| confounder |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["naive", "fast"]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in records] == ["naive", "fast"]
+    assert all(r["images"] == 4 and r["median_s"] > 0 for r in records)
+    kept = list(keep.iterdir())
+    assert len(kept) == 1 and (kept[0] / "spec.json").is_file()
+    assert (kept[0] / "out" / "fast_0" / "timed" / "confounder.h5").is_file()
