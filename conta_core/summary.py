@@ -78,6 +78,59 @@ def summarize(run_dir: Path, rounds: list[int]) -> pd.DataFrame:
     return df
 
 
+PAIRED_METRICS = ["cam_miou", "cam_best_miou", "pseudo_mask_miou", "seg_train_miou", "seg_val_miou"]
+
+
+def pseudo_class_iou(round_dir: Path) -> dict[str, float]:
+    """class name -> pseudo-mask IoU (0..1) from round_dir/pseudo_mask_eval.csv ({} if absent)."""
+    path = round_dir / "pseudo_mask_eval.csv"
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    return {str(c): float(v) for c, v in zip(df["class"], df["iou"]) if c != "mean"}
+
+
+def paired_comparison(
+    pairs: dict[str, tuple[Path, Path]], t: int, classes: list[str], labels: tuple[str, str] = ("a", "b")
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare round t of two settings run in pairs (e.g. CONTA vs context none, one pair per seed).
+
+    pairs: key (e.g. the seed) -> (run dir of setting a, run dir of setting b);
+    classes: class names whose pseudo-mask IoU gets a column `pseudo_<name>`.
+    Returns (runs: one row per key and setting, metrics in %; summary: one row per metric with
+    the mean and sample std of each setting and the mean / min / max of the paired difference
+    a - b over the keys where both have the metric).
+    """
+    rows = []
+    for key, dirs in pairs.items():
+        for label, run_dir in zip(labels, dirs):
+            round_dir = Path(run_dir) / f"round{t}"
+            if not round_dir.is_dir():
+                raise FileNotFoundError(f"{round_dir}: no round {t} folder for {label} of pair {key!r}")
+            row = {"key": key, "setting": label, **round_row(round_dir, t)}
+            per_class = pseudo_class_iou(round_dir)
+            missing = [c for c in classes if per_class and c not in per_class]
+            if missing:
+                raise ValueError(f"{round_dir}/pseudo_mask_eval.csv: no class {missing[0]!r}")
+            row.update({f"pseudo_{c}": per_class[c] for c in classes if c in per_class})
+            rows.append(row)
+    metrics = PAIRED_METRICS + [f"pseudo_{c}" for c in classes]
+    runs = pd.DataFrame(rows).reindex(columns=["key", "setting"] + metrics)
+    runs[metrics] = runs[metrics] * 100
+    out = []
+    for m in metrics:
+        wide = runs.pivot(index="key", columns="setting", values=m).reindex(columns=list(labels))
+        both = wide.dropna()
+        if both.empty:
+            continue
+        diff = both[labels[0]] - both[labels[1]]
+        out.append({"metric": m, "n": len(both),
+                    f"{labels[0]}_mean": both[labels[0]].mean(), f"{labels[0]}_std": both[labels[0]].std(ddof=1),
+                    f"{labels[1]}_mean": both[labels[1]].mean(), f"{labels[1]}_std": both[labels[1]].std(ddof=1),
+                    "diff_mean": diff.mean(), "diff_min": diff.min(), "diff_max": diff.max()})  # fmt: skip
+    return runs.round(2), pd.DataFrame(out).round(2)
+
+
 def write_summary(run_dir: Path, rounds: list[int], out_csv: Path) -> pd.DataFrame:
     df = summarize(run_dir, rounds)
     write_csv(out_csv, df)
