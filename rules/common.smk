@@ -101,8 +101,8 @@ def round_list(t: int | str) -> str:
 
 
 def round_seed(w) -> int:
-    """Seed of round w.t's training steps: config `seed` + t."""
-    return config["seed"] + int(w.t)
+    """Seed of round w.t's training steps: config `seed` + t, or `seed` with seed_per_round false."""
+    return config["seed"] + (int(w.t) if config["seed_per_round"] else 0)
 
 
 def context_flags(xm: list[str], confounder: list[str]) -> str:

@@ -30,6 +30,15 @@ def test_dry_run_round3_prints_plan(tmp_path):
     assert "pretrain" not in counts and counts["train_cls"] == "4"
 
 
+@pytest.mark.parametrize("per_round, expected", [(True, {5, 6, 7}), (False, {5})])
+def test_seed_per_round_sets_the_training_seeds(tmp_path, per_round, expected):
+    cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"rounds": 2, "seed": 5, "seed_per_round": per_round})
+    out = run_snakemake(tmp_path, cfg, "-n", "-p", "round2").stdout
+    for script in ("train_cls.py", "train_seg.py", "train_irn.py"):
+        seeds = {int(s) for s in re.findall(script + r" .*?--seed (\d+)", out)}
+        assert seeds == expected, (script, seeds)
+
+
 def test_round2_produces_every_artifact_and_summary(tiny_run):
     run = tiny_run / RUN
     from conta_core.data.manifest import Manifest
