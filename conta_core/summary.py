@@ -91,23 +91,28 @@ def pseudo_class_iou(round_dir: Path) -> dict[str, float]:
 
 
 def paired_comparison(
-    pairs: dict[str, tuple[Path, Path]], t: int, classes: list[str], labels: tuple[str, str] = ("a", "b")
+    pairs: dict[str, tuple[Path, Path]],
+    t: int,
+    classes: list[str],
+    labels: tuple[str, str] = ("a", "b"),
+    t_b: int | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compare round t of two settings run in pairs (e.g. CONTA vs context none, one pair per seed).
 
     pairs: key (e.g. the seed) -> (run dir of setting a, run dir of setting b);
-    classes: class names whose pseudo-mask IoU gets a column `pseudo_<name>`.
+    classes: class names whose pseudo-mask IoU gets a column `pseudo_<name>`;
+    t_b: the round read for setting b (default t), e.g. round 1 vs round 0 of one run.
     Returns (runs: one row per key and setting, metrics in %; summary: one row per metric with
     the mean and sample std of each setting and the mean / min / max of the paired difference
     a - b over the keys where both have the metric).
     """
     rows = []
     for key, dirs in pairs.items():
-        for label, run_dir in zip(labels, dirs):
-            round_dir = Path(run_dir) / f"round{t}"
+        for label, run_dir, r in zip(labels, dirs, (t, t if t_b is None else t_b)):
+            round_dir = Path(run_dir) / f"round{r}"
             if not round_dir.is_dir():
-                raise FileNotFoundError(f"{round_dir}: no round {t} folder for {label} of pair {key!r}")
-            row = {"key": key, "setting": label, **round_row(round_dir, t)}
+                raise FileNotFoundError(f"{round_dir}: no round {r} folder for {label} of pair {key!r}")
+            row = {"key": key, "setting": label, **round_row(round_dir, r)}
             per_class = pseudo_class_iou(round_dir)
             missing = [c for c in classes if per_class and c not in per_class]
             if missing:
@@ -115,7 +120,7 @@ def paired_comparison(
             row.update({f"pseudo_{c}": per_class[c] for c in classes if c in per_class})
             rows.append(row)
     metrics = PAIRED_METRICS + [f"pseudo_{c}" for c in classes]
-    runs = pd.DataFrame(rows).reindex(columns=["key", "setting"] + metrics)
+    runs = pd.DataFrame(rows).reindex(columns=["key", "setting", "round"] + metrics)
     runs[metrics] = runs[metrics] * 100
     out = []
     for m in metrics:

@@ -50,3 +50,12 @@ def test_paired_comparison_names_missing_round_and_class(tmp_path):
     _write_round(tmp_path / "b", 1, 0.5, {"background": 0.9, "car": 0.5})
     with pytest.raises(ValueError, match="no class 'horse'"):
         paired_comparison({"0": (tmp_path / "a", tmp_path / "b")}, 1, ["horse"])
+
+
+def test_paired_comparison_of_two_rounds_of_one_run(tmp_path):
+    _write_round(tmp_path / "r", 0, 0.4, {"background": 0.9, "car": 0.2})
+    _write_round(tmp_path / "r", 1, 0.5, {"background": 0.9, "car": 0.4})
+    runs, summary = paired_comparison({"0": (tmp_path / "r", tmp_path / "r")}, 1, ["car"], ("r1", "r0"), t_b=0)
+    assert list(runs["round"]) == [1, 0]
+    diff = summary.set_index("metric")["diff_mean"]
+    assert diff["cam_miou"] == pytest.approx(10.0) and diff["pseudo_car"] == pytest.approx(20.0)
