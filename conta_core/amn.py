@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from conta_core.cam import NORM_EPS, context_batch, multiscale_sum
+from conta_core.config import require_keys
 from conta_core.confounder import load_confounder
 from conta_core.context import encode_xm
 from conta_core.data.manifest import Manifest
@@ -157,9 +158,7 @@ def amn_loss(logits: torch.Tensor, seeds: torch.Tensor, eps: float) -> tuple[tor
 def check_train_cfg(cfg: dict) -> None:
     """ValueError naming the first missing or invalid amn.* training key."""
     check_model_cfg(cfg)
-    for key in TRAIN_KEYS:
-        if key not in cfg:
-            raise ValueError(f"config key amn.{key} is missing")
+    require_keys(cfg, TRAIN_KEYS, "amn")
     if not 0.0 <= float(cfg["label_smoothing"]) < 1.0:
         raise ValueError(f"config key amn.label_smoothing: expected [0, 1), got {cfg['label_smoothing']!r}")
 
@@ -345,9 +344,7 @@ def compute_amn_cam(
 
 
 def check_infer_cfg(cfg: dict) -> None:
-    for key in INFER_KEYS:
-        if key not in cfg:
-            raise ValueError(f"config key cam.{key} is missing (make_amn_cam uses the cam scales and flip)")
+    require_keys(cfg, INFER_KEYS, "cam", why="make_amn_cam uses the cam scales and flip")
 
 
 def make_amn_cams(

@@ -8,6 +8,7 @@ path the run needs exists, so a bad config fails before any job starts, naming t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -18,6 +19,17 @@ DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 
 class ConfigError(ValueError):
     """A config value is wrong; the message names the key."""
+
+
+def require_keys(cfg: dict, keys: Iterable[str], section: str, why: str = "") -> None:
+    """ConfigError naming the first of `keys` missing from config section `section` (and every
+    missing one); `why` is appended to the message, e.g. which step needs the keys."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        suffix = f" ({why})" if why else ""
+        raise ConfigError(
+            f"config key {section}.{missing[0]} is missing (needed keys: {', '.join(missing)}){suffix}"
+        )
 
 
 def load_yaml(path: str | Path) -> dict:

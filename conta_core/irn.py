@@ -30,7 +30,8 @@ from tqdm import tqdm
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
 from conta_core.io import load_image, load_label_png, load_torch, save_torch, write_csv
-from conta_core.models.backbone import check_backbone_init, check_section_keys
+from conta_core.config import require_keys
+from conta_core.models.backbone import check_backbone_init
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
 from conta_core.runtime import loader_options, progress_enabled
 
@@ -247,7 +248,7 @@ def affinity_loss(
 
 def check_irn_config(cfg: dict) -> None:
     """ValueError naming the first missing or bad `irn.*` key."""
-    check_section_keys(cfg, IRN_KEYS, "irn")
+    require_keys(cfg, IRN_KEYS, "irn")
     check_backbone_init(cfg, "irn")
 
 

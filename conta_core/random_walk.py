@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from conta_core.cam import image_batches
+from conta_core.config import require_keys
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
 from conta_core.device import inference_autocast
@@ -44,9 +45,7 @@ RW_WINDOW = 8  # make_pseudo_masks loads this many images at a time; same-size o
 
 def check_rw_config(cfg: dict) -> None:
     """ValueError naming the first missing `random_walk.*` key."""
-    for key in RW_KEYS:
-        if key not in cfg:
-            raise ValueError(f"config key random_walk.{key} is missing")
+    require_keys(cfg, RW_KEYS, "random_walk")
 
 
 def boundary_map(edge_net: EdgeNet, img_u8: np.ndarray, device: torch.device) -> np.ndarray:

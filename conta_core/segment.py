@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from conta_core.config import require_keys
 from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
@@ -48,12 +49,6 @@ _TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "momentum", "weight_decay", "poly_power",
     "crop_size", "scale_range", "checkpoint_every",
 )  # fmt: skip
-
-
-def _require_keys(cfg: dict, keys: Sequence[str], section: str = "segmentation") -> None:
-    missing = [k for k in keys if k not in cfg]
-    if missing:
-        raise ValueError(f"config: {section}.{missing[0]} is missing (needed keys: {', '.join(missing)})")
 
 
 def _segmentation_dataset(
@@ -137,7 +132,7 @@ def train_segmentation(
     Deterministic on CPU for a fixed seed (model init, shuffling, augmentation), whatever
     num_workers (DataLoader worker processes, config loader_workers).
     """
-    _require_keys(cfg_seg, _TRAIN_KEYS)
+    require_keys(cfg_seg, _TRAIN_KEYS, "segmentation")
     require(label_files, ids, "train_segmentation: pseudo-masks (label_files)")
     iterations, batch_size = int(cfg_seg["iterations"]), int(cfg_seg["batch_size"])
     if iterations < 1:
@@ -282,12 +277,12 @@ def predict_labels(
 
 def _infer_settings(cfg_seg: dict) -> tuple[list[float], bool, dict | None]:
     """(scales, flip, crf_params or None) from segmentation.infer / segmentation.crf."""
-    _require_keys(cfg_seg, ("infer",))
+    require_keys(cfg_seg, ("infer",), "segmentation")
     infer = cfg_seg["infer"]
-    _require_keys(infer, ("scales", "flip", "crf"), section="segmentation.infer")
+    require_keys(infer, ("scales", "flip", "crf"), "segmentation.infer")
     crf_params = None
     if infer["crf"]:
-        _require_keys(cfg_seg, ("crf",))
+        require_keys(cfg_seg, ("crf",), "segmentation")
         crf_params = cfg_seg["crf"]
     return [float(s) for s in infer["scales"]], bool(infer["flip"]), crf_params
 

@@ -86,3 +86,13 @@ def test_pretrain_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"pretrain\.object_frac"):
         load_config(DEFAULT_CONFIG, {"pretrain": {"object_frac": [0.0, 0.5]}})
     assert pretrain_targets(load_config(DEFAULT_CONFIG, {"pretrain": {"enabled": False}})) == []
+
+
+def test_require_keys_names_the_section_key_and_every_missing_one():
+    from conta_core.config import require_keys
+
+    require_keys({"a": 1, "b": 2}, ("a", "b"), "irn")  # nothing missing: no error
+    with pytest.raises(ConfigError, match=r"config key irn\.b is missing \(needed keys: b, c\)$"):
+        require_keys({"a": 1}, ("a", "b", "c"), "irn")
+    with pytest.raises(ValueError, match=r"cam\.flip is missing .*\(make_amn_cam uses the cam scales\)"):
+        require_keys({}, ("flip",), "cam", why="make_amn_cam uses the cam scales")

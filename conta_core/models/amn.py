@@ -34,7 +34,8 @@ import torch
 import torch.nn as nn
 
 from conta_core.io import load_torch
-from conta_core.models.backbone import check_backbone_init, check_section_keys
+from conta_core.config import require_keys
+from conta_core.models.backbone import check_backbone_init
 from conta_core.models.classifier import CAMNet
 from conta_core.models.deeplab import ASPP
 
@@ -108,7 +109,7 @@ class AMNNet(CAMNet):
 
 def check_model_cfg(cfg: dict) -> None:
     """ValueError naming the first missing or invalid amn.* model key."""
-    check_section_keys(cfg, MODEL_KEYS, "amn")
+    require_keys(cfg, MODEL_KEYS, "amn")
     check_backbone_init(cfg, "amn")
     if not 0.0 <= float(cfg["dropout"]) < 1.0:
         raise ValueError(f"config key amn.dropout: expected a probability in [0, 1), got {cfg['dropout']!r}")

@@ -65,13 +65,6 @@ def build_torchvision_resnet(name: str, output_stride: int, dilate: bool) -> tor
 BACKBONE_INITS = ("classifier", "pretrained", "random")  # irn.backbone_init, amn.backbone_init
 
 
-def check_section_keys(cfg: dict, keys: tuple[str, ...], section: str) -> None:
-    """ValueError naming the first of `keys` missing from config section `section`."""
-    for key in keys:
-        if key not in cfg:
-            raise ValueError(f"config key {section}.{key} is missing")
-
-
 def check_backbone_init(cfg: dict, section: str) -> None:
     """ValueError unless `<section>.backbone_init` is one of BACKBONE_INITS and
     `<section>.pretrained` names weights when it is 'pretrained'."""

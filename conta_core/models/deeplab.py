@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conta_core.config import require_keys
 from conta_core.io import load_torch
 from conta_core.models.backbone import ResNetBackbone
 
@@ -127,12 +128,6 @@ class MSC(nn.Module):
         return fused
 
 
-def _require_keys(cfg_seg: dict, keys: Sequence[str]) -> None:
-    missing = [k for k in keys if k not in cfg_seg]
-    if missing:
-        raise ValueError(f"config: segmentation.{missing[0]} is missing (needed keys: {', '.join(missing)})")
-
-
 def msc_extra_scales(cfg_seg: dict) -> tuple[float, ...]:
     """The MSC input scales besides 1.0, from `segmentation.msc_scales` (which must contain 1.0)."""
     scales = [float(s) for s in cfg_seg["msc_scales"]]
@@ -151,7 +146,7 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
     num_classes: C + 1 (background included). load_pretrained=False skips the
     `segmentation.pretrained` file (the weights come from a checkpoint instead).
     """
-    _require_keys(cfg_seg, _MODEL_KEYS)
+    require_keys(cfg_seg, _MODEL_KEYS, "segmentation")
     base = DeepLabV2(
         num_classes,
         backbone=cfg_seg["backbone"],
@@ -191,7 +186,7 @@ def param_groups(model: MSC | DeepLabV2, cfg_seg: dict) -> list[dict]:
     - ASPP biases: lr * 2 * lr_aspp_mult, weight decay 0.
     Each group carries "lr_mult" (its multiple of segmentation.lr) for the poly schedule.
     """
-    _require_keys(cfg_seg, ("lr", "lr_aspp_mult", "weight_decay"))
+    require_keys(cfg_seg, ("lr", "lr_aspp_mult", "weight_decay"), "segmentation")
     base = model.base if isinstance(model, MSC) else model
     lr, mult, wd = float(cfg_seg["lr"]), float(cfg_seg["lr_aspp_mult"]), float(cfg_seg["weight_decay"])
     trainable = lambda params: [p for p in params if p.requires_grad]  # noqa: E731
