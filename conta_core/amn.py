@@ -311,12 +311,14 @@ def compute_amn_cam(
     flip: bool,
     device: torch.device | str,
     xm: np.ndarray | None = None,
+    resize: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray]:
     """AMN maps of one image (module docstring, step 2).
 
     img_u8: uint8[H, W, 3]; keys: int[K] 0-based foreground classes of the image (the label
     vector given to AMN and the channels kept); seed_label: uint8[H, W] first-stage IR label;
-    xm: uint8[H, W] X_m for context models.
+    xm: uint8[H, W] X_m for context models; resize: `cam.resize` (per-scale image rescaling).
+    high_res is resized straight to H x W, as make_amn_cam does (IRNet's make_cam aligns to 16).
     Returns (cam float32[K, ceil(H/4), ceil(W/4)], high_res float32[K, H, W]) in [0, 1].
     """
     h, w = img_u8.shape[:2]
@@ -334,7 +336,9 @@ def compute_amn_cam(
     channels = torch.as_tensor(np.concatenate([[0], keys + 1]), device=device)
     runs = len(scales) * (2 if flip else 1)
     with torch.inference_mode():
-        sums = multiscale_sum(lambda b: model(b, y.expand(len(b), -1), xm_batch), img_u8, scales, flip, device)
+        sums = multiscale_sum(
+            lambda b: model(b, y.expand(len(b), -1), xm_batch), img_u8, scales, flip, device, resize, high_res_align=1
+        )
         out = []
         for total, size in zip(sums, (strided_size, (h, w))):
             probs = torch.softmax(total / runs, dim=0)[channels]
@@ -377,5 +381,7 @@ def make_amn_cams(
         keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
         seed_label = load_map_for(seed_files, image_id, img.shape[:2], "IR label")
         xm = load_map_for(xm_files, image_id, img.shape[:2], "X_m") if model.uses_context else None
-        cam, high_res = compute_amn_cam(model, img, keys, seed_label, cfg["scales"], bool(cfg["flip"]), device, xm)
+        cam, high_res = compute_amn_cam(
+            model, img, keys, seed_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
+        )
         save_cam(out_dir / f"{image_id}.npy", keys, cam, high_res)

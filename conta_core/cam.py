@@ -1,16 +1,19 @@
 """Multi-scale CAM inference (IRNet make_cam) and CAM evaluation with a threshold sweep.
 
-compute_cam follows reference §4.2 / irn_amn_reference §2.4: per scale, the rescaled image
-and its horizontal flip run in one batch; ReLU CAMs of the flipped copy are flipped back and
-added; each scale is resized bilinearly (align_corners=False) to the stride-4 size
-ceil(H/4) x ceil(W/4) and to the full size, summed over scales; only the image's classes are
+compute_cam follows reference §4.2 / irn_amn_reference §2.4 (IRNet step/make_cam.py): per
+scale, the rescaled image and its horizontal flip run in one batch; ReLU CAMs of the flipped
+copy are flipped back and added; each scale is resized bilinearly (align_corners=False) to
+the stride-4 size ceil(H/4) x ceil(W/4), and to the stride-16-aligned size
+16*ceil(H/16) x 16*ceil(W/16) then cropped to H x W for `high_res` (IRNet's
+get_strided_up_size + crop); the maps are summed over scales, only the image's classes are
 kept and each map is divided by its max + 1e-5.
 
-[OURS] deviations from IRNet: the image is rescaled bilinearly (IRNet: PIL bicubic), and the
-high-resolution map is resized straight to H x W (IRNet: to 16*ceil(H/16) x 16*ceil(W/16)
-then cropped). For context models X_m is encoded once at the canonical context size (the
-encoding resizes to context.size, so a per-scale resize would not change it) and flipped
-together with the image (flip first, then encode).
+`cam.resize` picks how the image is rescaled per scale: "pil_bicubic" (IRNet's
+pil_rescale, order 3; the VOC/COCO overlays; with it the CAM files equal IRNet's to <= 1e-3,
+tests/test_parity.py) or "bilinear" ([OURS], torch on uint8, the generated default).
+For context models X_m is encoded once at the canonical context size (the encoding resizes
+to context.size, so a per-scale resize would not change it) and flipped together with the
+image (flip first, then encode).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tqdm import tqdm
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.data.transforms import normalize, resize_image
+from conta_core.data.transforms import normalize, rescale_image
 from conta_core.device import inference_autocast
 from conta_core.io import load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.metrics import confusion_matrix, iou_per_class, mean_iou
@@ -40,6 +43,7 @@ log = logging.getLogger("conta.cam")
 
 NORM_EPS = 1e-5  # IRNet: cam / (max + 1e-5)
 CAM_STRIDE = 4
+HIGH_RES_ALIGN = 16  # high_res is upsampled to a multiple of the network stride, then cropped (IRNet)
 CAM_WINDOW = 8  # make_cams loads this many images at a time; same-size ones share forward passes
 MAX_BATCH_PIXELS = 2**20  # input pixels of one forward pass at the largest scale, flips included
 
@@ -72,13 +76,14 @@ def compute_cam(
     flip: bool,
     device: torch.device | str,
     xm: np.ndarray | None = None,
+    resize: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multi-scale (+flip) CAMs of one image, IRNet style (module docstring).
 
     model: in eval mode, with `cam_maps(x: float32[B, 3, h, w], xm: float32[B, h', w'] | None)
     -> float32[B, C, h/16, w/16]` (and `encode_xm` if xm is given).
     img_u8: uint8[H, W, 3]; keys: int[K] 0-based foreground classes to keep;
-    xm: uint8[H, W] label map X_m for context models.
+    xm: uint8[H, W] label map X_m for context models; resize: `cam.resize`.
     Returns (cam float32[K, ceil(H/4), ceil(W/4)], high_res float32[K, H, W]), each map in [0, 1).
     """
     h, w = img_u8.shape[:2]
@@ -89,7 +94,7 @@ def compute_cam(
         return np.zeros((0, *strided_size), np.float32), np.zeros((0, h, w), np.float32)
     with torch.inference_mode():
         strided, high_res = multiscale_sum(
-            lambda batch: model.cam_maps(batch, xm_batch)[:, keys_t], img_u8, scales, flip, device
+            lambda batch: model.cam_maps(batch, xm_batch)[:, keys_t], img_u8, scales, flip, device, resize
         )
         strided = _max_normalise(strided)
         high_res = _max_normalise(high_res)
@@ -102,12 +107,16 @@ def multiscale_sum(
     scales: list[float],
     flip: bool,
     device: torch.device | str,
+    resize: str = "bilinear",
+    high_res_align: int = HIGH_RES_ALIGN,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum over scales (and the flip) of a network's dense maps, at stride 4 and full size.
 
     maps_fn(batch: float32[B, 3, h, w]) -> float32[B, P, h', w'], B = 2 (image, flipped
-    image) with `flip`, else 1. Per scale the flipped copy's maps are flipped back and added,
-    then resized bilinearly (align_corners=False) to ceil(H/4) x ceil(W/4) and to H x W.
+    image) with `flip`, else 1. The image is rescaled per scale with rescale_image(`resize`).
+    Per scale the flipped copy's maps are flipped back and added, then resized bilinearly
+    (align_corners=False) to ceil(H/4) x ceil(W/4) and by high_res_resize(align=high_res_align)
+    to H x W (IRNet make_cam: 16; AMN make_amn_cam resizes straight to H x W: 1).
     Returns (strided float32[P, ceil(H/4), ceil(W/4)], high_res float32[P, H, W]) on `device`:
     plain sums (divide by len(scales) * (2 if flip else 1) for the mean).
     """
@@ -118,16 +127,24 @@ def multiscale_sum(
     strided = high_res = None
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = torch.from_numpy(normalize(resize_image(img_u8, size))).to(device)
+        x = torch.from_numpy(normalize(rescale_image(img_u8, size, resize))).to(device)
         maps = maps_fn(torch.stack([x, x.flip(-1)]) if flip else x[None])
         fused = (maps[0] + maps[1].flip(-1) if flip else maps[0])[None]
         s_part = F.interpolate(fused, strided_size, mode="bilinear", align_corners=False)[0]
-        h_part = F.interpolate(fused, (h, w), mode="bilinear", align_corners=False)[0]
+        h_part = high_res_resize(fused, h, w, high_res_align)[0]
         strided = s_part if strided is None else strided + s_part
         high_res = h_part if high_res is None else high_res + h_part
     if strided is None:
         raise ValueError("multiscale_sum: no scales given (cam.scales is empty)")
     return strided, high_res
+
+
+def high_res_resize(maps: torch.Tensor, h: int, w: int, align: int = HIGH_RES_ALIGN) -> torch.Tensor:
+    """float32[B, P, h', w'] -> [B, P, h, w]: bilinear to align*ceil(h/align) x align*ceil(w/align),
+    then the top-left h x w crop (IRNet make_cam, align 16; equal to a straight resize when
+    align divides h and w, and for align 1)."""
+    up = (-(-h // align) * align, -(-w // align) * align)
+    return F.interpolate(maps, up, mode="bilinear", align_corners=False)[..., :h, :w]
 
 
 def _max_normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -163,6 +180,7 @@ def compute_cams_batch(
     flip: bool,
     device: torch.device | str,
     xms: list[np.ndarray] | None = None,
+    resize: str = "bilinear",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """compute_cam of B images of one size with one forward pass per scale for all of them.
 
@@ -190,7 +208,7 @@ def compute_cams_batch(
     with torch.inference_mode():
         for s in scales:
             size = (max(1, round(h * s)), max(1, round(w * s)))
-            x = torch.from_numpy(np.stack([normalize(resize_image(im, size)) for im in imgs])).to(dev)
+            x = torch.from_numpy(np.stack([normalize(rescale_image(im, size, resize)) for im in imgs])).to(dev)
             batch = torch.cat([x, x.flip(-1)]) if flip else x
             if dev.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
@@ -202,7 +220,7 @@ def compute_cams_batch(
                 if len(k):
                     f = fused[i, k][None]
                     strided[i] += F.interpolate(f, strided_size, mode="bilinear", align_corners=False)[0]
-                    high_res[i] += F.interpolate(f, (h, w), mode="bilinear", align_corners=False)[0]
+                    high_res[i] += high_res_resize(f, h, w)[0]
         return [
             (_max_normalise(sm).cpu().numpy().astype(np.float32), _max_normalise(hm).cpu().numpy().astype(np.float32))
             for sm, hm in zip(strided, high_res)
@@ -273,11 +291,12 @@ def make_cams(
     if torch.device(device).type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     scales, flip = list(cfg_cam["scales"]), bool(cfg_cam["flip"])
+    resize = str(cfg_cam.get("resize", "bilinear"))
     bar = tqdm(total=len(todo), desc="cam", disable=not progress_enabled())
     for batch_ids, imgs in image_batches(manifest, todo, CAM_WINDOW, scales, flip):
         keys = [np.asarray(manifest.labels[i], dtype=np.int64) - 1 for i in batch_ids]
         xms = [_load_xm(xm_files, i, img) for i, img in zip(batch_ids, imgs)] if model.uses_context else None
-        cams = compute_cams_batch(model, imgs, keys, scales, flip, device, xms)
+        cams = compute_cams_batch(model, imgs, keys, scales, flip, device, xms, resize)
         for image_id, k, (cam, high_res) in zip(batch_ids, keys, cams):
             save_cam(out_dir / f"{image_id}.npy", k, cam, high_res)
         bar.update(len(batch_ids))

@@ -111,6 +111,11 @@ def check_config(cfg: dict) -> None:
         raise ConfigError("config key ir_label.bg_threshold: larger than ir_label.fg_threshold")
     if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
         raise ConfigError("config key segmentation.crf: required when segmentation.infer.crf is true")
+    seg = cfg["segmentation"]
+    if seg.get("resnet_style") == "caffe" and seg["backbone"] not in ("resnet50", "resnet101"):
+        raise ConfigError(
+            f"config key segmentation.resnet_style: 'caffe' needs backbone resnet50 or resnet101, got {seg['backbone']}"
+        )
 
 
 PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<backbone>.pth

@@ -48,16 +48,31 @@ def check_rw_config(cfg: dict) -> None:
     require_keys(cfg, RW_KEYS, "random_walk")
 
 
-def boundary_map(edge_net: EdgeNet, img_u8: np.ndarray, device: torch.device) -> np.ndarray:
+def boundary_map(
+    edge_net: EdgeNet, img_u8: np.ndarray, device: torch.device, pad_size: int | None = None
+) -> np.ndarray:
     """Boundary probabilities float32[ceil(H/4), ceil(W/4)] of an image uint8[H, W, 3].
 
     sigmoid of the mean of the edge logits of the image and of its flip (flipped back).
-    Any image size works (no padding).
+    pad_size: None feeds the image as it is ([OURS], any size); an int pads the normalised
+    image and its flip with zeros at the bottom/right to pad_size x pad_size before the edge
+    network and crops the logits, as IRNet's EdgeDisplacement (crop_size 512). The padding
+    changes the result: GroupNorm statistics and the border convolutions see the zeros.
+    Sides above pad_size are padded to the next multiple of 16 (IRNet would fail there).
     """
-    return boundary_maps(edge_net, [img_u8], device)[0]
+    return boundary_maps(edge_net, [img_u8], device, pad_size)[0]
 
 
-def boundary_maps(edge_net: EdgeNet, imgs: list[np.ndarray], device: torch.device) -> np.ndarray:
+def padded_size(h: int, w: int, pad_size: int | None) -> tuple[int, int]:
+    """The edge-network input size for an h x w image (see boundary_map)."""
+    if pad_size is None:
+        return h, w
+    return max(int(pad_size), -(-h // 16) * 16), max(int(pad_size), -(-w // 16) * 16)
+
+
+def boundary_maps(
+    edge_net: EdgeNet, imgs: list[np.ndarray], device: torch.device, pad_size: int | None = None
+) -> np.ndarray:
     """`boundary_map` of B images of one size in one pass: float32[B, ceil(H/4), ceil(W/4)].
 
     The batch is [img_1..img_B, flipped img_1..img_B]; on CUDA it runs channels_last under
@@ -65,15 +80,19 @@ def boundary_maps(edge_net: EdgeNet, imgs: list[np.ndarray], device: torch.devic
     calls up to float32 rounding of the batched convolutions).
     """
     dev, b = torch.device(device), len(imgs)
+    h, w = imgs[0].shape[:2]
     x = torch.from_numpy(np.stack([normalize(im) for im in imgs])).to(dev)
     batch = torch.cat([x, x.flip(-1)])
+    ph, pw = padded_size(h, w, pad_size)
+    if (ph, pw) != (h, w):
+        batch = F.pad(batch, (0, pw - w, 0, ph - h))
     if dev.type == "cuda":
         batch = batch.contiguous(memory_format=torch.channels_last)
     edge_net.eval()
     with torch.inference_mode():
         with inference_autocast(dev):
             logits = edge_net(batch)[:, 0]
-        logits = logits.float()
+        logits = logits.float()[:, : -(-h // STRIDE), : -(-w // STRIDE)]
         mean = (logits[:b] + logits[b:].flip(-1)) / 2
         return torch.sigmoid(mean).cpu().numpy()
 
@@ -267,7 +286,7 @@ def pseudo_mask_from_cam(
         return np.zeros((h, w), dtype=np.uint8)
     cams = cams ** float(cfg.get("cam_power", 1.0))
     if boundary is None:
-        boundary = boundary_map(edge_net, img_u8, device)
+        boundary = boundary_map(edge_net, img_u8, device, cfg.get("pad_size"))
     boundary = torch.from_numpy(np.ascontiguousarray(boundary, dtype=np.float32)).to(device)
     with torch.inference_mode():
         rw = random_walk(torch.from_numpy(cams).to(device), boundary, cfg["beta"], cfg["exp_times"], cfg["radius"])
@@ -307,7 +326,7 @@ def make_pseudo_masks(
         edge_net = edge_net.to(memory_format=torch.channels_last)
     bar = tqdm(total=len(todo), desc="random_walk", disable=not progress_enabled())
     for batch_ids, imgs in image_batches(manifest, todo, RW_WINDOW, [1.0], flip=True):
-        for image_id, img, boundary in zip(batch_ids, imgs, boundary_maps(edge_net, imgs, device)):
+        for image_id, img, boundary in zip(batch_ids, imgs, boundary_maps(edge_net, imgs, device, cfg.get("pad_size"))):
             cam_path = cam_files[image_id]
             try:
                 mask = pseudo_mask_from_cam(img, load_cam(cam_path), edge_net, cfg, device, boundary)

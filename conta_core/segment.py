@@ -14,9 +14,14 @@ AVERAGED over all scale/flip passes and a softmax over classes gives the probabi
 With infer.scales [1.0] and flip false this is exactly deeplab-pytorch's test protocol.
 
 CRF (optional, `infer.crf`): conta_core.crf.crf_inference_prob on the softmax
-probabilities with the `segmentation.crf` parameters and the RAW RGB image. This fixes a
-deeplab-pytorch quirk, which feeds the CRF the mean-subtracted image cast to uint8
-(negative values wrap around), so our CRF numbers can differ from theirs.
+probabilities with the `segmentation.crf` parameters. `segmentation.crf_image` picks the
+image its bilateral term sees: "rgb" (the raw RGB image, [OURS] default on the generated
+data) or "deeplab_pytorch" (what deeplab-pytorch's CRF step feeds it: the BGR
+mean-subtracted image cast to uint8, negative values wrapping around; the reference
+convention of the VOC/COCO overlays, needed to reproduce published CRF numbers).
+
+Input normalisation (`segmentation.input_norm`): "imagenet" (RGB mean/std, torchvision
+weights) or "caffe" (BGR minus deeplab-pytorch's mean, no std: DeepLab caffemodel weights).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from tqdm import tqdm
 from conta_core.config import require_keys
 from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
-from conta_core.data.transforms import normalize
+from conta_core.data.transforms import caffe_crf_image, normalize
 from conta_core.device import inference_autocast
 from conta_core.io import save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
@@ -64,6 +69,7 @@ def _segmentation_dataset(
         crop_size=int(cfg_seg["crop_size"]),
         scale_range=tuple(float(s) for s in cfg_seg["scale_range"]),
         seed=seed,
+        norm=input_norm(cfg_seg),
     )
 
 
@@ -198,8 +204,30 @@ def _train_loop(
     return rows
 
 
+CRF_IMAGES = ("rgb", "deeplab_pytorch")  # segmentation.crf_image
+
+
+def input_norm(cfg_seg: dict) -> str:
+    """`segmentation.input_norm` ("imagenet" when absent: checkpoints written before the key existed)."""
+    return str(cfg_seg.get("input_norm", "imagenet"))
+
+
+def crf_input_image(img_u8: np.ndarray, crf_image: str) -> np.ndarray:
+    """The uint8[H, W, 3] image the segmentation CRF sees for `segmentation.crf_image`."""
+    if crf_image == "rgb":
+        return np.ascontiguousarray(img_u8)
+    if crf_image == "deeplab_pytorch":
+        return caffe_crf_image(img_u8)
+    raise ValueError(f"config key segmentation.crf_image: expected one of {CRF_IMAGES}, got {crf_image!r}")
+
+
 def predict(
-    model: nn.Module, img_u8: np.ndarray, scales: Sequence[float], flip: bool, device: torch.device
+    model: nn.Module,
+    img_u8: np.ndarray,
+    scales: Sequence[float],
+    flip: bool,
+    device: torch.device,
+    norm: str | None = None,
 ) -> np.ndarray:
     """Class probabilities of one image at full resolution.
 
@@ -209,11 +237,16 @@ def predict(
     """
     if img_u8.ndim != 3 or img_u8.shape[2] != 3:
         raise ValueError(f"predict: expected an RGB image uint8[H, W, 3], got shape {img_u8.shape}")
-    return predict_batch(model, [img_u8], scales, flip, device)[0]
+    return predict_batch(model, [img_u8], scales, flip, device, norm)[0]
 
 
 def predict_batch(
-    model: nn.Module, imgs: list[np.ndarray], scales: Sequence[float], flip: bool, device: torch.device
+    model: nn.Module,
+    imgs: list[np.ndarray],
+    scales: Sequence[float],
+    flip: bool,
+    device: torch.device,
+    norm: str | None = None,
 ) -> np.ndarray:
     """`predict` of B images of one size with one forward pass per scale: float32[B, K, H, W].
 
@@ -231,7 +264,8 @@ def predict_batch(
         raise ValueError("predict: segmentation.infer.scales is empty")
     model.eval()
     dev, b = torch.device(device), len(imgs)
-    x = torch.from_numpy(np.stack([normalize(im) for im in imgs])).to(dev)
+    norm = norm or getattr(model, "input_norm", "imagenet")
+    x = torch.from_numpy(np.stack([normalize(im, norm) for im in imgs])).to(dev)
     total, passes = None, 0
     with torch.inference_mode():
         for s in scales:
@@ -250,12 +284,15 @@ def predict_batch(
     return probs.cpu().numpy()
 
 
-def labels_from_probs(img_u8: np.ndarray, probs: np.ndarray, crf_params: dict | None = None) -> np.ndarray:
-    """uint8[H, W] argmax of probs float32[K, H, W], after a dense CRF (raw RGB image) when crf_params is given."""
+def labels_from_probs(
+    img_u8: np.ndarray, probs: np.ndarray, crf_params: dict | None = None, crf_image: str = "rgb"
+) -> np.ndarray:
+    """uint8[H, W] argmax of probs float32[K, H, W], after a dense CRF when crf_params is given
+    (on the image `crf_input_image(img_u8, crf_image)`)."""
     if crf_params is not None:
         from conta_core.crf import crf_inference_prob
 
-        probs = crf_inference_prob(np.ascontiguousarray(img_u8), probs, crf_params)
+        probs = crf_inference_prob(crf_input_image(img_u8, crf_image), probs, crf_params)
     return np.argmax(probs, axis=0).astype(np.uint8)
 
 
@@ -266,13 +303,14 @@ def predict_labels(
     flip: bool,
     device: torch.device,
     crf_params: dict | None = None,
+    crf_image: str = "rgb",
 ) -> np.ndarray:
     """Label map uint8[H, W] (0 bg, 1..C): argmax of `predict`, after a dense CRF when crf_params is given.
 
     crf_params: the `segmentation.crf` section (iterations, gaussian_sxy, gaussian_compat,
-    bilateral_sxy, bilateral_srgb, bilateral_compat); the CRF sees the raw RGB image.
+    bilateral_sxy, bilateral_srgb, bilateral_compat); crf_image: `segmentation.crf_image`.
     """
-    return labels_from_probs(img_u8, predict(model, img_u8, scales, flip, device), crf_params)
+    return labels_from_probs(img_u8, predict(model, img_u8, scales, flip, device), crf_params, crf_image)
 
 
 def _infer_settings(cfg_seg: dict) -> tuple[list[float], bool, dict | None]:
@@ -297,6 +335,8 @@ def infer_segmentation(
     cfg_seg (`segmentation.infer`, `segmentation.crf`).
     """
     scales, flip, crf_params = _infer_settings(cfg_seg)
+    crf_image = str(cfg_seg.get("crf_image", "rgb"))
+    crf_input_image(np.zeros((1, 1, 3), np.uint8), crf_image)  # a bad value fails before the model loads
     out_dir = Path(out_dir)
     todo = [i for i in ids if not (out_dir / f"{i}.png").exists()]
     log.info("infer_seg: %d of %d images to predict -> %s", len(todo), len(ids), out_dir)
@@ -315,6 +355,6 @@ def infer_segmentation(
     bar = tqdm(total=len(todo), desc="infer_seg", disable=not progress_enabled())
     for batch_ids, imgs in image_batches(manifest, todo, INFER_WINDOW, scales, flip):
         for image_id, img, p in zip(batch_ids, imgs, predict_batch(model, imgs, scales, flip, device)):
-            save_label_png(out_dir / f"{image_id}.png", labels_from_probs(img, p, crf_params))
+            save_label_png(out_dir / f"{image_id}.png", labels_from_probs(img, p, crf_params, crf_image))
         bar.update(len(batch_ids))
     bar.close()

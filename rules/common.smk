@@ -166,8 +166,8 @@ def amn_train_json() -> str:
 
 
 def amn_infer_json() -> str:
-    """--cfg of make_amn_cam: the cam section's scales and flip, amn.inference_dropout."""
-    cfg = {"scales": config["cam"]["scales"], "flip": config["cam"]["flip"],
+    """--cfg of make_amn_cam: the cam section's scales, flip and resize, amn.inference_dropout."""
+    cfg = {"scales": config["cam"]["scales"], "flip": config["cam"]["flip"], "resize": config["cam"]["resize"],
            "inference_dropout": config["amn"].get("inference_dropout", False)}
     return json.dumps(cfg, sort_keys=True)
 

@@ -106,15 +106,19 @@ class SegmentationDataset(_Augmented):
         crop_size: int,
         scale_range: tuple[float, float],
         seed: int = 0,
+        norm: str = "imagenet",
     ):
         super().__init__(manifest, ids, crop_size, scale_range, seed)
         self.label_files = label_files
+        self.norm = norm  # transforms.normalize: "imagenet" | "caffe" (segmentation.input_norm)
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
         img = load_image(self.manifest.image_file(image_id))
         label = _load_map(_lookup(self.label_files, image_id, "label"), image_id, img.shape[:2], "label")
-        x, (label,) = augment(img, [label], self.rng(index), self.scale_range, self.crop_size, map_pad=SEG_PAD)
+        x, (label,) = augment(
+            img, [label], self.rng(index), self.scale_range, self.crop_size, map_pad=SEG_PAD, norm=self.norm
+        )
         return {"image": x, "label": label.astype(np.int64), "id": image_id}
 
 

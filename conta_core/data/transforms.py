@@ -13,13 +13,55 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CAFFE_MEAN_BGR = np.array([104.008, 116.669, 122.675], dtype=np.float32)  # deeplab-pytorch IMAGE.MEAN (B, G, R)
+INPUT_NORMS = ("imagenet", "caffe")  # segmentation.input_norm
 
 
-def normalize(img: np.ndarray) -> np.ndarray:
-    """uint8[H, W, 3] RGB -> float32[3, H, W] with ImageNet mean/std."""
-    x = img.astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+def normalize(img: np.ndarray, norm: str = "imagenet") -> np.ndarray:
+    """uint8[H, W, 3] RGB -> float32[3, H, W] network input.
+
+    norm "imagenet": RGB in [0, 1] with ImageNet mean/std (torchvision, IRNet);
+    "caffe": BGR in [0, 255] minus deeplab-pytorch's mean (the convention of DeepLab's
+    caffemodel weights). In both the mean colour maps to 0, so zero padding is the mean.
+    """
+    if norm == "imagenet":
+        x = img.astype(np.float32) / 255.0
+        x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    elif norm == "caffe":
+        x = img[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    else:
+        raise ValueError(f"input_norm: expected one of {INPUT_NORMS}, got {norm!r}")
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def caffe_crf_image(img: np.ndarray) -> np.ndarray:
+    """The image deeplab-pytorch's CRF step sees: uint8[H, W, 3] of the BGR mean-subtracted
+    image cast to uint8 (negative values wrap around; main.py `image.astype(np.uint8)`)."""
+    x = img[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    return np.ascontiguousarray(x.astype(np.int64).astype(np.uint8))
+
+
+def pil_resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PIL bicubic resize of uint8[H, W, 3] to size (h, w): IRNet's `imutils.pil_rescale(img, s, 3)`."""
+    from PIL import Image
+
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return img
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize((w, h), Image.BICUBIC))
+
+
+IMAGE_RESIZES = ("bilinear", "pil_bicubic")  # cam.resize
+
+
+def rescale_image(img: np.ndarray, size: tuple[int, int], mode: str = "bilinear") -> np.ndarray:
+    """uint8[H, W, 3] resized to (h, w) by `mode`: "bilinear" (resize_image, torch,
+    [OURS] default on the generated data) or "pil_bicubic" (IRNet/AMN make_cam)."""
+    if mode == "bilinear":
+        return resize_image(img, size)
+    if mode == "pil_bicubic":
+        return pil_resize_image(img, size)
+    raise ValueError(f"config key cam.resize: expected one of {IMAGE_RESIZES}, got {mode!r}")
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -105,17 +147,18 @@ def augment(
     crop_size: int,
     hflip: bool = True,
     map_pad: int | list[int] = 255,
+    norm: str = "imagenet",
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The standard training augmentation: random rescale, flip, crop; image normalised.
 
     img: uint8[H, W, 3]; maps: label-like [H, W] arrays transformed identically.
-    map_pad: pad value for the maps (one value or one per map). The normalised image is
-    padded with 0, i.e. the mean colour.
+    map_pad: pad value for the maps (one value or one per map). The normalised image
+    (`normalize(img, norm)`) is padded with 0, i.e. the mean colour.
     Returns (float32[3, S, S] normalised image, maps cropped to [S, S]).
     """
     img, maps = random_scale(img, maps, scale_range, rng)
     if hflip:
         img, maps = random_hflip(img, maps, rng)
-    x = normalize(img).transpose(1, 2, 0)
+    x = normalize(img, norm).transpose(1, 2, 0)
     x, maps = random_crop(x, maps, crop_size, rng, img_pad=0.0, map_pad=map_pad)
     return np.ascontiguousarray(x.transpose(2, 0, 1)), maps

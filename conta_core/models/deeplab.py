@@ -9,15 +9,19 @@ Follows deeplab-pytorch as shipped with CONTA (reference §4.6):
   same network; training returns every scale's logits plus their pixel-wise max (all
   upsampled to the 1.0 logits' size), evaluation returns only the max.
 
-Deviations from deeplab-pytorch, on purpose:
-- The backbone is torchvision's ResNet (conta_core.models.backbone), not the caffe-style
-  DeepLab ResNet: its stem max-pool uses floor mode (caffe: ceil mode) and the stride-2
-  convolution sits in the 3x3 conv of the bottleneck (caffe: the 1x1). The logits of an
-  H x W input therefore have size ceil(H/8) x ceil(W/8) here (caffe stem: one pixel more
-  for some sizes), and caffe/COCO DeepLab init weights (deeplabv1_resnet101-coco.pth) do
-  not load; `pretrained` is a torchvision-style ImageNet state_dict.
-- Input normalisation is ImageNet RGB mean/std (conta_core.data.transforms.normalize), not
-  BGR caffe-mean subtraction.
+Backbone conventions (`segmentation.resnet_style`):
+- "caffe" (the VOC/COCO overlays): deeplab-pytorch's MSRA ResNet exactly: the stride-2
+  convolution in the first 1x1 conv of a bottleneck, a ceil-mode stem max-pool, dilation 2
+  and 4 in every block of layer3/layer4. Loads torchvision ImageNet weights and the
+  caffe-layout DeepLab init (deeplabv1_resnet101-coco.pth; backbone.caffe_to_torchvision);
+  with `input_norm: caffe` the MSC logits equal deeplab-pytorch's (tests/test_parity.py).
+- "torchvision" ([OURS] default on the generated data, and the only style for ResNet-18/34):
+  the stride in the 3x3 conv and a floor-mode max-pool; the logits of an H x W input have
+  size ceil(H/8) x ceil(W/8) (caffe: one more for some sizes).
+Input normalisation (`segmentation.input_norm`, transforms.normalize): "imagenet" or "caffe"
+(BGR minus the caffe mean); the model records it (MSC.input_norm) and inference uses it.
+
+Deviation from deeplab-pytorch:
 - MSC training outputs are ordered [1.0, *scales, max] with scales as given (default
   (0.75, 0.5)); deeplab-pytorch orders [1.0, 0.5, 0.75, max]. The loss sums them, so the
   order does not matter for training.
@@ -25,6 +29,7 @@ Deviations from deeplab-pytorch, on purpose:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,8 +38,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conta_core.config import require_keys
+from conta_core.data.transforms import INPUT_NORMS
 from conta_core.io import load_torch
 from conta_core.models.backbone import ResNetBackbone
+
+log = logging.getLogger("conta.deeplab")
 
 ASPP_INIT_STD = 0.01  # deeplab-pytorch: ASPP conv weights ~ N(0, 0.01), biases 0
 ASPP_BIAS_LR_FACTOR = 2  # deeplab-pytorch: ASPP biases get 2x the ASPP weight learning rate
@@ -84,12 +92,18 @@ class DeepLabV2(nn.Module):
         output_stride: int = 8,
         aspp_rates: Sequence[int] = (6, 12, 18, 24),
         freeze_bn: bool = True,
+        resnet_style: str = "torchvision",
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"DeepLabV2: num_classes must be >= 2 (background + classes), got {num_classes}")
         self.backbone = ResNetBackbone(
-            backbone, output_stride=output_stride, dilate=True, pretrained=pretrained, freeze_bn=freeze_bn
+            backbone,
+            output_stride=output_stride,
+            dilate=True,
+            pretrained=pretrained,
+            freeze_bn=freeze_bn,
+            style=resnet_style,
         )
         self.aspp = ASPP(self.backbone.channels[-1], num_classes, aspp_rates)
         self.num_classes = num_classes
@@ -108,10 +122,11 @@ class MSC(nn.Module):
       eval -> the max-fused logits float32[B, K, h, w] only.
     """
 
-    def __init__(self, base: nn.Module, scales: Sequence[float] = (0.75, 0.5)) -> None:
+    def __init__(self, base: nn.Module, scales: Sequence[float] = (0.75, 0.5), input_norm: str = "imagenet") -> None:
         super().__init__()
         self.base = base
         self.scales = tuple(float(s) for s in scales)
+        self.input_norm = input_norm  # the normalisation the model expects (segment.predict_batch reads it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         logits = self.base(x)
@@ -147,6 +162,10 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
     `segmentation.pretrained` file (the weights come from a checkpoint instead).
     """
     require_keys(cfg_seg, _MODEL_KEYS, "segmentation")
+    style = str(cfg_seg.get("resnet_style", "torchvision"))  # absent in checkpoints made before the key
+    norm = str(cfg_seg.get("input_norm", "imagenet"))
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"config key segmentation.input_norm: expected one of {INPUT_NORMS}, got {norm!r}")
     base = DeepLabV2(
         num_classes,
         backbone=cfg_seg["backbone"],
@@ -154,8 +173,15 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
         output_stride=int(cfg_seg["output_stride"]),
         aspp_rates=[int(r) for r in cfg_seg["aspp_rates"]],
         freeze_bn=bool(cfg_seg["freeze_bn"]),
+        resnet_style=style,
     )
-    return MSC(base, msc_extra_scales(cfg_seg))
+    if base.backbone.weights_layout == "caffe" and norm != "caffe":
+        log.warning(
+            "segmentation.pretrained %s is a caffe-layout DeepLab model, trained on BGR mean-subtracted input; "
+            "segmentation.input_norm is %r (set it to 'caffe' to feed it what it was trained on)",
+            cfg_seg["pretrained"], norm,
+        )
+    return MSC(base, msc_extra_scales(cfg_seg), input_norm=norm)
 
 
 def checkpoint_dict(model: MSC, cfg_seg: dict, num_classes: int, **meta: Any) -> dict:

@@ -3,9 +3,12 @@
 A frozen ResNet (output stride 16, no dilation) provides five feature levels: the stem
 (conv1+bn+relu+maxpool, stride 4), layer1 (stride 4), layer2 (stride 8), layer3 (stride 16)
 and layer4 (stride 16). Each level goes through a 1x1 conv to 32 channels, GroupNorm(4, 32),
-a bilinear upsampling to the stride-4 size and a ReLU (IRNet's order); the five maps are
-concatenated (5 x 32 = 160 channels) and a 1x1 conv with bias gives one boundary logit per
-stride-4 pixel. The displacement branch of IRNet is not needed for semantic pseudo-masks
+a bilinear upsampling by the FIXED factor 1, 1, 2, 4, 4 (align_corners=False), a crop to the
+size of the layer1 map and a ReLU (IRNet's `fc_edge*` and `[..., :edge2.size(2), :edge2.size(3)]`);
+the five maps are concatenated (5 x 32 = 160 channels) and a 1x1 conv with bias gives one
+boundary logit per stride-4 pixel. Upsample-then-crop keeps every level aligned with the
+stride-4 grid on any input size (resizing straight to the stride-4 size would stretch the
+coarse levels whenever ceil(H/4) is not a multiple of 4). The displacement branch of IRNet is not needed for semantic pseudo-masks
 and is left out.
 """
 
@@ -26,6 +29,7 @@ STEM_CHANNELS = 64  # torchvision ResNet stem (conv1) width, all depths
 BACKBONE_OUTPUT_STRIDE = 16  # IRNet: strides (2, 2, 2, 1), no dilation
 CLASSIFIER_BACKBONE_PREFIX = "backbone."
 NUM_BACKBONE_STAGES = 4  # ResNetBackbone stages; all frozen
+LEVEL_UPSAMPLE = (1, 1, 2, 4, 4)  # IRNet fc_edge1..5: stride of each level / 4
 
 
 def _edge_level(in_channels: int) -> nn.Sequential:
@@ -83,12 +87,12 @@ class EdgeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.backbone_features(x)
-        size = feats[0].shape[-2:]
+        h, w = feats[1].shape[-2:]
         maps = []
-        for level, f in zip(self.edge_levels, feats):
+        for level, f, factor in zip(self.edge_levels, feats, LEVEL_UPSAMPLE):
             y = level(f)
-            if y.shape[-2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            if factor != 1:
+                y = F.interpolate(y, scale_factor=factor, mode="bilinear", align_corners=False)[..., :h, :w]
             maps.append(F.relu(y))
         return self.edge_out(torch.cat(maps, dim=1))
 

@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Print the agreement of each step with the reference code, under both sets of conventions.
+
+    python tools/parity_report.py [--golden tests/golden/reference_parity.npz]
+
+Runs the project's functions on the fixtures of tests/parity_fixtures.py and compares them
+with the reference outputs in the golden file (made by tools/make_parity_goldens.py), once
+with the reference conventions (the VOC/COCO overlays) and once with the alternative value
+of each key (cam.resize bilinear, random_walk.pad_size null, segmentation.input_norm
+imagenet), to show what each convention is worth. tests/test_parity.py asserts the
+reference column; this prints both as the Markdown table of docs/fidelity.md. CPU, ~30 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+
+import parity_fixtures as fx  # noqa: E402
+from test_parity import (  # noqa: E402
+    CAM_SCALES, CPU, IDS, RW_CFG, _amn_net, _cam_net, _edge_net, _golden_cam,
+)
+
+
+def cam_diff(g, resize: str) -> float:
+    from conta_core.cam import compute_cams_batch
+
+    net, worst = _cam_net(), 0.0
+    for name, img, keys in zip(IDS, fx.fixture_images(), fx.fixture_keys()):
+        ((cam, high),) = compute_cams_batch(net, [img], [keys], CAM_SCALES, True, CPU, resize=resize)
+        worst = max(worst, np.abs(cam - g[f"irn/cam/{name}"]).max(), np.abs(high - g[f"irn/high_res/{name}"]).max())
+    return float(worst)
+
+
+def ir_agreement(g) -> float:
+    from conta_core.config import DEFAULT_CONFIG, load_yaml
+    from conta_core.ir_label import cam_to_ir_label
+
+    crf = load_yaml(DEFAULT_CONFIG)["ir_label"]["crf"]
+    same = total = 0
+    for name, img in zip(IDS, fx.fixture_images()):
+        c = _golden_cam(g, name)
+        lab = cam_to_ir_label(img, c["keys"], c["high_res"], 0.30, 0.05, crf)
+        same, total = same + int((lab == g[f"irn/ir_label/{name}"]).sum()), total + lab.size
+    return 100.0 * same / total
+
+
+def rw_agreement(g, pad_size) -> tuple[float, float]:
+    from conta_core.random_walk import boundary_map, pseudo_mask_from_cam
+
+    net, cfg = _edge_net(), {**RW_CFG, "pad_size": pad_size}
+    same = total = 0
+    worst = 0.0
+    for name, img in zip(IDS, fx.fixture_images()):
+        b = boundary_map(net, img, CPU, pad_size)
+        worst = max(worst, float(np.abs(b - g[f"irn/edge/{name}"]).max()))
+        c = _golden_cam(g, name)
+        if c["cam"].max() == 0:  # IRNet's 0/0 (tests/test_parity.py)
+            continue
+        m = pseudo_mask_from_cam(img, c, net, cfg, CPU, b)
+        same, total = same + int((m == g[f"irn/sem_seg/{name}"]).sum()), total + m.size
+    return worst, 100.0 * same / total
+
+
+def deeplab_diff(g, tmp: Path, norm: str) -> float:
+    from conta_core.data.transforms import normalize
+    from conta_core.models.deeplab import build_deeplab
+
+    path = tmp / "caffe_layout.pth"
+    if not path.exists():
+        torch.save({k.removeprefix("base."): v for k, v in fx.deeplab_caffe_state().items()}, path)
+    cfg = {"backbone": "resnet101", "pretrained": str(path), "output_stride": 8, "aspp_rates": [6, 12, 18, 24],
+           "freeze_bn": True, "msc_scales": [1.0, 0.75, 0.5], "resnet_style": "caffe", "input_norm": "caffe"}
+    model = build_deeplab(cfg, fx.DEEPLAB_CLASSES).eval()
+    model.base.load_state_dict({**model.base.state_dict(), **fx.deeplab_aspp_state()})
+    with torch.no_grad():
+        out = model(torch.from_numpy(normalize(g["deeplab/image"], norm))[None])[0].numpy()
+    return float(np.abs(out - g["deeplab/logits"]).max())
+
+
+def amn_diff(g, resize: str) -> float:
+    from conta_core.amn import compute_amn_cam
+
+    net, worst = _amn_net(), 0.0
+    for name, img, keys in zip(IDS, fx.fixture_images(), fx.fixture_keys()):
+        cam, high = compute_amn_cam(net, img, keys, g[f"irn/ir_label/{name}"], CAM_SCALES, True, CPU, resize=resize)
+        worst = max(worst, np.abs(cam - g[f"amn/cam/{name}"][1:]).max(), np.abs(high - g[f"amn/high_res/{name}"][1:]).max())
+    return float(worst)
+
+
+def main() -> None:
+    import tempfile
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--golden", type=Path, default=REPO / "tests" / "golden" / "reference_parity.npz")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    g = dict(np.load(args.golden))
+    with tempfile.TemporaryDirectory() as tmp:
+        dl_ref, dl_fast = deeplab_diff(g, Path(tmp), "caffe"), deeplab_diff(g, Path(tmp), "imagenet")
+    e_ref, rw_ref = rw_agreement(g, 512)
+    e_fast, rw_fast = rw_agreement(g, None)
+    rows = [
+        ("CAM files (cam, high_res), max abs diff", "cam.resize", f"{cam_diff(g, 'pil_bicubic'):.1e}",
+         f"{cam_diff(g, 'bilinear'):.1e}", "<= 1e-3"),
+        ("IR labels, % pixels equal", "-", f"{ir_agreement(g):.3f}", "same", "100"),
+        ("boundary map, max abs diff", "random_walk.pad_size", f"{e_ref:.1e}", f"{e_fast:.1e}", "-"),
+        ("pseudo-masks, % pixels equal", "random_walk.pad_size", f"{rw_ref:.3f}", f"{rw_fast:.3f}", ">= 99.9"),
+        ("DeepLab-v2 MSC logits, max abs diff", "segmentation.input_norm", f"{dl_ref:.1e}", f"{dl_fast:.1e}", "<= 1e-4"),
+        ("AMN make_amn_cam maps, max abs diff", "cam.resize", f"{amn_diff(g, 'pil_bicubic'):.1e}",
+         f"{amn_diff(g, 'bilinear'):.1e}", "<= 1e-3"),
+    ]
+    print("| step | key | reference value | alternative value | bound (tests/test_parity.py) |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
