@@ -51,12 +51,13 @@ from tqdm import tqdm
 from conta_core.cam import NORM_EPS, context_batch, multiscale_sum
 from conta_core.config import require_keys
 from conta_core.confounder import load_confounder
-from conta_core.context import encode_xm
+from conta_core.context import encode_xm, load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
 from conta_core.io import load_image, load_label_png, load_torch, save_cam, save_torch, write_csv
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
+from conta_core.models.classifier import ACTIVE_MODES, context_xm_files
 from conta_core.runtime import loader_options, progress_enabled
 
 log = logging.getLogger("conta.amn")
@@ -101,7 +102,7 @@ class AMNDataset(ClassificationDataset):
         maps = [load_map_for(self.seed_files, image_id, img.shape[:2], "IR label")]
         pads = [IGNORE_LABEL]
         if self.xm_files is not None:
-            maps.append(load_map_for(self.xm_files, image_id, img.shape[:2], "X_m"))
+            maps.append(load_xm(self.xm_files, image_id, img.shape[:2]))
             pads.append(XM_PAD)
         x, maps = augment(img, maps, self.rng(index), self.scale_range, self.crop_size, map_pad=pads)
         item = {"image": x, "label": self.manifest.label_vector(image_id), "seed": maps[0].astype(np.int64),
@@ -164,8 +165,8 @@ def check_train_cfg(cfg: dict) -> None:
 
 
 def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool:
-    """Context on iff context.mode == conta and a confounder is given (round t > 0)."""
-    if (context_cfg or {}).get("mode", "none") != "conta" or confounder_path is None:
+    """Context on iff context.mode is conta or placebo and a confounder is given (round t > 0)."""
+    if (context_cfg or {}).get("mode", "none") not in ACTIVE_MODES or confounder_path is None:
         if xm_files is not None and confounder_path is None:
             raise ValueError("train_amn: X_m files given without a confounder file")
         return False
@@ -176,9 +177,12 @@ def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool
 
 def make_optimizer(model: AMNNet, cfg: dict) -> torch.optim.Adam:
     """Adam: backbone at amn.lr, new layers at amn.lr * amn.lr_new_mult, coupled weight decay."""
-    backbone, new = model.param_groups()
+    backbone, new, context = model.param_groups()
     lr = float(cfg["lr"])
-    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": lr * float(cfg["lr_new_mult"])}]
+    new_lr = lr * float(cfg["lr_new_mult"])
+    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": new_lr}]
+    if context:
+        groups.append({"params": context, "lr": new_lr * float(model.context_cfg.get("lr_mult", 1.0))})
     return torch.optim.Adam(groups, lr=lr, weight_decay=float(cfg["weight_decay"]))
 
 
@@ -230,7 +234,7 @@ def train_amn(
     ctx = context_cfg if active else None
     model = _build_for_training(manifest, cfg, ctx, confounder, classifier_path, seed).to(device).train()
     dataset = AMNDataset(manifest, ids, seed_files, int(cfg["crop_size"]), tuple(cfg["scale_range"]), seed,
-                         xm_files if active else None)
+                         context_xm_files(ctx, xm_files) if active else None)
     batch_size = int(cfg["batch_size"])
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                         **loader_options(num_workers, device, seed))
@@ -374,13 +378,15 @@ def make_amn_cams(
     model.set_inference_dropout(bool(cfg.get("inference_dropout", False)))
     if model.uses_context and xm_files is None:
         raise ValueError(f"{model_path}: context AMN but no X_m files (--xm-dir) given")
+    if model.uses_context:
+        xm_files = context_xm_files(model.context_cfg, xm_files)  # placebo: the partner's X_m
     todo = [i for i in ids if not (out_dir / f"{i}.npy").exists()]
     log.info("make_amn_cams: %d of %d images to do -> %s", len(todo), len(ids), out_dir)
     for image_id in tqdm(todo, desc="amn_cam", disable=not progress_enabled()):
         img = load_image(manifest.image_file(image_id))
         keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
         seed_label = load_map_for(seed_files, image_id, img.shape[:2], "IR label")
-        xm = load_map_for(xm_files, image_id, img.shape[:2], "X_m") if model.uses_context else None
+        xm = load_xm(xm_files, image_id, img.shape[:2]) if model.uses_context else None
         cam, high_res = compute_amn_cam(
             model, img, keys, seed_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
         )

@@ -36,7 +36,8 @@ from conta_core.data.transforms import normalize, rescale_image
 from conta_core.device import inference_autocast
 from conta_core.io import load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.metrics import confusion_matrix, iou_per_class, mean_iou
-from conta_core.models.classifier import load_classifier
+from conta_core.context import load_xm
+from conta_core.models.classifier import context_xm_files, load_classifier
 from conta_core.runtime import progress_enabled
 
 log = logging.getLogger("conta.cam")
@@ -257,11 +258,8 @@ def image_batches(manifest: Manifest, ids: list[str], window: int, scales: list[
 
 
 def _load_xm(xm_files: dict[str, Path], image_id: str, img: np.ndarray) -> np.ndarray:
-    """X_m uint8[H, W] of `image_id`; ValueError naming the file if its size differs from the image's."""
-    xm = load_label_png(xm_files[image_id])
-    if xm.shape != img.shape[:2]:
-        raise ValueError(f"image {image_id!r}: X_m {xm_files[image_id]} is {xm.shape}, image is {img.shape[:2]}")
-    return xm
+    """X_m uint8[H, W] of `image_id` (conta_core.context.load_xm: errors name the id or file)."""
+    return load_xm(xm_files, image_id, img.shape[:2])
 
 
 def make_cams(
@@ -286,6 +284,8 @@ def make_cams(
     model = load_classifier(model_path, device)
     if model.uses_context and xm_files is None:
         raise ValueError(f"{model_path}: context classifier but no X_m files (--xm-dir) given")
+    if model.uses_context:
+        xm_files = context_xm_files(model.context_cfg, xm_files)  # placebo: the partner's X_m
     todo = [i for i in ids if not (out_dir / f"{i}.npy").exists()]
     log.info("make_cams: %d of %d images to do -> %s", len(todo), len(ids), out_dir)
     if torch.device(device).type == "cuda":

@@ -14,11 +14,22 @@ P(c_i) = 1/n (reference conta_reference.md §3.2 issues #12/#13, §3.4).
 - W_1, W_2 are nn.Linear(hw -> n), init N(0, 0.02) as in the inherited m_t.py, bias optional
   (config context.bias, default False) and zero-initialised when present.
 - The prior is uniform, P(c_i) = 1/n, so M keeps the paper's 1/n factor (M values <= 1/n).
+- `context.init_std` (default 0.02, the inherited m_t.py) sets the N(0, std) init of W_1, W_2;
+  `context.lr_mult` scales their learning rate relative to the classifier's new layers;
+  `context.m_scale` multiplies M where it is concatenated (models/classifier.py). The paper
+  fixes none of them, and with 0.02 / 1 / 1 the attention never leaves uniform on the
+  generated data (docs/context.md).
+
+Placebo control (`context.mode: placebo`): the same network and training, but every image
+is given the X_m of another training image (`placebo_partners`: a fixed derangement of the
+ids, independent of the run seed), resized to its own size. CONTA - placebo isolates the
+effect of image-specific context; CONTA - none also includes the extra input channel.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -28,7 +39,52 @@ from conta_core.data.transforms import resize_label
 
 XM_ENCODINGS = ("foreground", "label_index")
 IGNORE_LABEL = 255
-WEIGHT_INIT_STD = 0.02  # N(0, 0.02) as W_y / W_z of the inherited m_t.py
+WEIGHT_INIT_STD = 0.02  # N(0, 0.02) as W_y / W_z of the inherited m_t.py (context.init_std default)
+PLACEBO_SEED = 20201204  # [OURS] fixed: the placebo pairing does not change with the run seed
+
+
+def placebo_partners(ids: list[str]) -> dict[str, str]:
+    """A fixed derangement of `ids`: image id -> the id whose X_m it gets under context.mode placebo.
+
+    The sorted ids are shuffled with PLACEBO_SEED and each is paired with the next one in
+    that order (one cycle, so no image keeps its own X_m when there are two or more).
+    Depends only on the set of ids, so every shard and every step sees the same pairing.
+    """
+    order = sorted(set(ids))
+    if len(order) < 2:
+        raise ValueError(f"context.mode placebo: needs X_m of at least 2 images, got {len(order)}")
+    perm = np.random.Generator(np.random.PCG64(PLACEBO_SEED)).permutation(len(order))
+    cycle = [order[i] for i in perm]
+    return {cycle[k]: cycle[(k + 1) % len(cycle)] for k in range(len(cycle))}
+
+
+class PlaceboFiles(dict):
+    """image id -> the placebo partner's X_m file; `load_xm` resizes those to the image size."""
+
+
+def placebo_xm_files(xm_files: dict[str, "os.PathLike"]) -> PlaceboFiles:
+    """xm_files with every image's X_m file replaced by its placebo partner's."""
+    partners = placebo_partners(list(xm_files))
+    return PlaceboFiles({i: xm_files[partners[i]] for i in xm_files})
+
+
+def load_xm(files: dict[str, "os.PathLike"], image_id: str, shape: tuple[int, int]) -> np.ndarray:
+    """uint8[H, W] X_m of `image_id` for an image of size `shape`.
+
+    ValueError naming the id when it has no file, and naming the file when its size differs
+    from the image's; placebo files (PlaceboFiles) are resized to the image size instead
+    (nearest neighbour), since the partner image may have another size.
+    """
+    from conta_core.io import load_label_png
+
+    if image_id not in files:
+        raise ValueError(f"no X_m file for image id {image_id!r}")
+    m = load_label_png(files[image_id])
+    if m.shape != tuple(shape):
+        if isinstance(files, PlaceboFiles):
+            return resize_label(m, tuple(shape))
+        raise ValueError(f"{files[image_id]}: X_m of image {image_id!r} has shape {m.shape}, image has {tuple(shape)}")
+    return m
 
 
 def encode_xm(label: np.ndarray, encoding: str, num_fg: int, size: tuple[int, int]) -> np.ndarray:
@@ -57,12 +113,13 @@ class ContextModule(nn.Module):
 
     num_fg: n, the number of confounder entries (foreground classes).
     size: (h, w) of x_m, c_i and M.
-    bias: whether W_1, W_2 have a (zero-initialised) bias.
+    bias: whether W_1, W_2 have a (zero-initialised) bias; init_std: their N(0, std) init.
     forward(xm: float32[B, h, w], confounder: float32[n, h, w])
         -> (M: float32[B, 1, h, w], alpha: float32[B, n]).
     """
 
-    def __init__(self, num_fg: int, size: tuple[int, int], bias: bool = False) -> None:
+    def __init__(self, num_fg: int, size: tuple[int, int], bias: bool = False,
+                 init_std: float = WEIGHT_INIT_STD) -> None:
         super().__init__()
         self.num_fg = int(num_fg)
         self.size = (int(size[0]), int(size[1]))
@@ -70,7 +127,7 @@ class ContextModule(nn.Module):
         self.w1 = nn.Linear(hw, self.num_fg, bias=bias)
         self.w2 = nn.Linear(hw, self.num_fg, bias=bias)
         for lin in (self.w1, self.w2):
-            nn.init.normal_(lin.weight, mean=0.0, std=WEIGHT_INIT_STD)
+            nn.init.normal_(lin.weight, mean=0.0, std=float(init_std))
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
         # Uniform prior P(c_i) = 1/n (context.prior = uniform).

@@ -1,5 +1,6 @@
 """What exists in a run folder: per round and stage, artifact counts against the manifest,
-missing shards, checkpoints, the confounder set and the mIoU of the evaluation CSVs.
+missing shards, checkpoints, the confounder set, the context diagnostics (status "inert"
+when the context carries no signal) and the mIoU of the evaluation CSVs.
 
 `conta inspect results/<run>` prints `format_inspection(inspect_run(run_dir))`.
 Nothing here raises on a broken artifact: it is reported as status "error" with the reason.
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from conta_core.data.manifest import Manifest
+from conta_core.io import read_json
 from conta_core.shards import shard_ids
 
 COLUMNS = ["round", "artifact", "status", "found", "expected", "detail"]
@@ -21,6 +23,7 @@ PERCENT = 100.0
 BYTES_PER_MB = 1024 * 1024
 ROUND_DIR = re.compile(r"^round(\d+)$")
 OK, PARTIAL, MISSING, ERROR = "ok", "partial", "missing", "error"
+INERT = "inert"  # context_diagnostics.json says the context carries no signal
 MEAN_ROW = "mean"  # the mIoU row of conta_core.evaluate tables
 
 
@@ -129,6 +132,23 @@ def inspect_confounder(round_dir: Path, t: int) -> dict:
     return _row(t, "confounder.h5", OK, detail=f"n={C.shape[0]} maps of {shape}, source {attrs['source']}")
 
 
+def inspect_context(round_dir: Path, t: int) -> list[dict]:
+    """The context diagnostics row of a round (none if it has no context_diagnostics.json):
+    status "inert" with the reasons when the context carries no signal, else "ok"."""
+    path = round_dir / "context_diagnostics.json"
+    if not path.exists():
+        return []
+    try:
+        d = read_json(path)
+        detail = (f"{d['mode']}: alpha entropy {d['alpha_entropy_mean']:.4f}, M cv {d['m_cv']:.3g}, "
+                  f"CAM change {d['cam_change']:.4f}")
+    except (ValueError, KeyError) as e:
+        return [_row(t, path.name, ERROR, detail=f"unreadable: {e}")]
+    if d.get("inert"):
+        return [_row(t, path.name, INERT, detail=detail + " -- " + "; ".join(d.get("inert_reasons", [])))]
+    return [_row(t, path.name, OK, detail=detail)]
+
+
 def eval_detail(path: Path) -> str:
     """The mIoU of an evaluation CSV as text (cam_eval: at the eval threshold and the best)."""
     from conta_core.summary import cam_scores
@@ -185,6 +205,7 @@ def inspect_run(run_dir: Path, num_shards: int | None = None) -> pd.DataFrame:
         rows += [inspect_checkpoint(rd, t, CHECKPOINTS[2])]
         rows += [inspect_sharded(rd, t, art, manifest, shards) for art in SHARDED[3:]]
         rows += [inspect_confounder(rd, t)]
+        rows += inspect_context(rd, t)
         rows += [inspect_eval(rd, t, name) for name in EVALS]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"found": "Int64", "expected": "Int64"})
@@ -202,7 +223,8 @@ def format_inspection(run_dir: Path, table: pd.DataFrame, num_shards: int | None
         return "\n".join(lines)
     lines += _aligned(table)
     counts = table["status"].value_counts()
-    lines += ["", "  ".join(f"{k}: {counts.get(k, 0)}" for k in (OK, PARTIAL, MISSING, ERROR))]
+    lines += ["", "  ".join(f"{k}: {counts.get(k, 0)}" for k in (OK, PARTIAL, MISSING, ERROR))
+              + (f"  {INERT}: {counts[INERT]} (the context carries no signal; docs/context.md)" if INERT in counts else "")]
     return "\n".join(lines)
 
 

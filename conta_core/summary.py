@@ -6,7 +6,10 @@ Reads the evaluation CSVs of each round:
 - `round<t>/pseudo_mask_eval.csv`, `round<t>/seg_eval_{val,train}.csv`: per-class rows plus
   a final row class == "mean", written by conta_core.evaluate.evaluate_to_csv;
 - method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
-  reported in the extra columns AMN_COLUMNS, which appear only when a round has that file.
+  reported in the extra columns AMN_COLUMNS, which appear only when a round has that file;
+- context rounds (conta / placebo, t > 0): `round<t>/context_diagnostics.json`
+  (conta_core.context_diagnostics), reported in CONTEXT_COLUMNS (alpha entropy, M across-image
+  coefficient of variation, CAM change under another image's M, inert flag).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conta_core.io import write_csv
+from conta_core.io import read_json, write_csv
 
 SUMMARY_COLUMNS = [
     "round",
@@ -47,6 +50,9 @@ def cam_scores(path: Path) -> tuple[float, float, float]:
     return float(at_eval["miou"].iloc[0]), float(best["miou"].iloc[0]), float(best["threshold"].iloc[0])
 
 
+CONTEXT_COLUMNS = ["ctx_alpha_entropy_mean", "ctx_m_cv", "ctx_cam_change", "ctx_inert"]  # context_diagnostics.json
+
+
 def round_row(round_dir: Path, t: int) -> dict:
     """One summary row from a round folder; missing evals become NaN."""
     row: dict = {"round": t}
@@ -64,6 +70,11 @@ def round_row(round_dir: Path, t: int) -> dict:
         p = round_dir / name
         if p.exists():
             row[key] = _mean_row(p)
+    diag = round_dir / "context_diagnostics.json"
+    if diag.exists():
+        d = read_json(diag)
+        for key in CONTEXT_COLUMNS:
+            row[key] = d.get(key.removeprefix("ctx_"))
     return row
 
 
@@ -71,6 +82,7 @@ def summarize(run_dir: Path, rounds: list[int]) -> pd.DataFrame:
     """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals)."""
     rows = [round_row(run_dir / f"round{t}", t) for t in rounds]
     columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
+    columns += CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else []
     df = pd.DataFrame(rows).reindex(columns=columns)
     for c in columns:
         if c.endswith("miou"):

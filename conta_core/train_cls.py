@@ -6,7 +6,10 @@ lr * lr_new_mult, momentum / weight_decay from the config, poly decay per iterat
 lr = lr0 * (1 - step / max_step) ** poly_power. Batches drop_last, shuffled with a seeded
 torch.Generator; the dataset's set_epoch(epoch) is called each epoch.
 
-Context (round t > 0): active iff context.mode == "conta" and a confounder file is given.
+Context (round t > 0): active iff context.mode is "conta" or "placebo" (every image gets
+another training image's X_m, conta_core.context.placebo_partners) and a confounder file is
+given. The per-iteration log then also holds the gradient norms reaching W_1, W_2 and the
+classifier's weights on the M channel (block 5), for the context diagnostics.
 The X_m label map of each image (previous round's segmentation predictions, or pseudo-masks
 when context.confounder_source = pseudo) goes through the image's augmentation inside the
 dataset, then `encode_xm` to context.size here.
@@ -30,11 +33,12 @@ from conta_core.context import encode_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import ClassificationDataset
 from conta_core.io import save_torch, write_csv
-from conta_core.models.classifier import CAMNet, build_classifier
+from conta_core.models.classifier import ACTIVE_MODES, CAMNet, build_classifier, context_xm_files
 from conta_core.runtime import loader_options, progress_enabled
 
 log = logging.getLogger("conta.train_cls")
 
+GRAD_COLUMNS = ("grad_w1", "grad_w2", "grad_m_weight")  # train_log.csv columns of context rounds
 CLS_KEYS = ("epochs", "batch_size", "lr", "lr_new_mult", "momentum", "weight_decay", "poly_power",
             "crop_size", "scale_range")
 
@@ -53,16 +57,16 @@ def _check_cfg(cls_cfg: dict) -> None:
 
 
 def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool:
-    """Context on iff mode == conta and a confounder is given (round t > 0)."""
+    """Context on iff mode is conta or placebo and a confounder is given (round t > 0)."""
     mode = (context_cfg or {}).get("mode", "none")
-    if mode != "conta":
+    if mode not in ACTIVE_MODES:
         if confounder_path is not None or xm_files is not None:
             log.warning("context.mode = %s: ignoring the given X_m files / confounder", mode)
         return False
     if confounder_path is None:
         if xm_files is not None:
             raise ValueError("train_classifier: X_m files given without a confounder file")
-        log.info("context.mode = conta but no confounder: training the plain (round-0) classifier")
+        log.info("context.mode = %s but no confounder: training the plain (round-0) classifier", mode)
         return False
     if xm_files is None:
         raise ValueError(f"train_classifier: confounder {confounder_path} given without X_m files")
@@ -77,10 +81,14 @@ def _encode_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Ten
 
 
 def make_optimizer(model: CAMNet, cls_cfg: dict) -> torch.optim.SGD:
-    """SGD, groups (backbone: lr, new layers: lr * lr_new_mult); group["initial_lr"] kept for poly."""
-    backbone, new = model.param_groups()
+    """SGD, groups (backbone: lr, new layers: lr * lr_new_mult, context module W_1/W_2:
+    lr * lr_new_mult * context.lr_mult); group["initial_lr"] kept for poly."""
+    backbone, new, context = model.param_groups()
     lr = float(cls_cfg["lr"])
-    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": lr * float(cls_cfg["lr_new_mult"])}]
+    new_lr = lr * float(cls_cfg["lr_new_mult"])
+    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": new_lr}]
+    if context:
+        groups.append({"params": context, "lr": new_lr * float(model.context_cfg.get("lr_mult", 1.0))})
     for g in groups:
         g["initial_lr"] = g["lr"]
     return torch.optim.SGD(groups, lr=lr, momentum=float(cls_cfg["momentum"]),
@@ -126,7 +134,7 @@ def train_classifier(
         model = build_classifier(cls_cfg, context_cfg if active else None, num_fg, confounder)
     model.to(device).train()
     if dataset is None:
-        dataset = make_dataset(manifest, ids, cls_cfg, seed, xm_files if active else None)
+        dataset = make_dataset(manifest, ids, cls_cfg, seed, context_xm_files(context_cfg, xm_files) if active else None)
     batch_size = int(cls_cfg["batch_size"])
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                         **loader_options(num_workers, device, seed))
@@ -141,7 +149,19 @@ def train_classifier(
     save_torch(out_path, {"state_dict": state, "config": config, "class_names": list(manifest.class_names),
                           "seed": int(seed), "num_images": len(dataset), "final_loss": rows[-1]["loss"]})
     if log_csv is not None:
-        write_csv(log_csv, pd.DataFrame(rows, columns=["epoch", "iter", "loss", "lr"]))
+        columns = ["epoch", "iter", "loss", "lr"] + (list(GRAD_COLUMNS) if active else [])
+        write_csv(log_csv, pd.DataFrame(rows, columns=columns))
+
+
+def context_grad_norms(model: CAMNet) -> dict[str, float]:
+    """L2 norms of this step's gradients reaching W_1, W_2 and the classifier's M-channel weights."""
+    def norm(t: torch.Tensor | None) -> float:
+        return 0.0 if t is None else float(t.detach().norm())
+
+    grad_m = model.classifier.weight.grad
+    m_channel = None if grad_m is None or 5 not in model.blocks else grad_m[:, -1]
+    return {"grad_w1": norm(model.context.w1.weight.grad), "grad_w2": norm(model.context.w2.weight.grad),
+            "grad_m_weight": norm(m_channel)}
 
 
 def _train_loop(model: CAMNet, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int, max_step: int,
@@ -164,9 +184,12 @@ def _train_loop(model: CAMNet, loader: DataLoader, optimizer: torch.optim.Optimi
             loss = F.multilabel_soft_margin_loss(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            row = {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr}
+            if context_cfg is not None:
+                row.update(context_grad_norms(model))
             optimizer.step()
-            loss_value = float(loss.detach())
-            rows.append({"epoch": epoch, "iter": step, "loss": loss_value, "lr": lr})
+            loss_value = row["loss"]
+            rows.append(row)
             loss_sum += loss_value * len(y)
             correct += float(((logits.detach() > 0).float() == y).float().sum())
             seen += len(y)

@@ -84,3 +84,32 @@ rule eval_cam:
     shell:
         "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
         " {params.cams} --out {output} > {log} 2>&1"
+
+
+rule context_diagnostics:
+    input:
+        manifest=MANIFEST,
+        model=f"{R}/round{{t}}/cls/model.pth",
+        log_csv=f"{R}/round{{t}}/cls/train_log.csv",
+        xm=lambda w: xm_dirs(w.t),
+    output:
+        f"{R}/round{{t}}/context_diagnostics.json",
+    params:
+        py=PY,
+        script=script("context_diagnostics.py"),
+        cfg=json.dumps({"diagnostics_images": config["context"]["diagnostics_images"]}),
+        xm=lambda w, input: flags("--xm-dir", input.xm),
+        device=config["device"],
+    log:
+        f"{R}/logs/context_diagnostics/round{{t}}.log",
+    benchmark:
+        f"{R}/benchmarks/context_diagnostics/round{{t}}.tsv"
+    threads: config["threads"]
+    resources:
+        gpu=GPU,
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
+        " --model {input.model} --train-log {input.log_csv} {params.xm} --out {output}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

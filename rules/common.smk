@@ -15,7 +15,7 @@ PY = sys.executable
 SCRIPTS = f"{workflow.basedir}/workflow_scripts"
 CONDA_ENV = f"{workflow.basedir}/envs/conta.yaml"  # `conda:` of every shell step
 MANIFEST = f"{R}/data/manifest.json"
-CONTA = config["context"]["mode"] == "conta"
+CONTA = config["context"]["mode"] in ("conta", "placebo")  # modes with the context module
 AMN = config["method"] == "amn"
 GPU = int(config["gpus_per_job"])  # `gpu` resource of GPU rules (0 on CPU-only clusters)
 
@@ -199,6 +199,8 @@ def round_evals(t: int | str) -> list[str]:
         ]
         if AMN:  # method amn: the AMN map sweep too (summary columns amn_cam_*)
             files.append(f"{rdir(r)}/amn_cam_eval.csv")
+        if CONTA and r > 0 and not AMN:  # summary columns ctx_* (the classifier's context)
+            files.append(f"{rdir(r)}/context_diagnostics.json")
     return files
 
 

@@ -83,11 +83,12 @@ def test_context_gets_gradient_behind_frozen_stages(block):
 
 def test_param_groups_split_backbone_and_new_layers():
     net = _net(_ctx("dense"), frozen_stages=2)
-    backbone, new = net.param_groups()
+    backbone, new, context = net.param_groups()
     names = {id(p): n for n, p in net.named_parameters()}
     assert all(names[id(p)].startswith("backbone.stages.") for p in backbone)
-    assert {names[id(p)].split(".")[0] for p in new} == {"classifier", "context", "adapters"}
-    assert len(backbone) + len(new) == sum(p.requires_grad for p in net.parameters())
+    assert {names[id(p)].split(".")[0] for p in new} == {"classifier", "adapters"}
+    assert {names[id(p)].split(".")[0] for p in context} == {"context"}  # own group: context.lr_mult
+    assert len(backbone) + len(new) + len(context) == sum(p.requires_grad for p in net.parameters())
     assert not any(names[id(p)].startswith(("backbone.stages.0.", "backbone.stages.1.")) for p in backbone)
 
 

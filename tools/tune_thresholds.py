@@ -18,7 +18,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from conta_core.config import load_config

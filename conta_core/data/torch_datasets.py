@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from conta_core.context import load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment
 from conta_core.io import load_image, load_label_png
@@ -87,7 +88,7 @@ class ClassificationDataset(_Augmented):
         img = load_image(self.manifest.image_file(image_id))
         maps = []
         if self.xm_files is not None:
-            maps = [_load_map(_lookup(self.xm_files, image_id, "X_m"), image_id, img.shape[:2], "X_m")]
+            maps = [load_xm(self.xm_files, image_id, img.shape[:2])]
         x, maps = augment(img, maps, self.rng(index), self.scale_range, self.crop_size, map_pad=XM_PAD)
         item = {"image": x, "label": self.manifest.label_vector(image_id), "id": image_id}
         if self.xm_files is not None:

@@ -122,7 +122,7 @@ def build_amn(
     confounder: torch.Tensor | np.ndarray | None = None,
     load_pretrained: bool = True,
 ) -> AMNNet:
-    """AMNNet from the `amn:` and `context:` sections (context active iff mode == conta).
+    """AMNNet from the `amn:` and `context:` sections (context active iff mode is conta or placebo).
 
     load_pretrained: read amn.pretrained when amn.backbone_init == pretrained (False when a
     checkpoint's state_dict will replace the weights anyway).

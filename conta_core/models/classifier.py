@@ -1,9 +1,12 @@
 """The multi-label CAM classifier (IRNet's ResNet CAM net) with CONTA's context injection.
 
 Round 0 is IRNet's network: ResNet backbone at output stride 16 (no dilation), GAP and a
-bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta) add
-the context module of conta_core.context: the map M (float32[B, 1, h, w]) is resized
-bilinearly to the feature size of the chosen block and concatenated channel-wise.
+bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta or
+placebo) add the context module of conta_core.context: the map M (float32[B, 1, h, w]) is
+resized bilinearly to the feature size of the chosen block, multiplied by a gain
+(context.m_scale [OURS]: a number, 1 = the paper's Eq. 3 as written, or "auto" = the RMS of
+that block's features over the RMS of M on the first training batch, then fixed and saved
+as the buffer m_gain) and concatenated channel-wise.
 
 Blocks (ResNet naming, see conta_core.models.backbone): block 2/3/4/5 = output of stage
 0/1/2/3. Block 5 (paper default): the classifier sees C_last + 1 channels. Blocks 2/3/4:
@@ -26,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.context import XM_ENCODINGS, ContextModule, encode_xm
+from conta_core.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
 from conta_core.io import load_torch
 from conta_core.models.backbone import ResNetBackbone
 
@@ -34,7 +37,8 @@ log = logging.getLogger("conta.classifier")
 
 OUTPUT_STRIDE = 16  # IRNet CAM net: strides (2, 2, 2, 1), no dilation
 CONTEXT_BLOCKS = (2, 3, 4, 5)
-CONTEXT_MODES = ("conta", "none")
+CONTEXT_MODES = ("conta", "placebo", "none")
+ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 CONTEXT_PRIORS = ("uniform",)
 
 
@@ -64,8 +68,19 @@ def validate_context_cfg(context: dict) -> None:
         raise ValueError(f"context.size: expected [h, w] of positive ints, got {size!r}")
     if context["xm_encoding"] not in XM_ENCODINGS:
         raise ValueError(f"context.xm_encoding: expected one of {XM_ENCODINGS}, got {context['xm_encoding']!r}")
+    scale = context.get("m_scale", 1.0)
+    if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
+        raise ValueError(f"context.m_scale: expected a positive number or 'auto', got {scale!r}")
     if context.get("prior", "uniform") not in CONTEXT_PRIORS:
         raise ValueError(f"context.prior: only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
+
+
+def context_xm_files(context: dict | None, xm_files: dict | None) -> dict | None:
+    """The X_m file of each image as the context mode sees it: its own (conta) or its placebo
+    partner's (placebo, conta_core.context.placebo_xm_files)."""
+    if xm_files is None or context is None or context.get("mode") != "placebo":
+        return xm_files
+    return placebo_xm_files(xm_files)
 
 
 def _adapter(channels: int) -> nn.Conv2d:
@@ -105,7 +120,7 @@ class CAMNet(nn.Module):
             freeze_bn=freeze_bn,
             frozen_stages=frozen_stages,
         )
-        active = context is not None and context.get("mode") == "conta"
+        active = context is not None and context.get("mode") in ACTIVE_MODES
         if active:
             validate_context_cfg(context)
         self.context_cfg: dict | None = dict(context) if active else None
@@ -115,11 +130,35 @@ class CAMNet(nn.Module):
         if active:
             size = (int(context["size"][0]), int(context["size"][1]))
             self.context_size = size
-            self.context = ContextModule(self.num_fg, size, bias=bool(context.get("bias", False)))
+            self.context = ContextModule(self.num_fg, size, bias=bool(context.get("bias", False)),
+                                         init_std=float(context.get("init_std", WEIGHT_INIT_STD)))
+            # M x m_gain at the concatenation: context.m_scale, or for "auto" (0 until then)
+            # RMS(features) / RMS(M) of the first training batch, then fixed and saved.
+            scale = context.get("m_scale", 1.0)
+            self.register_buffer("m_gain", torch.tensor(0.0 if scale == "auto" else float(scale)))
+            self._register_load_state_dict_pre_hook(self._default_m_gain)
             self.adapters = nn.ModuleDict(
                 {str(b): _adapter(self.backbone.channels[b - 2]) for b in self.blocks if b != 5}
             )
             self.register_buffer("confounder", torch.zeros(self.num_fg, *size))
+
+    def _default_m_gain(self, state_dict, prefix, *args) -> None:
+        """Checkpoints from before m_gain existed: use the configured (numeric) m_scale."""
+        state_dict.setdefault(prefix + "m_gain", self.m_gain.detach().clone())
+
+    def _gain(self, feats: torch.Tensor, mk: torch.Tensor) -> torch.Tensor:
+        """m_gain; with context.m_scale "auto", calibrated on the first training batch so that
+        M has the RMS of the feature channels it joins."""
+        if float(self.m_gain) <= 0.0:
+            if not self.training:
+                raise ValueError("context.m_scale auto: M's gain is calibrated on the first training batch; "
+                                 "this model was never trained")
+            with torch.no_grad():
+                rms_f = feats.detach().float().pow(2).mean().sqrt()
+                rms_m = mk.detach().float().pow(2).mean().sqrt().clamp(min=1e-12)
+                self.m_gain.fill_(float(rms_f / rms_m))
+            log.info("context.m_scale auto: M x %.4g (RMS of the block's features / RMS of M)", float(self.m_gain))
+        return self.m_gain.to(mk.dtype)
 
     @property
     def uses_context(self) -> bool:
@@ -128,7 +167,7 @@ class CAMNet(nn.Module):
     def set_confounder(self, confounder: torch.Tensor | np.ndarray) -> None:
         """Copy the confounder set C: float32[n, h, w] into the model buffer."""
         if not self.uses_context:
-            raise ValueError("set_confounder: this classifier has no context module (context.mode != conta)")
+            raise ValueError("set_confounder: this classifier has no context module (context.mode is none)")
         c = torch.as_tensor(np.asarray(confounder), dtype=torch.float32)
         if tuple(c.shape) != tuple(self.confounder.shape):
             raise ValueError(f"confounder: expected shape {list(self.confounder.shape)}, got {list(c.shape)}")
@@ -160,7 +199,7 @@ class CAMNet(nn.Module):
             block = i + 2
             if m is not None and block in self.blocks:
                 mk = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                x = torch.cat([x, mk.to(x.dtype)], dim=1)
+                x = torch.cat([x, (mk * self._gain(x, mk)).to(x.dtype)], dim=1)
                 if block != 5:
                     x = self.adapters[str(block)](x)
                 injected = True
@@ -177,11 +216,13 @@ class CAMNet(nn.Module):
         feats = self.features(x, None if ctx is None else ctx[0])
         return F.relu(self.classifier(feats))
 
-    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, new parameters: classifier + context + adapters), trainable only."""
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+        """(backbone, new layers: classifier + adapters, context module W_1/W_2), trainable only."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        new = [p for name, p in self.named_parameters() if not name.startswith("backbone.") and p.requires_grad]
-        return backbone, new
+        new = [p for name, p in self.named_parameters()
+               if not name.startswith(("backbone.", "context.")) and p.requires_grad]
+        context = [p for name, p in self.named_parameters() if name.startswith("context.") and p.requires_grad]
+        return backbone, new, context
 
 
 def _require(cfg: dict, key: str, section: str):
@@ -198,7 +239,7 @@ def build_classifier(
 ) -> CAMNet:
     """CAMNet from the `classifier:` and `context:` config sections.
 
-    The context is active iff cfg_context["mode"] == "conta"; then `confounder`
+    The context is active iff cfg_context["mode"] is "conta" or "placebo"; then `confounder`
     (float32[n, h, w]) fills the buffer (zeros when None, e.g. before loading a checkpoint).
     """
     model = CAMNet(

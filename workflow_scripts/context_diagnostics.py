@@ -1,0 +1,39 @@
+#!/usr/bin/env python
+"""Context diagnostics of one round's context classifier (conta_core.context_diagnostics).
+
+CLI:
+  context_diagnostics.py --cfg JSON --manifest PATH --split train_eval --model MODEL.pth
+                         --xm-dir DIR [--xm-dir DIR ...] --train-log LOG.csv --out JSON
+                         [--device auto] [--threads N]
+
+--cfg: {"diagnostics_images": N} (context.diagnostics_images).
+--xm-dir (repeatable): the X_m folders the round's classifier was trained with.
+--out: round<t>/context_diagnostics.json; an inert context is logged as a warning.
+"""
+
+from conta_core.context_diagnostics import write_context_diagnostics
+from conta_core.data.manifest import Manifest
+from conta_core.runtime import add_xm_args, base_parser, setup, xm_index
+
+
+def main() -> None:
+    p = base_parser(__doc__.splitlines()[0])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="train_eval")
+    p.add_argument("--model", required=True)
+    p.add_argument("--train-log", default=None)
+    p.add_argument("--out", required=True)
+    add_xm_args(p)
+    args = p.parse_args()
+    cfg, device = setup(args)
+    if not args.xm_dir:
+        raise SystemExit("context_diagnostics.py: --xm-dir is required (the X_m folders of the round)")
+    manifest = Manifest.load(args.manifest)
+    write_context_diagnostics(
+        args.out, model_path=args.model, manifest=manifest, ids=manifest.ids(args.split), xm_files=xm_index(args),
+        device=device, train_log=args.train_log, max_images=int(cfg["diagnostics_images"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
