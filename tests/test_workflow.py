@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -69,6 +70,10 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
     assert list(summary["round"]) == [0, 1, 2]
     for col in ("cam_miou", "pseudo_mask_miou", "seg_val_miou"):
         assert summary[col].between(0, 100).all(), col
+    for t in (1, 2):  # every context round gets its diagnostics, and the summary shows them
+        diag = json.loads((run / f"round{t}/context_diagnostics.json").read_text())
+        assert diag["mode"] == "conta" and diag["num_images"] == 16 and 0 <= diag["alpha_entropy_mean"] <= 1 + 1e-6
+    assert summary["ctx_inert"].isna().tolist() == [True, False, False]
 
 
 def test_rerun_of_finished_target_is_a_quick_noop(tiny_run):
