@@ -64,6 +64,7 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         ({"splits": {"train": ["a", "b", "a"]}}, "split 'train' has duplicate image id 'a'"),
         ({"splits": {"train": ["zz"]}}, "image id 'zz' of split 'train' has no image path"),
         ({"labels": {"a": [4], "b": [], "c": []}}, "image 'a' has class index 4 outside 1..3"),
+        ({"splits": {"train": ["a", "b"], "val": ["b", "c"]}}, r"1 image id\(s\) of split 'train' are also in val/test \(e.g. \['b'\]\)"),
     ],
 )
 def test_validate_names_the_problem(tmp_path: Path, change: dict, pattern: str) -> None:

@@ -139,6 +139,16 @@ class Manifest:
                     raise ValueError(f"manifest {self.name}: image id {i!r} of split {split!r} has no image path")
                 if i not in self.labels:
                     raise ValueError(f"manifest {self.name}: image id {i!r} of split {split!r} has no labels")
+        # val = train is allowed only as the folder loader's declared fallback (meta.val_is_train)
+        held_out = set() if self.meta.get("val_is_train") else set(self.splits.get("val", []))
+        held_out |= set(self.splits.get("test", []))
+        for split in ("train", "train_eval"):
+            leak = sorted(held_out & set(self.splits.get(split, [])))
+            if leak:
+                raise ValueError(
+                    f"manifest {self.name}: {len(leak)} image id(s) of split {split!r} are also in val/test "
+                    f"(e.g. {leak[:3]}); a held-out image seen in training inflates every val number"
+                )
         for i, ks in self.labels.items():
             for k in ks:
                 if not 1 <= k <= self.num_fg:
