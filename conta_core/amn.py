@@ -177,12 +177,8 @@ def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool
 
 def make_optimizer(model: AMNNet, cfg: dict) -> torch.optim.Adam:
     """Adam: backbone at amn.lr, new layers at amn.lr * amn.lr_new_mult, coupled weight decay."""
-    backbone, new, context = model.param_groups()
     lr = float(cfg["lr"])
-    new_lr = lr * float(cfg["lr_new_mult"])
-    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": new_lr}]
-    if context:
-        groups.append({"params": context, "lr": new_lr * float(model.context_cfg.get("lr_mult", 1.0))})
+    groups = model.optimizer_groups(lr, lr * float(cfg["lr_new_mult"]))
     return torch.optim.Adam(groups, lr=lr, weight_decay=float(cfg["weight_decay"]))
 
 

@@ -257,11 +257,6 @@ def image_batches(manifest: Manifest, ids: list[str], window: int, scales: list[
             yield [window_ids[k] for k in batch], [imgs[k] for k in batch]
 
 
-def _load_xm(xm_files: dict[str, Path], image_id: str, img: np.ndarray) -> np.ndarray:
-    """X_m uint8[H, W] of `image_id` (conta_core.context.load_xm: errors name the id or file)."""
-    return load_xm(xm_files, image_id, img.shape[:2])
-
-
 def make_cams(
     manifest: Manifest,
     ids: list[str],
@@ -295,7 +290,7 @@ def make_cams(
     bar = tqdm(total=len(todo), desc="cam", disable=not progress_enabled())
     for batch_ids, imgs in image_batches(manifest, todo, CAM_WINDOW, scales, flip):
         keys = [np.asarray(manifest.labels[i], dtype=np.int64) - 1 for i in batch_ids]
-        xms = [_load_xm(xm_files, i, img) for i, img in zip(batch_ids, imgs)] if model.uses_context else None
+        xms = [load_xm(xm_files, i, img.shape[:2]) for i, img in zip(batch_ids, imgs)] if model.uses_context else None
         cams = compute_cams_batch(model, imgs, keys, scales, flip, device, xms, resize)
         for image_id, k, (cam, high_res) in zip(batch_ids, keys, cams):
             save_cam(out_dir / f"{image_id}.npy", k, cam, high_res)

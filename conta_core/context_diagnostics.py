@@ -38,13 +38,13 @@ from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
 from conta_core.io import load_image, write_json
 from conta_core.models.classifier import context_xm_files, load_classifier
+from conta_core.train_cls import GRAD_COLUMNS
 
 log = logging.getLogger("conta.context_diagnostics")
 
 INERT_ENTROPY = 0.999  # normalised alpha entropy above this: attention is uniform
 INERT_M_CV = 0.01  # across-image std of M / mean M below this: the same M for every image
 INERT_CAM_CHANGE = 0.001  # relative CAM change under the swap below this: CAMs ignore M
-GRAD_COLUMNS = ("grad_w1", "grad_w2", "grad_m_weight")
 
 
 def _entropy(alpha: np.ndarray) -> np.ndarray:
@@ -115,7 +115,7 @@ def context_diagnostics(
             if block5 and len(keys):
                 feats = model.features(x, m)[0]  # [C_last + 1, h, w]; last channel = M * m_scale
                 wk = w[keys]
-                from_m = (wk[:, -1:, None] * feats[-1:]).abs()  # [K, 1, h, w] -> broadcast below
+                from_m = (wk[:, -1:, None] * feats[-1:]).abs()  # [K, h, w]
                 from_f = torch.einsum("kc,chw->khw", wk[:, :-1], feats[:-1]).abs()
                 shares.append(float(from_m.mean() / (from_f.mean() + from_m.mean()).clamp(min=1e-12)))
     alpha, m = np.stack(alphas), np.stack(maps)

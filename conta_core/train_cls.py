@@ -83,12 +83,8 @@ def _encode_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Ten
 def make_optimizer(model: CAMNet, cls_cfg: dict) -> torch.optim.SGD:
     """SGD, groups (backbone: lr, new layers: lr * lr_new_mult, context module W_1/W_2:
     lr * lr_new_mult * context.lr_mult); group["initial_lr"] kept for poly."""
-    backbone, new, context = model.param_groups()
     lr = float(cls_cfg["lr"])
-    new_lr = lr * float(cls_cfg["lr_new_mult"])
-    groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": new_lr}]
-    if context:
-        groups.append({"params": context, "lr": new_lr * float(model.context_cfg.get("lr_mult", 1.0))})
+    groups = model.optimizer_groups(lr, lr * float(cls_cfg["lr_new_mult"]))
     for g in groups:
         g["initial_lr"] = g["lr"]
     return torch.optim.SGD(groups, lr=lr, momentum=float(cls_cfg["momentum"]),

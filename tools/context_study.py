@@ -95,12 +95,12 @@ def run_one(args, name: str, overlay: dict, seed: int) -> Path:
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(cfg))
     mode = cfg.get("context", {}).get("mode", "conta")
+    files = targets(run, args.stage, mode)
     cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(args.out), "--cores", str(args.cores),
-           "--rerun-triggers", "mtime", "--configfile", *map(str, args.configfile), str(cfg_path), "--",
-           *targets(run, args.stage, mode)]
+           "--rerun-triggers", "mtime", "--configfile", *map(str, args.configfile), str(cfg_path), "--", *files]
     log = args.out / "logs" / f"{run_name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"== {run_name}: {' '.join(cmd[-len(targets(run, args.stage, mode)):])}", flush=True)
+    print(f"== {run_name}: {' '.join(files)}", flush=True)
     with open(log, "w") as fh:
         if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
             raise SystemExit(f"{run_name}: snakemake failed, see {log}")

@@ -37,7 +37,7 @@ def normalize(img: np.ndarray, norm: str = "imagenet") -> np.ndarray:
 def caffe_crf_image(img: np.ndarray) -> np.ndarray:
     """The image deeplab-pytorch's CRF step sees: uint8[H, W, 3] of the BGR mean-subtracted
     image cast to uint8 (negative values wrap around; main.py `image.astype(np.uint8)`)."""
-    x = img[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    x = normalize(img, "caffe").transpose(1, 2, 0)
     return np.ascontiguousarray(x.astype(np.int64).astype(np.uint8))
 
 

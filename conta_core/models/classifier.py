@@ -224,6 +224,15 @@ class CAMNet(nn.Module):
         context = [p for name, p in self.named_parameters() if name.startswith("context.") and p.requires_grad]
         return backbone, new, context
 
+    def optimizer_groups(self, lr: float, new_lr: float) -> list[dict]:
+        """Optimizer parameter groups: backbone at lr, new layers at new_lr and, with a context
+        module, W_1/W_2 at new_lr * context.lr_mult (train_cls and AMN share this)."""
+        backbone, new, context = self.param_groups()
+        groups = [{"params": backbone, "lr": lr}, {"params": new, "lr": new_lr}]
+        if context:
+            groups.append({"params": context, "lr": new_lr * float(self.context_cfg.get("lr_mult", 1.0))})
+        return groups
+
 
 def _require(cfg: dict, key: str, section: str):
     if key not in cfg:
