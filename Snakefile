@@ -12,7 +12,9 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+
 configfile: f"{workflow.basedir}/config/config.yaml"
+
 
 validate(config, f"{workflow.basedir}/config/schema.yaml")
 
@@ -59,16 +61,17 @@ include: "rules/amn.smk"
 
 
 rule all:
-    input:
-        f"{R}/summary.csv",
-        *figure_files(T),
     default_target: True
+    input:
+        L.summary(),
+        *figure_files(T),
 
 
 rule round0_pseudo:
     input:
-        f"{rdir(0)}/cam_eval.csv",
-        f"{rdir(0)}/pseudo_mask_eval.csv",
+        [L.eval_csv(0, "cam"), L.eval_csv(0, "pseudo_mask")]
+        if HAS_GT
+        else L.shard_dirs(0, "pseudo_mask", SHARDS),
 
 
 for _t in range(T + 1):
@@ -77,5 +80,5 @@ for _t in range(T + 1):
         name:
             f"round{_t}"
         input:
-            f"{rdir(_t)}/summary.csv",
+            L.summary(_t),
             *figure_files(_t),

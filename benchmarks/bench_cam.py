@@ -38,7 +38,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize, resize_image
-    from conta_core.io import load_image, save_cam
+    from conta_core.io import CAM_SUFFIX, load_image, save_cam
     from conta_core.models.classifier import load_classifier
 
     manifest = Manifest.load(spec["manifest"])
@@ -61,7 +61,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
                 high += F.interpolate(maps[None], (h, w), mode="bilinear", align_corners=False)[0]
         strided /= strided.flatten(1).amax(1)[:, None, None] + 1e-5
         high /= high.flatten(1).amax(1)[:, None, None] + 1e-5
-        save_cam(out / f"{image_id}.npy", keys, strided.cpu().numpy(), high.cpu().numpy())
+        save_cam(out / f"{image_id}{CAM_SUFFIX}", keys, strided.cpu().numpy(), high.cpu().numpy())
 
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:

@@ -43,21 +43,22 @@ def _naive_label(img: np.ndarray, keys: np.ndarray, high_res: np.ndarray, cfg: d
 
 def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.manifest import Manifest
-    from conta_core.io import load_cam, load_image, save_label_png
+    from conta_core.io import CAM_SUFFIX, load_cam, load_image, save_label_png
 
     manifest = Manifest.load(spec["manifest"])
     for image_id in ids:
         img = load_image(manifest.image_file(image_id))
-        cam = load_cam(Path(spec["cams"]) / f"{image_id}.npy")
+        cam = load_cam(Path(spec["cams"]) / f"{image_id}{CAM_SUFFIX}")
         save_label_png(out / f"{image_id}.png", _naive_label(img, cam["keys"], cam["high_res"], spec["cfg"]))
 
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
+    from conta_core.io import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
     from conta_core.ir_label import make_ir_labels
 
-    cams = index_artifacts([Path(spec["cams"])], ".npy")
+    cams = index_artifacts([Path(spec["cams"])], CAM_SUFFIX)
     make_ir_labels(Manifest.load(spec["manifest"]), ids, cams, out, spec["cfg"], workers=threads)
 
 

@@ -15,7 +15,6 @@ CLI: python benchmarks/bench_random_walk.py [--images 8] [--size 96] [--device a
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize
-    from conta_core.io import load_cam, load_image, save_label_png
+    from conta_core.io import CAM_SUFFIX, load_cam, load_image, save_label_png
     from conta_core.models.irn import edge_net_from_checkpoint
 
     manifest = Manifest.load(spec["manifest"])
@@ -67,7 +66,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     cfg = spec["cfg"]
     for image_id in ids:
         img = load_image(manifest.image_file(image_id))
-        cam = load_cam(Path(spec["cams"]) / f"{image_id}.npy")
+        cam = load_cam(Path(spec["cams"]) / f"{image_id}{CAM_SUFFIX}")
         keys, h, w = cam["keys"], img.shape[0], img.shape[1]
         with torch.no_grad():
             x = torch.from_numpy(normalize(img)).to(device)
@@ -84,10 +83,11 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
+    from conta_core.io import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
     from conta_core.random_walk import make_pseudo_masks
 
-    cams = index_artifacts([Path(spec["cams"])], ".npy")
+    cams = index_artifacts([Path(spec["cams"])], CAM_SUFFIX)
     make_pseudo_masks(Manifest.load(spec["manifest"]), ids, cams, Path(spec["irn"]), out, spec["cfg"], device)
 
 

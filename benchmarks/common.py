@@ -169,7 +169,7 @@ def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int
 
     from conta_core.cam import CAM_STRIDE
     from conta_core.data.manifest import Manifest
-    from conta_core.io import load_label_png, save_cam
+    from conta_core.io import CAM_SUFFIX, load_label_png, save_cam
 
     manifest = Manifest.load(manifest_path)
     rng = np.random.default_rng(seed)
@@ -184,7 +184,7 @@ def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int
         high = high / (high.reshape(len(keys), -1).max(axis=1)[:, None, None] + 1e-5) if len(keys) else high
         ys = np.arange(0, h, CAM_STRIDE)
         xs = np.arange(0, w, CAM_STRIDE)
-        save_cam(out_dir / f"{image_id}.npy", keys, high[:, ys][:, :, xs].astype(np.float32), high.astype(np.float32))
+        save_cam(out_dir / f"{image_id}{CAM_SUFFIX}", keys, high[:, ys][:, :, xs].astype(np.float32), high.astype(np.float32))
     return out_dir
 
 

@@ -36,6 +36,7 @@ CRF-refined IR labels (the "first-stage seeds") come first; then
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -45,24 +46,22 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from conta_core.cam import NORM_EPS, context_batch, multiscale_sum
 from conta_core.config import require_keys
 from conta_core.confounder import load_confounder
-from conta_core.context import encode_xm, load_xm
+from conta_core.context import encode_xm_batch, load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
-from conta_core.io import load_image, load_label_png, load_torch, save_cam, save_torch, write_csv
+from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, load_image, load_map_for, load_torch, save_cam, save_torch, write_csv
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
-from conta_core.models.classifier import ACTIVE_MODES, context_xm_files
-from conta_core.runtime import loader_options, progress_enabled
+from conta_core.models.classifier import context_active, context_xm_files
+from conta_core.runtime import loader_options, track
+from conta_core.training import Loop, Resume, fingerprint, fit, shuffled_loader
 
 log = logging.getLogger("conta.amn")
 
-IGNORE_LABEL = 255  # uncertain seed pixels
 CAM_STRIDE = 4
 TRAIN_KEYS = ("epochs", "batch_size", "lr", "lr_new_mult", "weight_decay", "crop_size", "scale_range",
               "label_smoothing")
@@ -73,17 +72,6 @@ LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "loss_bg", "loss_fg"]
 # ----------------------------------------------------------------------------- data
 
 
-def load_map_for(files: dict[str, Path], image_id: str, shape: tuple[int, int], what: str) -> np.ndarray:
-    """uint8[H, W] label-like map of `image_id` from `files`; ValueError naming the id / file
-    when it is missing or its size differs from the image's `shape`."""
-    if image_id not in files:
-        raise ValueError(f"no {what} file for image id {image_id!r}")
-    m = load_label_png(files[image_id])
-    if m.shape != tuple(shape):
-        raise ValueError(f"{files[image_id]}: {what} of image {image_id!r} has shape {m.shape}, image has {shape}")
-    return m
-
-
 class AMNDataset(ClassificationDataset):
     """Training items of AMN: the classifier's augmentation applied to image, seed and X_m.
 
@@ -91,15 +79,15 @@ class AMNDataset(ClassificationDataset):
     (first-stage IR label, padded with 255), "id", and with xm_files "xm": uint8[S, S]}.
     """
 
-    def __init__(self, manifest: Manifest, ids: list[str], seed_files: dict[str, Path], crop_size: int,
+    def __init__(self, manifest: Manifest, ids: list[str], ir_label_files: dict[str, Path], crop_size: int,
                  scale_range: tuple[float, float], seed: int = 0, xm_files: dict[str, Path] | None = None):
         super().__init__(manifest, ids, crop_size, scale_range, seed, xm_files)
-        self.seed_files = seed_files
+        self.ir_label_files = ir_label_files
 
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
         img = load_image(self.manifest.image_file(image_id))
-        maps = [load_map_for(self.seed_files, image_id, img.shape[:2], "IR label")]
+        maps = [load_map_for(self.ir_label_files, image_id, img.shape[:2], "IR label")]
         pads = [IGNORE_LABEL]
         if self.xm_files is not None:
             maps.append(load_xm(self.xm_files, image_id, img.shape[:2]))
@@ -164,17 +152,6 @@ def check_train_cfg(cfg: dict) -> None:
         raise ValueError(f"config key amn.label_smoothing: expected [0, 1), got {cfg['label_smoothing']!r}")
 
 
-def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool:
-    """Context on iff context.mode is conta or placebo and a confounder is given (round t > 0)."""
-    if (context_cfg or {}).get("mode", "none") not in ACTIVE_MODES or confounder_path is None:
-        if xm_files is not None and confounder_path is None:
-            raise ValueError("train_amn: X_m files given without a confounder file")
-        return False
-    if xm_files is None:
-        raise ValueError(f"train_amn: confounder {confounder_path} given without X_m files")
-    return True
-
-
 def make_optimizer(model: AMNNet, cfg: dict) -> torch.optim.Adam:
     """Adam: backbone at amn.lr, new layers at amn.lr * amn.lr_new_mult, coupled weight decay."""
     lr = float(cfg["lr"])
@@ -201,7 +178,7 @@ def _build_for_training(manifest: Manifest, cfg: dict, context_cfg: dict | None,
 def train_amn(
     manifest: Manifest,
     ids: list[str],
-    seed_files: dict[str, Path],
+    ir_label_files: dict[str, Path],
     cfg: dict,
     context_cfg: dict | None,
     device: torch.device | str,
@@ -212,76 +189,71 @@ def train_amn(
     xm_files: dict[str, Path] | None = None,
     confounder_path: str | os.PathLike | None = None,
     num_workers: int = 0,
+    checkpoint: dict | None = None,
 ) -> None:
     """Train AMN on `ids` from the first-stage seeds and save {"state_dict", "config", ...}.
 
-    seed_files: image id -> IR label PNG of the round's CAMs. cfg: the `amn:` section;
+    ir_label_files: image id -> IR label PNG of the round's CAMs. cfg: the `amn:` section;
     context_cfg: the `context:` section (active with xm_files + confounder_path, t > 0).
     classifier_path: the round's cls/model.pth (amn.backbone_init = classifier).
     log_csv: one row per iteration (epoch, iter, loss, lr, loss_bg, loss_fg).
     num_workers: DataLoader worker processes (config loader_workers; results do not depend on it).
+    checkpoint: the `checkpoint` config section (conta_core.training: resumable checkpoints
+    in <out_path>.resume/, resumed by a rerun).
     """
     check_train_cfg(cfg)
-    missing = [i for i in ids if i not in seed_files]
+    missing = [i for i in ids if i not in ir_label_files]
     if missing:
         raise ValueError(f"train_amn: image id {missing[0]!r} has no IR label ({len(missing)} ids missing)")
-    active = _context_active(context_cfg, xm_files, confounder_path)
+    active = context_active(context_cfg, xm_files, confounder_path, "train_amn")
     confounder = load_confounder(confounder_path)[0] if active else None
     ctx = context_cfg if active else None
     model = _build_for_training(manifest, cfg, ctx, confounder, classifier_path, seed).to(device).train()
-    dataset = AMNDataset(manifest, ids, seed_files, int(cfg["crop_size"]), tuple(cfg["scale_range"]), seed,
+    dataset = AMNDataset(manifest, ids, ir_label_files, int(cfg["crop_size"]), tuple(cfg["scale_range"]), seed,
                          context_xm_files(ctx, xm_files) if active else None)
     batch_size = int(cfg["batch_size"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        **loader_options(num_workers, device, seed))
+    loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
     if len(loader) == 0:
         raise ValueError(f"config key amn.batch_size: {batch_size} exceeds the {len(dataset)} training images")
     optimizer = make_optimizer(model, cfg)
+    epochs = int(cfg["epochs"])
+    resume = Resume(out_path, checkpoint, "train_amn",
+                    fingerprint("train_amn", cfg, ctx, list(ids), seed, str(confounder_path)))
+    step_fn = functools.partial(_step, model, optimizer, float(cfg["label_smoothing"]), ctx, device)
+
+    def end_epoch(epoch: int, rows: list[dict]) -> None:
+        log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs,
+                 float(np.mean([r["loss"] for r in rows if r["epoch"] == epoch])))
+
     cuda = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # dropout masks from `seed`, global RNG untouched
         torch.manual_seed(seed)
-        rows = _train_loop(model, loader, optimizer, int(cfg["epochs"]), float(cfg["label_smoothing"]), ctx, device)
+        rows = fit(Loop("train_amn", model, optimizer, epochs * len(loader), len(loader), batches, step_fn, resume,
+                        [loader.generator], end_epoch))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = {"amn": dict(cfg), "context": dict(ctx) if ctx else None, "num_fg": manifest.num_fg}
     save_torch(out_path, {"state_dict": state, "config": config, "class_names": list(manifest.class_names),
                           "seed": int(seed), "num_images": len(dataset), "final_loss": rows[-1]["loss"]})
     if log_csv is not None:
         write_csv(log_csv, pd.DataFrame(rows, columns=LOG_COLUMNS))
+    resume.finish()
 
 
-def _encode_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Tensor:
-    """uint8[B, S, S] augmented X_m -> float32[B, h, w] (context.xm_encoding, context.size)."""
-    size = (int(context_cfg["size"][0]), int(context_cfg["size"][1]))
-    return torch.from_numpy(np.stack([encode_xm(m, context_cfg["xm_encoding"], num_fg, size) for m in xm.numpy()]))
-
-
-def _train_loop(model: AMNNet, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int, eps: float,
-                context_cfg: dict | None, device) -> list[dict]:
-    """Run the epochs at a constant learning rate; returns the per-iteration log rows."""
-    rows, step = [], 0
-    lr = optimizer.param_groups[0]["lr"]
-    bar = tqdm(total=epochs * len(loader), desc="train_amn", disable=not progress_enabled())
-    for epoch in range(epochs):
-        loader.dataset.set_epoch(epoch)
-        for batch in loader:
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            xm = None
-            if context_cfg is not None:
-                xm = _encode_batch(batch["xm"], context_cfg, model.num_fg).to(device, non_blocking=True)
-            logits = model(x, y, xm)
-            seeds = resize_seeds(batch["seed"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
-            loss, parts = amn_loss(logits, seeds, eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            rows.append({"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr, **parts})
-            step += 1
-            bar.update(1)
-        log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs,
-                 float(np.mean([r["loss"] for r in rows if r["epoch"] == epoch])))
-    bar.close()
-    return rows
+def _step(model: AMNNet, optimizer: torch.optim.Optimizer, eps: float, context_cfg: dict | None, device,
+          batch: dict, step: int, epoch: int) -> dict:
+    """One Adam step at the constant learning rate; the row (epoch, iter, loss, lr, loss_bg, loss_fg)."""
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    xm = None
+    if context_cfg is not None:
+        xm = encode_xm_batch(batch["xm"], context_cfg, model.num_fg).to(device, non_blocking=True)
+    logits = model(x, y, xm)
+    seeds = resize_seeds(batch["seed"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
+    loss, parts = amn_loss(logits, seeds, eps)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"], **parts}
 
 
 # ----------------------------------------------------------------------------- inference
@@ -358,13 +330,13 @@ def make_amn_cams(
     out_dir: str | os.PathLike,
     cfg: dict,
     device: torch.device | str,
-    seed_files: dict[str, Path],
+    ir_label_files: dict[str, Path],
     xm_files: dict[str, Path] | None = None,
 ) -> None:
-    """Write out_dir/<id>.npy (conta_core.io.save_cam format) of the AMN maps; resumes.
+    """Write out_dir/<id>.npz (conta_core.io.save_cam format) of the AMN maps; resumes.
 
     cfg: {"scales", "flip"} (the cam section's) and optional "inference_dropout" (amn's).
-    seed_files: image id -> first-stage IR label PNG (normalisation mask); xm_files: image
+    ir_label_files: image id -> first-stage IR label PNG (normalisation mask); xm_files: image
     id -> X_m label PNG, required for context models.
     """
     check_infer_cfg(cfg)
@@ -376,14 +348,14 @@ def make_amn_cams(
         raise ValueError(f"{model_path}: context AMN but no X_m files (--xm-dir) given")
     if model.uses_context:
         xm_files = context_xm_files(model.context_cfg, xm_files)  # placebo: the partner's X_m
-    todo = [i for i in ids if not (out_dir / f"{i}.npy").exists()]
+    todo = [i for i in ids if not (out_dir / f"{i}{CAM_SUFFIX}").exists()]
     log.info("make_amn_cams: %d of %d images to do -> %s", len(todo), len(ids), out_dir)
-    for image_id in tqdm(todo, desc="amn_cam", disable=not progress_enabled()):
+    for image_id in track(todo, "amn_cam"):
         img = load_image(manifest.image_file(image_id))
         keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
-        seed_label = load_map_for(seed_files, image_id, img.shape[:2], "IR label")
+        seed_label = load_map_for(ir_label_files, image_id, img.shape[:2], "IR label")
         xm = load_xm(xm_files, image_id, img.shape[:2]) if model.uses_context else None
         cam, high_res = compute_amn_cam(
             model, img, keys, seed_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
         )
-        save_cam(out_dir / f"{image_id}.npy", keys, cam, high_res)
+        save_cam(out_dir / f"{image_id}{CAM_SUFFIX}", keys, cam, high_res)

@@ -28,17 +28,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize, rescale_image
 from conta_core.device import inference_autocast
-from conta_core.io import load_cam, load_image, load_label_png, save_cam, write_csv
+from conta_core.io import CAM_SUFFIX, load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.metrics import confusion_matrix, iou_per_class, mean_iou
 from conta_core.context import load_xm
 from conta_core.models.classifier import context_xm_files, load_classifier
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import Progress, track
 
 log = logging.getLogger("conta.cam")
 
@@ -266,7 +265,7 @@ def make_cams(
     device: torch.device | str,
     xm_files: dict[str, Path] | None = None,
 ) -> None:
-    """Write out_dir/<id>.npy (conta_core.io.save_cam) for `ids`; existing files are skipped.
+    """Write out_dir/<id>.npz (conta_core.io.save_cam) for `ids`; existing files are skipped.
 
     cfg_cam: the `cam:` section (scales, flip). xm_files: image id -> X_m label PNG,
     required for context classifiers.
@@ -281,20 +280,20 @@ def make_cams(
         raise ValueError(f"{model_path}: context classifier but no X_m files (--xm-dir) given")
     if model.uses_context:
         xm_files = context_xm_files(model.context_cfg, xm_files)  # placebo: the partner's X_m
-    todo = [i for i in ids if not (out_dir / f"{i}.npy").exists()]
+    todo = [i for i in ids if not (out_dir / f"{i}{CAM_SUFFIX}").exists()]
     log.info("make_cams: %d of %d images to do -> %s", len(todo), len(ids), out_dir)
     if torch.device(device).type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     scales, flip = list(cfg_cam["scales"]), bool(cfg_cam["flip"])
     resize = str(cfg_cam.get("resize", "bilinear"))
-    bar = tqdm(total=len(todo), desc="cam", disable=not progress_enabled())
+    bar = Progress("cam", len(todo), unit="img")
     for batch_ids, imgs in image_batches(manifest, todo, CAM_WINDOW, scales, flip):
         keys = [np.asarray(manifest.labels[i], dtype=np.int64) - 1 for i in batch_ids]
         xms = [load_xm(xm_files, i, img.shape[:2]) for i, img in zip(batch_ids, imgs)] if model.uses_context else None
         cams = compute_cams_batch(model, imgs, keys, scales, flip, device, xms, resize)
         for image_id, k, (cam, high_res) in zip(batch_ids, keys, cams):
-            save_cam(out_dir / f"{image_id}.npy", k, cam, high_res)
-        bar.update(len(batch_ids))
+            save_cam(out_dir / f"{image_id}{CAM_SUFFIX}", k, cam, high_res)
+        bar.update(n=len(batch_ids))
     bar.close()
 
 
@@ -340,7 +339,7 @@ def eval_cam_sweep(
     columns threshold, miou and one IoU column per class name (class_names[:num_classes]).
     """
     confs = np.zeros((len(thresholds), num_classes, num_classes), dtype=np.int64)
-    for image_id in tqdm(ids, desc="eval_cam", disable=not progress_enabled()):
+    for image_id in track(ids, "eval_cam"):
         gt_path = manifest.mask_file(image_id)
         if gt_path is None:
             raise ValueError(f"eval_cam: image id {image_id!r} has no GT mask in the manifest")
@@ -379,7 +378,7 @@ def eval_cam_to_csv(
     """Sweep cam.sweep (+ cam.eval_threshold) on `split`, write out_csv with the flag columns
     is_eval_threshold and is_best; returns the table."""
     thresholds = sweep_thresholds(cfg_cam)
-    cam_files = index_artifacts(cam_dirs, ".npy")
+    cam_files = index_artifacts(cam_dirs, CAM_SUFFIX)
     df = eval_cam_sweep(manifest, manifest.ids(split), cam_files, thresholds, manifest.num_classes)
     df["is_eval_threshold"] = np.isclose(df["threshold"], float(cfg_cam["eval_threshold"]))
     df["is_best"] = np.isclose(df["threshold"], best_threshold(df))

@@ -12,6 +12,10 @@
     conta visualize results/<run> [--ids ID ...] [--num-images N] [--rounds T ...]
                     [--out-dir DIR] [--seed S] [--tile-px P]
         overview grids (conta_core.visualize) of chosen or sampled images.
+    conta import-cams SRC_DIR OUT_DIR
+        converts CAM files of IRNet / AMN (<id>.npy pickled dicts) into this pipeline's
+        <id>.npz (conta_core.io.save_cam), read with a restricted unpickler (numpy arrays and
+        torch tensors only); pickles are never loaded anywhere else. Existing outputs are kept.
 """
 
 from __future__ import annotations
@@ -58,7 +62,29 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--out-dir", type=Path, default=None, help="default: <run_dir>/figures/cli")
     vis.add_argument("--seed", type=int, default=0)
     vis.add_argument("--tile-px", type=int, default=None)
+
+    imp = sub.add_parser("import-cams", help="convert IRNet/AMN CAM .npy files into this pipeline's .npz")
+    imp.add_argument("src_dir", type=Path, help="folder of <id>.npy CAM dicts (IRNet make_cam.py output)")
+    imp.add_argument("out_dir", type=Path, help="output folder of <id>.npz")
     return p
+
+
+def cmd_import_cams(args: argparse.Namespace) -> int:
+    from conta_core.io import CAM_SUFFIX, read_irnet_cam, save_cam
+
+    files = sorted(args.src_dir.glob("*.npy"))
+    if not files:
+        print(f"conta import-cams: no .npy files in {args.src_dir}", file=sys.stderr)
+        return 2
+    done = 0
+    for f in files:
+        out = args.out_dir / f"{f.stem}{CAM_SUFFIX}"
+        if not out.exists():
+            d = read_irnet_cam(f)
+            save_cam(out, d["keys"], d["cam"], d["high_res"])
+            done += 1
+    print(f"{done} of {len(files)} CAM files converted -> {args.out_dir}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -158,7 +184,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "visualize": cmd_visualize}
+COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "visualize": cmd_visualize, "import-cams": cmd_import_cams}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -181,3 +181,29 @@ def deep_merge(base: dict, over: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+CHECKPOINT_DEFAULTS = {"every": 0, "minutes": 10.0, "keep": False}  # config section `checkpoint`
+
+
+def checkpoint_settings(cfg: dict | None) -> dict:
+    """The `checkpoint` config section with defaults filled in; ValueError naming a bad key."""
+    out = dict(CHECKPOINT_DEFAULTS)
+    for key, value in (cfg or {}).items():
+        if key not in out:
+            raise ValueError(f"config key checkpoint.{key}: unknown (known: {', '.join(out)})")
+        out[key] = value
+    if not isinstance(out["every"], int) or isinstance(out["every"], bool) or out["every"] < 0:
+        raise ValueError(f"config key checkpoint.every: expected an integer >= 0, got {out['every']!r}")
+    if not isinstance(out["minutes"], (int, float)) or out["minutes"] < 0:
+        raise ValueError(f"config key checkpoint.minutes: expected a number >= 0, got {out['minutes']!r}")
+    if not isinstance(out["keep"], bool):
+        raise ValueError(f"config key checkpoint.keep: expected true or false, got {out['keep']!r}")
+    return out
+
+
+def has_ground_truth(cfg: dict) -> bool:
+    """Whether the configured dataset has GT masks to score against: every kind but a folder
+    dataset without dataset.masks_dir."""
+    ds = cfg.get("dataset", {})
+    return ds.get("kind") != "folder" or ds.get("masks_dir") not in (None, "")

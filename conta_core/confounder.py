@@ -25,11 +25,10 @@ import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from conta_core.data.transforms import resize_label
 from conta_core.io import atomic_path, load_label_png
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import track
 
 log = logging.getLogger("conta.confounder")
 
@@ -82,7 +81,7 @@ def build_confounder(
     size = (int(size[0]), int(size[1]))
     sums = np.zeros((num_fg, *size), dtype=np.float64)
     counts = np.zeros(num_fg, dtype=np.int64)
-    for image_id in tqdm(sorted(labels), desc="confounder", disable=not progress_enabled()):
+    for image_id in track(sorted(labels), "confounder"):
         classes = labels[image_id]
         if not classes:
             continue

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from conta_core.io import IGNORE_LABEL, load_label_png, load_map_for
 from conta_core.data.transforms import resize_label
 
 XM_ENCODINGS = ("foreground", "label_index")
-IGNORE_LABEL = 255
 WEIGHT_INIT_STD = 0.02  # N(0, 0.02) as W_y / W_z of the inherited m_t.py (context.init_std default)
 PLACEBO_SEED = 20201204  # [OURS] fixed: the placebo pairing does not change with the run seed
 
@@ -75,16 +75,12 @@ def load_xm(files: dict[str, "os.PathLike"], image_id: str, shape: tuple[int, in
     from the image's; placebo files (PlaceboFiles) are resized to the image size instead
     (nearest neighbour), since the partner image may have another size.
     """
-    from conta_core.io import load_label_png
-
-    if image_id not in files:
-        raise ValueError(f"no X_m file for image id {image_id!r}")
-    m = load_label_png(files[image_id])
-    if m.shape != tuple(shape):
-        if isinstance(files, PlaceboFiles):
-            return resize_label(m, tuple(shape))
-        raise ValueError(f"{files[image_id]}: X_m of image {image_id!r} has shape {m.shape}, image has {tuple(shape)}")
-    return m
+    if isinstance(files, PlaceboFiles):
+        if image_id not in files:
+            raise ValueError(f"no X_m file for image id {image_id!r}")
+        m = load_label_png(files[image_id])
+        return m if m.shape == tuple(shape) else resize_label(m, tuple(shape))
+    return load_map_for(files, image_id, shape, "X_m")
 
 
 def encode_xm(label: np.ndarray, encoding: str, num_fg: int, size: tuple[int, int]) -> np.ndarray:
@@ -106,6 +102,13 @@ def encode_xm(label: np.ndarray, encoding: str, num_fg: int, size: tuple[int, in
         out = (small > 0) & valid
         return out.astype(np.float32)
     return np.where(valid, small.astype(np.float32) / float(num_fg), 0.0).astype(np.float32)
+
+
+def encode_xm_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Tensor:
+    """uint8[B, S, S] augmented X_m of a training batch -> float32[B, h, w] (`encode_xm` with
+    context.xm_encoding at context.size), the context input of train_cls and train_amn."""
+    size = (int(context_cfg["size"][0]), int(context_cfg["size"][1]))
+    return torch.from_numpy(np.stack([encode_xm(m, context_cfg["xm_encoding"], num_fg, size) for m in xm.numpy()]))
 
 
 class ContextModule(nn.Module):

@@ -13,42 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
+from conta_core.data.artifacts import index_artifacts
 from conta_core.io import load_label_png, write_csv
 from conta_core.metrics import ConfusionAccumulator, class_table, mean_iou
-from conta_core.runtime import progress_enabled
-
-try:  # the data engineer's shared helper
-    from conta_core.data.artifacts import index_artifacts
-except ImportError:  # pragma: no cover - local stand-in until conta_core.data.artifacts exists
-
-    class _ArtifactIndex(dict):
-        """dict[id, Path] whose failed look-up raises ValueError naming the id."""
-
-        def __init__(self, files: dict[str, Path], where: str) -> None:
-            super().__init__(files)
-            self.where = where
-
-        def __missing__(self, image_id: str) -> Path:
-            raise ValueError(f"no artifact for image id {image_id!r} in {self.where}")
-
-    def index_artifacts(dirs: list[Path], suffix: str) -> dict[str, Path]:
-        """Map <id> -> dir/<id><suffix> over all `dirs` (e.g. the shard folders of one step)."""
-        files: dict[str, Path] = {}
-        for d in map(Path, dirs):
-            if not d.is_dir():
-                raise ValueError(f"artifact folder {d} does not exist")
-            for p in sorted(d.iterdir()):
-                if p.name.startswith(".") or not p.name.endswith(suffix):
-                    continue
-                image_id = p.name[: -len(suffix)]
-                if image_id in files:
-                    raise ValueError(f"image id {image_id!r} found twice: {files[image_id]} and {p}")
-                files[image_id] = p
-        return _ArtifactIndex(files, ", ".join(str(d) for d in dirs))
-
+from conta_core.runtime import track
 
 log = logging.getLogger("conta.evaluate")
 
@@ -93,7 +63,7 @@ def evaluate_label_maps(
         raise ValueError(f"manifest {manifest.name}: no image ids to evaluate")
     _check_inputs(manifest, ids, pred_files)
     acc = ConfusionAccumulator(n)
-    for image_id in tqdm(ids, desc="evaluate", disable=not progress_enabled()):
+    for image_id in track(ids, "evaluate"):
         gt_path, pred_path = manifest.mask_file(image_id), Path(pred_files[image_id])
         gt, pred = load_label_png(gt_path), load_label_png(pred_path)
         if gt.shape != pred.shape:

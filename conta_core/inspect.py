@@ -1,6 +1,8 @@
-"""What exists in a run folder: per round and stage, artifact counts against the manifest,
-missing shards, checkpoints, the confounder set, the context diagnostics (status "inert"
-when the context carries no signal) and the mIoU of the evaluation CSVs.
+"""What exists in a run folder: the generated pre-training, then per round and stage (both
+methods: the AMN stages appear when the run has any), artifact counts against the manifest,
+missing shards, checkpoints (an interrupted training shows the step a rerun resumes at), the
+confounder set, the context diagnostics (status "inert" when the context carries no signal)
+and the mIoU of the evaluation CSVs. Paths and stages come from conta_core.layout.
 
 `conta inspect results/<run>` prints `format_inspection(inspect_run(run_dir))`.
 Nothing here raises on a broken artifact: it is reported as status "error" with the reason.
@@ -9,13 +11,13 @@ Nothing here raises on a broken artifact: it is reported as status "error" with 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from conta_core.data.manifest import Manifest
 from conta_core.io import read_json
+from conta_core.layout import CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS, MODEL_FILE, MODELS, STAGES, RunLayout, Stage, for_method
 from conta_core.shards import shard_ids
 
 COLUMNS = ["round", "artifact", "status", "found", "expected", "detail"]
@@ -27,24 +29,10 @@ INERT = "inert"  # context_diagnostics.json says the context carries no signal
 MEAN_ROW = "mean"  # the mIoU row of conta_core.evaluate tables
 
 
-@dataclass(frozen=True)
-class ShardedArtifact:
-    """A per-image artifact: round<t>/<folder>/<shard>/<id><suffix> for the ids of `split`."""
-
-    folder: str
-    suffix: str
-    split: str
-
-
-SHARDED = (
-    ShardedArtifact("cam", ".npy", "train"),
-    ShardedArtifact("ir_label", ".png", "train"),
-    ShardedArtifact("pseudo_mask", ".png", "train"),
-    ShardedArtifact("seg_pred/train", ".png", "train"),
-    ShardedArtifact("seg_pred/val", ".png", "val"),
-)
-CHECKPOINTS = ("cls/model.pth", "irn/model.pth", "seg/model.pth")
-EVALS = ("cam_eval.csv", "pseudo_mask_eval.csv", "seg_eval_train.csv", "seg_eval_val.csv")
+ShardedArtifact = Stage  # a per-image artifact: round<t>/<folder>/<shard>/<id><suffix>
+SHARDED = tuple(STAGES.values())
+ORDER = ("cls", "cam", "ir_label", "amn", "amn_cam", "amn_ir_label", "irn", "pseudo_mask", "seg",
+         "seg_pred_train", "seg_pred_val")  # a round's artifacts in the order the pipeline makes them
 
 
 def _row(t: int, artifact: str, status: str, found: int | None = None, expected: int | None = None,
@@ -112,8 +100,14 @@ def inspect_sharded(round_dir: Path, t: int, art: ShardedArtifact, manifest: Man
 
 
 def inspect_checkpoint(round_dir: Path, t: int, rel: str) -> dict:
+    """A trained model: ok, missing, or partial when an interrupted job left resume checkpoints
+    (conta_core.training: a rerun continues from the newest)."""
     path = round_dir / rel
     if not path.is_file():
+        steps = sorted(int(m.group(1)) for f in path.with_name(path.name + ".resume").glob("step_*.pth")
+                       if (m := re.match(r"step_(\d+)\.pth$", f.name)))
+        if steps:
+            return _row(t, rel, PARTIAL, detail=f"interrupted; a rerun resumes at step {steps[-1]}")
         return _row(t, rel, MISSING)
     return _row(t, rel, OK, detail=f"{path.stat().st_size / BYTES_PER_MB:.1f} MB")
 
@@ -121,21 +115,21 @@ def inspect_checkpoint(round_dir: Path, t: int, rel: str) -> dict:
 def inspect_confounder(round_dir: Path, t: int) -> dict:
     from conta_core.confounder import load_confounder
 
-    path = round_dir / "confounder.h5"
+    path = round_dir / CONFOUNDER_FILE
     if not path.is_file():
-        return _row(t, "confounder.h5", MISSING)
+        return _row(t, CONFOUNDER_FILE, MISSING)
     try:
         C, attrs = load_confounder(path)
     except ValueError as e:
-        return _row(t, "confounder.h5", ERROR, detail=str(e))
+        return _row(t, CONFOUNDER_FILE, ERROR, detail=str(e))
     shape = "x".join(str(s) for s in C.shape[1:])
-    return _row(t, "confounder.h5", OK, detail=f"n={C.shape[0]} maps of {shape}, source {attrs['source']}")
+    return _row(t, CONFOUNDER_FILE, OK, detail=f"n={C.shape[0]} maps of {shape}, source {attrs['source']}")
 
 
 def inspect_context(round_dir: Path, t: int) -> list[dict]:
     """The context diagnostics row of a round (none if it has no context_diagnostics.json):
     status "inert" with the reasons when the context carries no signal, else "ok"."""
-    path = round_dir / "context_diagnostics.json"
+    path = round_dir / DIAGNOSTICS_FILE
     if not path.exists():
         return []
     try:
@@ -153,7 +147,7 @@ def eval_detail(path: Path) -> str:
     """The mIoU of an evaluation CSV as text (cam_eval: at the eval threshold and the best)."""
     from conta_core.summary import cam_scores
 
-    if path.name == "cam_eval.csv":
+    if path.name in (EVALS["cam"].file, EVALS["amn_cam"].file):
         at_eval, best, best_thr = cam_scores(path)
         return f"mIoU {at_eval * PERCENT:.2f}% at the eval threshold, best {best * PERCENT:.2f}% at {best_thr:g}"
     df = pd.read_csv(path)
@@ -175,7 +169,7 @@ def inspect_eval(round_dir: Path, t: int, name: str) -> dict:
 
 def load_run_manifest(run_dir: Path) -> tuple[Manifest | None, str]:
     """(manifest or None, a note) from run_dir/data/manifest.json."""
-    path = Path(run_dir) / "data" / "manifest.json"
+    path = Path(RunLayout(run_dir).manifest)
     if not path.is_file():
         return None, f"no manifest at {path}"
     try:
@@ -186,27 +180,46 @@ def load_run_manifest(run_dir: Path) -> tuple[Manifest | None, str]:
     return m, f"manifest {m.name}: {m.num_fg} foreground classes; {splits} images"
 
 
+def run_method(run_dir: Path, rounds: list[int]) -> str:
+    """amn when any round has an AMN artifact, else irn."""
+    amn = [m.folder for m in for_method(MODELS, "amn") if "irn" not in m.methods]
+    amn += [st.folder for st in for_method(STAGES, "amn") if "irn" not in st.methods]
+    return "amn" if any((Path(run_dir) / f"round{t}" / f).exists() for t in rounds for f in amn) else "irn"
+
+
+def inspect_pretrain(run_dir: Path) -> str:
+    """One line on the generated pre-training weights (pretrain/<backbone>.pth)."""
+    folder = Path(run_dir) / "pretrain"
+    weights = sorted(folder.glob("*.pth")) if folder.is_dir() else []
+    if not weights:
+        resume = sorted(folder.glob("*.pth.resume")) if folder.is_dir() else []
+        return "pretrain: interrupted (a rerun resumes)" if resume else "pretrain: none"
+    return "pretrain: " + ", ".join(f"{w.name} ({w.stat().st_size / BYTES_PER_MB:.1f} MB)" for w in weights)
+
+
 def inspect_run(run_dir: Path, num_shards: int | None = None) -> pd.DataFrame:
     """One row per (round, artifact) with columns round, artifact, status (ok | partial |
-    missing | error), found, expected, detail. num_shards None: infer_num_shards."""
+    missing | error | inert), found, expected, detail. num_shards None: infer_num_shards."""
     run_dir = Path(run_dir)
     rounds = find_rounds(run_dir)
     manifest, _ = load_run_manifest(run_dir)
     shards = num_shards if num_shards is not None else infer_num_shards(run_dir, rounds)
     if shards < 1:
         raise ValueError(f"inspect: number of shards must be >= 1, got {shards}")
+    method = run_method(run_dir, rounds)
+    models = {m.name: m for m in for_method(MODELS, method)}
+    stages = {st.name: st for st in for_method(STAGES, method)}
     rows = []
     for t in rounds:
         rd = run_dir / f"round{t}"
-        rows += [inspect_checkpoint(rd, t, CHECKPOINTS[0])]
-        rows += [inspect_sharded(rd, t, art, manifest, shards) for art in SHARDED[:2]]
-        rows += [inspect_checkpoint(rd, t, CHECKPOINTS[1])]
-        rows += [inspect_sharded(rd, t, SHARDED[2], manifest, shards)]
-        rows += [inspect_checkpoint(rd, t, CHECKPOINTS[2])]
-        rows += [inspect_sharded(rd, t, art, manifest, shards) for art in SHARDED[3:]]
+        for name in ORDER:
+            if name in models:
+                rows.append(inspect_checkpoint(rd, t, f"{models[name].folder}/{MODEL_FILE}"))
+            elif name in stages:
+                rows.append(inspect_sharded(rd, t, stages[name], manifest, shards))
         rows += [inspect_confounder(rd, t)]
         rows += inspect_context(rd, t)
-        rows += [inspect_eval(rd, t, name) for name in EVALS]
+        rows += [inspect_eval(rd, t, e.file) for e in for_method(EVALS, method)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.astype({"found": "Int64", "expected": "Int64"})
 
@@ -217,7 +230,8 @@ def format_inspection(run_dir: Path, table: pd.DataFrame, num_shards: int | None
     _, note = load_run_manifest(run_dir)
     rounds = find_rounds(run_dir)
     shards = num_shards if num_shards is not None else infer_num_shards(run_dir, rounds)
-    lines = [f"run {run_dir}", note, f"rounds: {', '.join(map(str, rounds)) or 'none'}; shards: {shards}", ""]
+    lines = [f"run {run_dir}", note, inspect_pretrain(run_dir),
+             f"rounds: {', '.join(map(str, rounds)) or 'none'}; shards: {shards}", ""]
     if table.empty:
         lines.append("no round folders yet")
         return "\n".join(lines)

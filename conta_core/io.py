@@ -18,6 +18,9 @@ import numpy as np
 from PIL import Image
 
 
+IGNORE_LABEL = 255  # label maps: 0 background, 1..C classes, 255 ignored (void, uncertain, padding)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -117,6 +120,18 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def load_map_for(files: dict, image_id: str, shape: tuple[int, int], what: str) -> np.ndarray:
+    """uint8[H, W] label-like map (label PNG) of `image_id` from `files` (id -> path);
+    ValueError naming the id when it has none and the file when its size differs from the
+    image's `shape`."""
+    if image_id not in files:
+        raise ValueError(f"no {what} file for image id {image_id!r}")
+    m = load_label_png(files[image_id])
+    if m.shape != tuple(shape):
+        raise ValueError(f"{files[image_id]}: {what} of image {image_id!r} has shape {m.shape}, image has {tuple(shape)}")
+    return m
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Load an RGB image as `uint8[H, W, 3]`, raising ValueError that names the file."""
     try:
@@ -127,28 +142,102 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({e})") from e
 
 
+from conta_core.layout import CAM_SUFFIX  # noqa: E402  CAM artifacts: <id>.npz of named arrays, read without pickle
+CAM_ARRAYS = ("keys", "cam", "high_res")
+
+
 def save_cam(path: str | os.PathLike, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray) -> None:
-    """Save a CAM artifact as a pickled dict .npy (IRNet format).
+    """Save a CAM artifact as an uncompressed .npz of three named arrays (no pickle).
 
     keys: int64[K] 0-based foreground class indices present in the image label.
     cam: float32[K, ceil(H/4), ceil(W/4)] stride-4 maps in [0, 1].
     high_res: float32[K, H, W] full-resolution maps in [0, 1].
+    The content is IRNet's CAM dict (make_cam.py); `read_irnet_cam` reads IRNet's own files.
     """
-    d = {
-        "keys": np.asarray(keys, dtype=np.int64),
-        "cam": np.asarray(cam, dtype=np.float32),
-        "high_res": np.asarray(high_res, dtype=np.float32),
-    }
+    path = Path(path)
+    if path.suffix != CAM_SUFFIX:
+        raise ValueError(f"{path}: CAM files end in {CAM_SUFFIX}")
     with atomic_path(path) as tmp:
-        np.save(tmp, d, allow_pickle=True)
+        np.savez(tmp, keys=np.asarray(keys, dtype=np.int64), cam=np.asarray(cam, dtype=np.float32),
+                 high_res=np.asarray(high_res, dtype=np.float32))
 
 
 def load_cam(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Load a CAM .npy written by `save_cam`; returns dict with keys, cam, high_res."""
+    """Load a CAM .npz written by `save_cam` (allow_pickle=False); dict with keys, cam, high_res.
+
+    A pickled file (IRNet's .npy dict) is refused with a message naming the converter.
+    """
     try:
-        return np.load(path, allow_pickle=True).item()
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError(f"not an .npz archive (a bare {z.dtype} array)")
+            missing = [k for k in CAM_ARRAYS if k not in z.files]
+            if missing:
+                raise ValueError(f"missing arrays {missing} (has {z.files})")
+            return {k: z[k] for k in CAM_ARRAYS}
     except (OSError, ValueError, EOFError) as e:
+        if "allow_pickle" in str(e):
+            raise ValueError(f"{path}: a pickled CAM file (IRNet's .npy dict format); pickles are not loaded "
+                             f"(they can run code). Convert trusted ones with `conta import-cams`") from None
         raise ValueError(f"{path}: cannot read CAM file ({e})") from e
+
+
+class _CamUnpickler:
+    """A restricted unpickler for IRNet's CAM .npy dicts: numpy arrays, torch tensors (their
+    storages loaded with torch.load(weights_only=True)) and plain containers; any other
+    global (os.system, ...) is refused."""
+
+    NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+             ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+             ("numpy._core.multiarray", "scalar")}
+    TORCH = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+             ("collections", "OrderedDict")}
+
+    @classmethod
+    def load(cls, f) -> Any:
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module: str, name: str):
+                if (module, name) == ("torch.storage", "_load_from_bytes"):
+                    return _storage_from_bytes
+                if (module, name) in cls.NUMPY | cls.TORCH:
+                    return super().find_class(module, name)
+                raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+        return Restricted(f).load()
+
+
+def _storage_from_bytes(b: bytes):
+    import io as _io
+
+    import torch
+
+    return torch.load(_io.BytesIO(b), weights_only=True)
+
+
+def read_irnet_cam(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a CAM file of IRNet / AMN (`np.save(<id>.npy, {"keys", "cam", "high_res"})`, a
+    pickled dict whose values may be torch tensors) with a restricted unpickler; returns the
+    arrays of `save_cam` (keys int64[K], cam and high_res float32[K, ...])."""
+    from numpy.lib import format as npformat
+
+    try:
+        with open(path, "rb") as f:
+            major, _ = npformat.read_magic(f)
+            header = npformat.read_array_header_1_0 if major == 1 else npformat.read_array_header_2_0
+            shape, _, dtype = header(f)
+            if dtype != np.dtype(object) or shape != ():
+                raise ValueError(f"expected a pickled dict, got a {dtype} array of shape {shape}")
+            d = _CamUnpickler.load(f)  # np.save pickles the 0-d object array holding the dict
+            d = d.item() if isinstance(d, np.ndarray) and d.shape == () else d
+    except Exception as e:  # noqa: BLE001 - re-raise with the file name
+        raise ValueError(f"{path}: not an IRNet CAM file ({e})") from e
+    if not isinstance(d, dict) or any(k not in d for k in CAM_ARRAYS):
+        raise ValueError(f"{path}: not an IRNet CAM dict (needs {', '.join(CAM_ARRAYS)})")
+    out = {k: np.asarray(d[k].numpy() if hasattr(d[k], "numpy") else d[k]) for k in CAM_ARRAYS}
+    return {"keys": out["keys"].astype(np.int64), "cam": out["cam"].astype(np.float32),
+            "high_res": out["high_res"].astype(np.float32)}
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

@@ -20,14 +20,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from conta_core import crf
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_cam, load_image, save_label_png
+from conta_core.io import IGNORE_LABEL, load_cam, load_image, save_label_png
 
-UNCERTAIN = 255
-MAX_CLASS_ID = UNCERTAIN - 1  # class ids keys + 1 must stay below the uncertain value
+MAX_CLASS_ID = IGNORE_LABEL - 1  # class ids keys + 1 must stay below the uncertain value
 CFG_KEYS = ("fg_threshold", "bg_threshold", "crf")
 MAX_CHUNKSIZE = 4
 # fork on Linux: a worker starts in ~0.1 s; a spawned one re-imports the main module, and the
@@ -113,7 +111,7 @@ def cam_to_ir_label(
     class_ids = _class_ids(keys)
     index_maps = [_threshold_index(high_res, t) for t in (fg_threshold, bg_threshold)]
     fg, bg = (class_ids[m] for m in crf_label_maps(img, index_maps, len(class_ids), crf_params))
-    label = np.where(fg > 0, fg, np.where(bg == 0, 0, UNCERTAIN))
+    label = np.where(fg > 0, fg, np.where(bg == 0, 0, IGNORE_LABEL))
     return label.astype(np.uint8)
 
 
@@ -153,12 +151,12 @@ def make_ir_labels(
 ) -> None:
     """Write out_dir/<id>.png (IR label, see `cam_to_ir_label`) for every id.
 
-    cam_files: id -> CAM .npy (conta_core.io.save_cam format).
+    cam_files: id -> CAM .npz (conta_core.io.save_cam format).
     cfg: config section ir_label (fg_threshold, bg_threshold, crf).
     workers: processes (> 1: a multiprocessing.Pool, POOL_START_METHOD). Ids whose PNG exists already
     are skipped (resume). The result does not depend on `workers`.
     """
-    from conta_core.runtime import progress_enabled  # main process only: keeps torch out of workers
+    from conta_core.runtime import track  # main process only: keeps torch out of workers
 
     _check_cfg(cfg)
     out_dir = Path(out_dir)
@@ -172,7 +170,7 @@ def make_ir_labels(
         if not (out_dir / f"{i}.png").exists()
     ]
     work = functools.partial(_ir_label_file, cfg=cfg)
-    bar = functools.partial(tqdm, total=len(tasks), desc="ir_label", disable=not progress_enabled())
+    bar = functools.partial(track, desc="ir_label", total=len(tasks))
     if workers <= 1 or len(tasks) <= 1:
         for task in bar(tasks):
             work(task)

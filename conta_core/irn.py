@@ -16,6 +16,7 @@ neg = mean -log(1 + eps - aff).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -25,46 +26,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
-from conta_core.io import load_image, load_label_png, load_torch, save_torch, write_csv
+from conta_core.io import IGNORE_LABEL, load_image, load_label_png, load_torch, save_torch, write_csv
 from conta_core.config import require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
-from conta_core.runtime import loader_options, progress_enabled
-
-try:  # the data engineer's helper (re-exported for the workflow scripts); a local stand-in until it exists
-    from conta_core.data.artifacts import index_artifacts
-except ImportError:  # pragma: no cover - depends on the state of the tree
-
-    class _ArtifactIndex(dict):
-        """dict[id, Path] whose failed lookups raise ValueError naming the id and folders."""
-
-        def __init__(self, files: dict, dirs: list[Path], suffix: str) -> None:
-            super().__init__(files)
-            self._where = f"{suffix} in {[str(d) for d in dirs]}"
-
-        def __missing__(self, key: str) -> Path:
-            raise ValueError(f"image id {key!r}: no artifact {key}{self._where}")
-
-    def index_artifacts(dirs: list[str | Path], suffix: str) -> dict[str, Path]:
-        """Map image id -> file for every `<id><suffix>` in the folders `dirs`."""
-        dirs = [Path(d) for d in dirs]
-        files: dict[str, Path] = {}
-        for d in dirs:
-            if not d.is_dir():
-                raise ValueError(f"artifact folder not found: {d}")
-            for p in d.iterdir():
-                if p.name.endswith(suffix) and not p.name.startswith("."):
-                    files[p.name[: -len(suffix)]] = p
-        return _ArtifactIndex(files, dirs, suffix)
-
+from conta_core.runtime import loader_options
+from conta_core.training import Loop, Resume, fingerprint, fit, poly_lr
 
 log = logging.getLogger("conta.irn")
 
-IGNORE_LABEL = 255
 STRIDE = 4  # the boundary map and the pair grid are at stride 4
 IRN_KEYS = (
     "backbone", "backbone_init", "pretrained", "freeze_bn", "radius", "epochs", "batch_size", "lr",
@@ -307,11 +280,6 @@ def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list[list[t
     return [[(epoch, int(i)) for i in perm[k : k + bs]] for k in range(0, n - bs + 1, bs)]
 
 
-def poly_lr(base_lr: float, step: int, max_step: int, power: float) -> float:
-    """Polynomial decay: base_lr * (1 - step / max_step) ** power."""
-    return base_lr * (1.0 - step / max_step) ** power
-
-
 def train_irn(
     manifest: Manifest,
     ids: list[str],
@@ -323,6 +291,7 @@ def train_irn(
     seed: int,
     log_csv: Path | None,
     num_workers: int = 0,
+    checkpoint: dict | None = None,
 ) -> None:
     """Train the IRNet boundary branch on IR labels and save {"state_dict", "config", ...}.
 
@@ -331,6 +300,8 @@ def train_irn(
     rescale / flip / crop (labels padded with 255). log_csv gets one row per iteration:
     epoch, iter, loss, lr, pos_bg, pos_fg, neg (rewritten after every epoch). num_workers:
     DataLoader worker processes (config loader_workers; results do not depend on it).
+    checkpoint: the `checkpoint` config section (conta_core.training: resumable checkpoints
+    in <out_path>.resume/, resumed by a rerun).
     """
     check_irn_config(cfg)
     if not ids:
@@ -346,33 +317,44 @@ def train_irn(
     index = build_pair_index(grid, grid, cfg["radius"]).to(device)
     steps_per_epoch = len(epoch_batches(len(ids), cfg["batch_size"], 0, seed))
     max_step = cfg["epochs"] * steps_per_epoch
-    rows: list[dict] = []
-    step = 0
-    bar = tqdm(total=max_step, desc="train_irn", disable=not progress_enabled())
-    for epoch in range(cfg["epochs"]):
-        loader = DataLoader(dataset, batch_sampler=epoch_batches(len(ids), cfg["batch_size"], epoch, seed),
-                            **loader_options(num_workers, device, seed))  # fmt: skip
-        for x, labels in loader:
-            lr = poly_lr(cfg["lr"], step, max_step, cfg["poly_power"])
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            boundary = torch.sigmoid(net(x))[:, 0]
-            aff = pair_affinity(boundary, index)
-            loss, parts = affinity_loss(aff, *affinity_labels(labels, index), eps=cfg["loss_eps"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            rows.append({"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr, **parts})
-            step += 1
-            bar.update(1)
+    options = loader_options(num_workers, device, seed)
+
+    def batches(epoch: int, skip: int) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=epoch_batches(len(ids), cfg["batch_size"], epoch, seed)[skip:],
+                          **options)  # fmt: skip
+
+    def end_epoch(epoch: int, rows: list[dict]) -> None:
         log.info("epoch %d: loss %.4f", epoch, float(np.mean([r["loss"] for r in rows if r["epoch"] == epoch])))
         if log_csv is not None:
-            write_csv(log_csv, pd.DataFrame(rows, columns=["epoch", "iter", "loss", "lr", "pos_bg", "pos_fg", "neg"]))
-    bar.close()
+            write_csv(log_csv, pd.DataFrame(rows, columns=LOG_COLUMNS))
+
+    resume = Resume(out_path, checkpoint, "train_irn", fingerprint("train_irn", cfg, list(ids), seed))
+    step_fn = functools.partial(_step, net, opt, index, cfg, max_step, device)
+    rows = fit(Loop("train_irn", net, opt, max_step, steps_per_epoch, batches, step_fn, resume,
+                    [options["generator"]], end_epoch))
     state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     save_torch(out_path, {"state_dict": state, "config": dict(cfg), "num_images": len(ids),
-                          "iterations": step, "seed": seed})  # fmt: skip
+                          "iterations": len(rows), "seed": seed})  # fmt: skip
+    resume.finish()
+
+
+LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "pos_bg", "pos_fg", "neg"]  # train_irn's train_log.csv
+
+
+def _step(net: EdgeNet, opt: torch.optim.Optimizer, index: PairIndex, cfg: dict, max_step: int, device,
+          batch: tuple[torch.Tensor, torch.Tensor], step: int, epoch: int) -> dict:
+    """One SGD step on the affinity loss; the row (epoch, iter, loss, lr, pos_bg, pos_fg, neg)."""
+    lr = poly_lr(cfg["lr"], step, max_step, cfg["poly_power"])
+    for group in opt.param_groups:
+        group["lr"] = lr
+    x, labels = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    boundary = torch.sigmoid(net(x))[:, 0]
+    aff = pair_affinity(boundary, index)
+    loss, parts = affinity_loss(aff, *affinity_labels(labels, index), eps=cfg["loss_eps"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr, **parts}
 
 
 def load_classifier_state(path: str | Path) -> dict:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-IGNORE_LABEL = 255
+from conta_core.io import IGNORE_LABEL
+
 PRED_IGNORE_AS = 0  # predicted "uncertain" pixels count as background (IRNet eval_sem_seg)
 
 

@@ -2,7 +2,7 @@
 
 IRNet, CONTA and DeepLab all start from ImageNet weights; this machine cannot download them,
 and a randomly initialised CAM network does not localise on the generated dataset (measured,
-README "Results": at the best threshold its CAMs reach about 21 mIoU, and the pseudo-masks
+docs/results.md: at the best threshold its CAMs reach about 21 mIoU, and the pseudo-masks
 and segmentation built on them collapse). This step builds the analogous source model:
 
 - a *source* set of isolated objects, one per image, of the synthetic class catalogue, each
@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from conta_core.data import synthetic
 from conta_core.data.transforms import normalize
 from conta_core.io import save_torch, write_csv
 from conta_core.models.backbone import build_torchvision_resnet
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import track
+from conta_core.training import Loop, Resume, fingerprint, fit
 from conta_core.train_cls import poly_step
 
 log = logging.getLogger("conta.pretrain")
@@ -72,7 +72,7 @@ def source_images(cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
     n = int(cfg["num_images"])
     labels = rng.permutation(np.arange(n) % len(names)).astype(np.int64)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
-    for i, k in enumerate(tqdm(labels, desc="pretrain images", disable=not progress_enabled())):
+    for i, k in enumerate(track(labels, "pretrain images")):
         images[i] = synthetic.render_scene(_isolated_object(rng, sc, names[k]), sc).image
     return images, labels
 
@@ -92,11 +92,13 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def pretrain_backbone(cfg: dict, seed: int, out_path: str | os.PathLike, device: torch.device | str,
-                      log_csv: str | os.PathLike | None = None) -> dict:
+                      log_csv: str | os.PathLike | None = None, checkpoint: dict | None = None) -> dict:
     """Train a torchvision ResNet on the source set; save its state_dict without `fc`.
 
     cfg: the `pretrain:` config section. Returns {"final_loss", "train_accuracy"} (last epoch).
     Augmentation: a seeded random horizontal flip per image. Deterministic on CPU.
+    checkpoint: the `checkpoint` config section (conta_core.training: resumable checkpoints
+    in <out_path>.resume/, resumed by a rerun).
     """
     check_cfg(cfg)
     images, labels = source_images(cfg, seed)
@@ -111,40 +113,43 @@ def pretrain_backbone(cfg: dict, seed: int, out_path: str | os.PathLike, device:
                           weight_decay=float(cfg["weight_decay"]))
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]  # poly_step's base
-    rows = _train(net, opt, x_all, y_all, cfg, gen, device)
+    resume = Resume(out_path, checkpoint, "pretrain", fingerprint("pretrain", cfg, seed))
+    rows = _train(net, opt, x_all, y_all, cfg, gen, device, resume)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     save_torch(out_path, state)
     if log_csv is not None:
         write_csv(log_csv, pd.DataFrame(rows, columns=["epoch", "iter", "loss", "lr"]))
+    resume.finish()
     return {"final_loss": rows[-1]["loss"], "train_accuracy": rows[-1]["accuracy"]}
 
 
 def _train(net: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor, y_all: torch.Tensor, cfg: dict,
-           gen: torch.Generator, device) -> list[dict]:
+           gen: torch.Generator, device, resume: Resume | None = None) -> list[dict]:
     """SGD with poly decay per iteration; returns per-iteration rows (epoch, iter, loss, lr, accuracy)."""
     bs, epochs = int(cfg["batch_size"]), int(cfg["epochs"])
     per_epoch = len(x_all) // bs
-    max_step, step, rows = epochs * per_epoch, 0, []
-    bar = tqdm(total=max_step, desc="pretrain", disable=not progress_enabled())
-    for epoch in range(epochs):
-        order = torch.randperm(len(x_all), generator=gen)
+    max_step = epochs * per_epoch
+
+    def batches(epoch: int, skip: int):
+        order = torch.randperm(len(x_all), generator=gen)  # drawn at the epoch start, also when resumed
         flips = torch.rand(len(x_all), generator=gen) < 0.5
-        correct = 0
-        for b in range(per_epoch):
+        for b in range(skip, per_epoch):
             idx = order[b * bs : (b + 1) * bs]
-            x = torch.where(flips[idx, None, None, None], x_all[idx].flip(3), x_all[idx]).to(device)
-            y = y_all[idx].to(device)
-            lr = poly_step(opt, step, max_step, float(cfg["poly_power"]))
-            logits = net(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            correct += int((logits.argmax(1) == y).sum())
-            rows.append({"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr})
-            step += 1
-            bar.update(1)
-        rows[-1]["accuracy"] = correct / (per_epoch * bs)
+            yield torch.where(flips[idx, None, None, None], x_all[idx].flip(3), x_all[idx]), y_all[idx]
+
+    def step(batch: tuple[torch.Tensor, torch.Tensor], step: int, epoch: int) -> dict:
+        x, y = batch[0].to(device), batch[1].to(device)
+        lr = poly_step(opt, step, max_step, float(cfg["poly_power"]))
+        logits = net(x)
+        loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr,
+                "_correct": int((logits.argmax(1) == y).sum())}
+
+    def end_epoch(epoch: int, rows: list[dict]) -> None:
+        rows[-1]["accuracy"] = sum(r["_correct"] for r in rows if r["epoch"] == epoch) / (per_epoch * bs)
         log.info("epoch %d/%d: loss %.4f, accuracy %.4f", epoch + 1, epochs, rows[-1]["loss"], rows[-1]["accuracy"])
-    bar.close()
-    return rows
+
+    return fit(Loop("pretrain", net, opt, max_step, per_epoch, batches, step, resume, [gen], end_epoch))

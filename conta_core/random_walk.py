@@ -24,7 +24,6 @@ import numpy as np
 import scipy.sparse
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from conta_core.cam import image_batches
 from conta_core.config import require_keys
@@ -34,7 +33,7 @@ from conta_core.device import inference_autocast
 from conta_core.io import load_cam, save_label_png
 from conta_core.irn import STRIDE, build_pair_index, pair_offsets, path_cells
 from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint
-from conta_core.runtime import progress_enabled
+from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.random_walk")
 
@@ -308,7 +307,7 @@ def make_pseudo_masks(
 ) -> None:
     """Write out_dir/<id>.png (VOC palette) pseudo-masks for `ids`; existing files are kept.
 
-    cam_files: image id -> CAM .npy; irn_checkpoint: train_irn's model.pth;
+    cam_files: image id -> CAM .npz; irn_checkpoint: train_irn's model.pth;
     cfg: the `random_walk` section.
     """
     check_rw_config(cfg)
@@ -324,7 +323,7 @@ def make_pseudo_masks(
     edge_net = edge_net_from_checkpoint(irn_checkpoint, device)
     if torch.device(device).type == "cuda":
         edge_net = edge_net.to(memory_format=torch.channels_last)
-    bar = tqdm(total=len(todo), desc="random_walk", disable=not progress_enabled())
+    bar = Progress("random_walk", len(todo), unit="img")
     for batch_ids, imgs in image_batches(manifest, todo, RW_WINDOW, [1.0], flip=True):
         for image_id, img, boundary in zip(batch_ids, imgs, boundary_maps(edge_net, imgs, device, cfg.get("pad_size"))):
             cam_path = cam_files[image_id]
@@ -333,5 +332,5 @@ def make_pseudo_masks(
             except ValueError as e:
                 raise ValueError(f"image id {image_id!r} ({cam_path}): {e}") from e
             save_label_png(out_dir / f"{image_id}.png", mask)
-        bar.update(len(batch_ids))
+        bar.update(n=len(batch_ids))
     bar.close()

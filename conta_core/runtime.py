@@ -16,7 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -27,6 +30,113 @@ from conta_core.device import claim_device, seed_everything, set_threads
 from conta_core.shards import shard_ids
 
 DEFAULT_SPLIT = "train"  # split of the per-image steps when --split is optional
+
+
+# --- Snakemake `script:` adapter ----------------------------------------------------------
+
+DAG_ONLY = ("pretrained", "artifacts")  # named rule inputs that only order the DAG (not script options)
+RUNTIME_CONFIG = ("checkpoint",)  # options read from the config at run time: changing them reruns nothing
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def _flag_argv(action: argparse.Action, value, rule: str) -> list[str]:
+    flag = max(action.option_strings, key=len)
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        return [flag] if value else []
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [flag, json.dumps(value, sort_keys=True)]
+    if isinstance(value, (list, tuple)):
+        if isinstance(action, argparse._AppendAction):
+            return [x for v in value for x in (flag, str(v))]
+        if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+            return [flag, *map(str, value)] if value else []
+        if len(value) > 1:
+            raise ValueError(f"rule {rule}: {action.dest!r} has {len(value)} values but {flag} takes one")
+        return [flag, str(value[0])] if value else []  # an optional input: [] or [path]
+    return [flag, str(value)]
+
+
+def snakemake_argv(parser: argparse.ArgumentParser, smk) -> list[str]:
+    """The argv of a workflow script for the job `smk` (Snakemake's `script:` object).
+
+    Convention: a named input, output or param NAME is the option whose dest is NAME (lists
+    repeat an `append` option or fill an nargs one; True gives a bare flag, False/None
+    nothing; dicts become JSON); a param named like the parser's subcommand dest picks the
+    subcommand; wildcards and `threads` fill options of the same dest; RUNTIME_CONFIG
+    options come from the config section of that name. A name no parser knows is an error
+    (DAG_ONLY inputs excepted), so a rule cannot drop an option silently.
+    """
+    top, sub_action = _options(parser), _subcommands(parser)
+    command = smk.params.get(sub_action.dest) if sub_action is not None else None
+    sub = _options(sub_action.choices[command]) if command is not None else {}
+    known = {**top, **sub}
+    values: dict = {}
+    for kind, items in (("input", smk.input), ("output", smk.output), ("params", smk.params)):
+        for name, value in items.items():
+            if (kind == "input" and name in DAG_ONLY) or (sub_action is not None and name == sub_action.dest):
+                continue
+            if name not in known:
+                raise ValueError(f"rule {smk.rule}: {kind} {name!r} is no option of {parser.prog} "
+                                 f"(options: {', '.join(sorted(known))})")
+            values[name] = value
+    for name, value in smk.wildcards.items():
+        if name in known and name not in values:
+            values[name] = value
+    if "threads" in known:
+        values.setdefault("threads", smk.threads)
+    for key in RUNTIME_CONFIG:
+        if key in known and key not in values and key in smk.config:
+            values[key] = smk.config[key]
+    argv = [x for d, v in values.items() if d in top for x in _flag_argv(top[d], v, smk.rule)]
+    if command is not None:
+        argv.append(command)
+        argv += [x for d, v in values.items() if d not in top for x in _flag_argv(sub[d], v, smk.rule)]
+    return argv
+
+
+def script_main(parser_fn, run_fn, smk=None, argv: list[str] | None = None) -> None:
+    """Entry point of every workflow script: `run_fn(parser_fn().parse_args(argv))`.
+
+    smk: Snakemake's `snakemake` object when the script runs through a rule's `script:`;
+    its options then come from `snakemake_argv` and stdout/stderr go to the rule's log, so
+    the command line and the workflow run the same code path.
+    """
+    parser = parser_fn()
+    if smk is None:
+        run_fn(parser.parse_args(argv))
+        return
+    if smk.log:
+        fd = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # also where Python's streams were replaced
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)  # Snakemake sets the real path
+    if main_file:
+        parser.prog = Path(main_file).name
+    args = snakemake_argv(parser, smk)
+    print(shlex.join([parser.prog, *args]), file=sys.stderr, flush=True)  # the equivalent command line
+    run_fn(parser.parse_args(args))
+
+
+def script_doc(path: str | os.PathLike) -> str:
+    """The module docstring of a workflow script read from its file (under Snakemake's
+    `script:` a preamble precedes it, so the module's __doc__ is None)."""
+    import ast
+
+    return ast.get_docstring(ast.parse(Path(path).read_text())) or ""
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -55,8 +165,90 @@ def setup(args: argparse.Namespace, needs_device: bool = True) -> tuple[dict, to
 
 
 def progress_enabled() -> bool:
-    """Progress bars only on a TTY (quiet in Snakemake/SLURM log files)."""
+    """Progress bars only on a TTY; log files (Snakemake, SLURM) get `Progress` lines instead."""
     return sys.stderr.isatty()
+
+
+PROGRESS_SECONDS_ENV = "CONTA_PROGRESS_SECONDS"  # seconds between progress log lines off a TTY (default 30)
+
+
+def _progress_seconds() -> float:
+    text = os.environ.get(PROGRESS_SECONDS_ENV, "30")
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise ValueError(f"environment variable {PROGRESS_SECONDS_ENV}: expected seconds, got {text!r}") from None
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """Progress of a long step: a tqdm bar on a TTY; otherwise a log line at most every
+    $CONTA_PROGRESS_SECONDS seconds (default 30) and at the end, e.g.
+    `train_seg: 1200/20000 (6%), loss 0.4120, lr 0.00024, 3.1 it/s, ETA 1:40:58`,
+    so the tail of a job log shows a running job."""
+
+    def __init__(self, desc: str, total: int, initial: int = 0, unit: str = "it") -> None:
+        self.desc, self.total, self.n, self.unit = desc, int(total), int(initial), unit
+        self._start_n, self._start = self.n, time.monotonic()
+        self._last = self._start
+        self._every = _progress_seconds()
+        self._bar = None
+        if progress_enabled():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=self.n, desc=desc, unit=unit)
+        self._log = logging.getLogger(f"conta.{desc}")
+        self._closed = False
+
+    def update(self, row: dict | None = None, keys: tuple[str, ...] = (), n: int = 1) -> None:
+        self.n += n
+        extra = {k: row[k] for k in keys if row and k in row}
+        if self._bar is not None:
+            self._bar.update(n)
+            if extra:
+                self._bar.set_postfix({k: f"{v:.4g}" for k, v in extra.items()}, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._every or self.n >= self.total:
+            self._last = now
+            self._line(now, extra)
+
+    def _line(self, now: float, extra: dict) -> None:
+        rate = (self.n - self._start_n) / max(now - self._start, 1e-9)
+        pct = 100.0 * self.n / max(self.total, 1)
+        parts = [f"{self.n}/{self.total} ({pct:.0f}%)"] + [f"{k} {v:.4g}" for k, v in extra.items()]
+        parts.append(f"{rate:.3g} {self.unit}/s")
+        if 0 < self.n < self.total and rate > 0:
+            parts.append(f"ETA {_duration((self.total - self.n) / rate)}")
+        self._log.info("%s: %s", self.desc, ", ".join(parts))
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+
+
+def track(items, desc: str, total: int | None = None, unit: str = "img"):
+    """Iterate `items` with a `Progress` (the per-image steps' loops)."""
+    progress = Progress(desc, len(items) if total is None else total, unit=unit)
+    try:
+        for item in items:
+            yield item
+            progress.update()
+    finally:
+        progress.close()
 
 
 def nonneg_int(text: str) -> int:
@@ -117,6 +309,24 @@ def add_loader_args(parser: argparse.ArgumentParser) -> None:
         "--loader-workers", type=nonneg_int, default=0,
         help="DataLoader worker processes (config loader_workers; 0 = load in the main process)",
     )  # fmt: skip
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser) -> None:
+    """Add --checkpoint (the `checkpoint` config section as JSON: resumable training, conta_core.training)."""
+    parser.add_argument(
+        "--checkpoint", type=_json_object, default={},
+        help='JSON {"every": steps, "minutes": m, "keep": bool}; a rerun resumes from <out>.resume/',
+    )  # fmt: skip
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def loader_options(num_workers: int, device: torch.device | str, seed: int) -> dict:

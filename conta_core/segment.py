@@ -26,6 +26,7 @@ weights) or "caffe" (BGR minus deeplab-pytorch's mean, no std: DeepLab caffemode
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -35,24 +36,23 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from conta_core.config import require_keys
 from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import caffe_crf_image, normalize
 from conta_core.device import inference_autocast
-from conta_core.io import save_label_png, save_torch, write_csv
+from conta_core.io import IGNORE_LABEL, save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
-from conta_core.runtime import loader_options, progress_enabled
+from conta_core.runtime import Progress, loader_options
+from conta_core.training import Loop, Resume, fingerprint, fit, poly_lr, shuffled_loader
 
 log = logging.getLogger("conta.segment")
 
-IGNORE_INDEX = 255  # label-map value excluded from the loss (pad, void, uncertain)
 INFER_WINDOW = 8  # infer_segmentation loads this many images at a time; same-size ones share passes
 _TRAIN_KEYS = (
     "iterations", "batch_size", "lr", "momentum", "weight_decay", "poly_power",
-    "crop_size", "scale_range", "checkpoint_every",
+    "crop_size", "scale_range",
 )  # fmt: skip
 
 
@@ -76,7 +76,7 @@ def _segmentation_dataset(
 def msc_loss(outputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """Sum over MSC outputs of the mean cross-entropy over non-ignored pixels.
 
-    outputs: each float32[B, K, h_i, w_i]; labels: int64[B, S, S] with IGNORE_INDEX = 255.
+    outputs: each float32[B, K, h_i, w_i]; labels: int64[B, S, S] with IGNORE_LABEL = 255.
     Labels are resized to each (h_i, w_i) by nearest neighbour at pixel centres. An output
     whose resized labels are all ignored contributes 0 (instead of NaN).
     """
@@ -84,14 +84,9 @@ def msc_loss(outputs: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     for logits in outputs:
         target = F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
         target = target[:, 0].long()
-        valid = (target != IGNORE_INDEX).sum().clamp(min=1)
-        total = total + F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX, reduction="sum") / valid
+        valid = (target != IGNORE_LABEL).sum().clamp(min=1)
+        total = total + F.cross_entropy(logits, target, ignore_index=IGNORE_LABEL, reduction="sum") / valid
     return total
-
-
-def poly_lr(base_lr: float, iteration: int, max_iterations: int, power: float) -> float:
-    """Poly decay: base_lr * (1 - iteration / max_iterations) ** power."""
-    return base_lr * (1.0 - iteration / max_iterations) ** power
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -128,13 +123,15 @@ def train_segmentation(
     seed: int,
     log_csv: Path | None,
     num_workers: int = 0,
+    checkpoint: dict | None = None,
 ) -> None:
     """Train MSC(DeepLab-v2) on (image, pseudo-mask) pairs; save {"state_dict", "config", ...} at out_path.
 
     label_files: image id -> label PNG (uint8 0..C, 255 ignore) for every id in `ids`.
-    cfg_seg: the `segmentation` config section. Writes checkpoint_<iter>.pth next to
-    out_path every `checkpoint_every` iterations (0 = never) and a CSV (iteration, loss,
-    lr = backbone learning rate used at that iteration) at log_csv (None = no log).
+    cfg_seg: the `segmentation` config section. Writes a CSV (iteration, loss, lr = backbone
+    learning rate used at that iteration) at log_csv (None = no log). checkpoint: the
+    `checkpoint` config section (conta_core.training: resumable checkpoints in
+    <out_path>.resume/, resumed by a rerun).
     Deterministic on CPU for a fixed seed (model init, shuffling, augmentation), whatever
     num_workers (DataLoader worker processes, config loader_workers).
     """
@@ -151,57 +148,31 @@ def train_segmentation(
     model = _build_model(cfg_seg, manifest.num_classes, seed, device)
     optimizer = _build_optimizer(model, cfg_seg)
     dataset = _segmentation_dataset(manifest, ids, label_files, cfg_seg, seed)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=True, **loader_options(num_workers, device, seed)
-    )
-    rows = _train_loop(model, optimizer, loader, dataset, cfg_seg, device, out_path, log_csv, manifest.num_classes)
+    loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
+    resume = Resume(out_path, checkpoint, "train_seg",
+                    fingerprint("train_seg", cfg_seg, list(ids), seed, manifest.num_classes))
+    step_fn = functools.partial(_step, model, optimizer, float(cfg_seg["lr"]), iterations,
+                                float(cfg_seg["poly_power"]), device)
+    rows = fit(Loop("train_seg", model, optimizer, iterations, len(loader), batches, step_fn, resume,
+                    [loader.generator]))
     save_torch(out_path, checkpoint_dict(model, cfg_seg, manifest.num_classes, iteration=iterations))
     _save_log(log_csv, rows)
+    resume.finish()
     log.info("segmentation: %d iterations, final loss %.4f -> %s", iterations, rows[-1]["loss"], out_path)
 
 
-def _train_loop(
-    model: MSC,
-    optimizer: torch.optim.Optimizer,
-    loader: torch.utils.data.DataLoader,
-    dataset: torch.utils.data.Dataset,
-    cfg_seg: dict,
-    device: torch.device,
-    out_path: Path,
-    log_csv: Path | None,
-    num_classes: int,
-) -> list[dict]:
-    """Iterate the loader (set_epoch per pass) until `iterations` SGD steps; returns the log rows."""
-    iterations, every = int(cfg_seg["iterations"]), int(cfg_seg["checkpoint_every"])
-    base_lr, power = float(cfg_seg["lr"]), float(cfg_seg["poly_power"])
-    rows: list[dict] = []
-    bar = tqdm(total=iterations, desc="train_seg", disable=not progress_enabled())
-    epoch = 0
-    while len(rows) < iterations:
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        for batch in loader:
-            it = len(rows)
-            if it >= iterations:
-                break
-            lr = poly_lr(base_lr, it, iterations, power)
-            _set_lr(optimizer, lr)
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True).long()
-            loss = msc_loss(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            rows.append({"iteration": it + 1, "loss": float(loss.detach()), "lr": lr})
-            bar.update(1)
-            bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}")
-            if every > 0 and (it + 1) % every == 0:
-                ckpt = checkpoint_dict(model, cfg_seg, num_classes, iteration=it + 1)
-                save_torch(out_path.parent / f"checkpoint_{it + 1}.pth", ckpt)
-                _save_log(log_csv, rows)
-        epoch += 1
-    bar.close()
-    return rows
+def _step(model: MSC, optimizer: torch.optim.Optimizer, base_lr: float, iterations: int, power: float, device,
+          batch: dict, it: int, epoch: int) -> dict:
+    """One SGD step at the poly lr of iteration `it` (0-based); the row (iteration, loss, lr)."""
+    lr = poly_lr(base_lr, it, iterations, power)
+    _set_lr(optimizer, lr)
+    images = batch["image"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True).long()
+    loss = msc_loss(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"iteration": it + 1, "loss": float(loss.detach()), "lr": lr}
 
 
 CRF_IMAGES = ("rgb", "deeplab_pytorch")  # segmentation.crf_image
@@ -352,9 +323,9 @@ def infer_segmentation(
         model = model.to(memory_format=torch.channels_last)
     from conta_core.cam import image_batches
 
-    bar = tqdm(total=len(todo), desc="infer_seg", disable=not progress_enabled())
+    bar = Progress("infer_seg", len(todo), unit="img")
     for batch_ids, imgs in image_batches(manifest, todo, INFER_WINDOW, scales, flip):
         for image_id, img, p in zip(batch_ids, imgs, predict_batch(model, imgs, scales, flip, device)):
             save_label_png(out_dir / f"{image_id}.png", labels_from_probs(img, p, crf_params, crf_image))
-        bar.update(len(batch_ids))
+        bar.update(n=len(batch_ids))
     bar.close()

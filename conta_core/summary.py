@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from conta_core.io import read_json, write_csv
+from conta_core.layout import CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS
 
 SUMMARY_COLUMNS = [
     "round",
@@ -56,21 +57,17 @@ CONTEXT_COLUMNS = ["ctx_alpha_entropy_mean", "ctx_m_cv", "ctx_cam_change", "ctx_
 def round_row(round_dir: Path, t: int) -> dict:
     """One summary row from a round folder; missing evals become NaN."""
     row: dict = {"round": t}
-    cam = round_dir / "cam_eval.csv"
+    cam = round_dir / EVALS["cam"].file
     if cam.exists():
         row["cam_miou"], row["cam_best_miou"], row["cam_best_threshold"] = cam_scores(cam)
-    amn = round_dir / "amn_cam_eval.csv"
+    amn = round_dir / EVALS["amn_cam"].file
     if amn.exists():
         row["amn_cam_miou"], row["amn_cam_best_miou"], row["amn_cam_best_threshold"] = cam_scores(amn)
-    for key, name in (
-        ("pseudo_mask_miou", "pseudo_mask_eval.csv"),
-        ("seg_train_miou", "seg_eval_train.csv"),
-        ("seg_val_miou", "seg_eval_val.csv"),
-    ):
-        p = round_dir / name
+    for key, name in (("pseudo_mask_miou", "pseudo_mask"), ("seg_train_miou", "seg_train"), ("seg_val_miou", "seg_val")):
+        p = round_dir / EVALS[name].file
         if p.exists():
             row[key] = _mean_row(p)
-    diag = round_dir / "context_diagnostics.json"
+    diag = round_dir / DIAGNOSTICS_FILE
     if diag.exists():
         d = read_json(diag)
         for key in CONTEXT_COLUMNS:
@@ -78,8 +75,27 @@ def round_row(round_dir: Path, t: int) -> dict:
     return row
 
 
-def summarize(run_dir: Path, rounds: list[int]) -> pd.DataFrame:
-    """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals)."""
+NO_GT_COLUMNS = ["round", "ground_truth", "pseudo_masks", "seg_predictions", "confounder"]
+
+
+def product_row(round_dir: Path, t: int) -> dict:
+    """One summary row of a dataset without GT masks: what the round produced (counts)."""
+    return {"round": t, "ground_truth": "none: not evaluated",
+            "pseudo_masks": len(list(round_dir.glob("pseudo_mask/*/*.png"))),
+            "seg_predictions": len(list(round_dir.glob("seg_pred/*/*/*.png"))),
+            "confounder": (round_dir / CONFOUNDER_FILE).exists()}
+
+
+def summarize(run_dir: Path, rounds: list[int], ground_truth: bool = True) -> pd.DataFrame:
+    """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals).
+
+    ground_truth False (a dataset without GT masks): NO_GT_COLUMNS, what each round made,
+    plus the context diagnostics columns of context rounds.
+    """
+    if not ground_truth:
+        rows = [{**product_row(run_dir / f"round{t}", t), **round_row(run_dir / f"round{t}", t)} for t in rounds]
+        columns = NO_GT_COLUMNS + (CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else [])
+        return pd.DataFrame(rows).reindex(columns=columns)
     rows = [round_row(run_dir / f"round{t}", t) for t in rounds]
     columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
     columns += CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else []
@@ -95,7 +111,7 @@ PAIRED_METRICS = ["cam_miou", "cam_best_miou", "pseudo_mask_miou", "seg_train_mi
 
 def pseudo_class_iou(round_dir: Path) -> dict[str, float]:
     """class name -> pseudo-mask IoU (0..1) from round_dir/pseudo_mask_eval.csv ({} if absent)."""
-    path = round_dir / "pseudo_mask_eval.csv"
+    path = round_dir / EVALS["pseudo_mask"].file
     if not path.exists():
         return {}
     df = pd.read_csv(path)
@@ -148,7 +164,7 @@ def paired_comparison(
     return runs.round(2), pd.DataFrame(out).round(2)
 
 
-def write_summary(run_dir: Path, rounds: list[int], out_csv: Path) -> pd.DataFrame:
-    df = summarize(run_dir, rounds)
+def write_summary(run_dir: Path, rounds: list[int], out_csv: Path, ground_truth: bool = True) -> pd.DataFrame:
+    df = summarize(run_dir, rounds, ground_truth)
     write_csv(out_csv, df)
     return df

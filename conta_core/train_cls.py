@@ -17,24 +17,24 @@ dataset, then `encode_xm` to context.size here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from conta_core.confounder import load_confounder
-from conta_core.context import encode_xm
+from conta_core.context import encode_xm_batch
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import ClassificationDataset
 from conta_core.io import save_torch, write_csv
-from conta_core.models.classifier import ACTIVE_MODES, CAMNet, build_classifier, context_xm_files
-from conta_core.runtime import loader_options, progress_enabled
+from conta_core.models.classifier import CAMNet, build_classifier, context_active, context_xm_files
+from conta_core.runtime import loader_options
+from conta_core.training import Loop, Resume, fingerprint, fit, poly_lr, shuffled_loader
 
 log = logging.getLogger("conta.train_cls")
 
@@ -56,30 +56,6 @@ def _check_cfg(cls_cfg: dict) -> None:
             raise ValueError(f"classifier.{key}: missing from the classifier config")
 
 
-def _context_active(context_cfg: dict | None, xm_files, confounder_path) -> bool:
-    """Context on iff mode is conta or placebo and a confounder is given (round t > 0)."""
-    mode = (context_cfg or {}).get("mode", "none")
-    if mode not in ACTIVE_MODES:
-        if confounder_path is not None or xm_files is not None:
-            log.warning("context.mode = %s: ignoring the given X_m files / confounder", mode)
-        return False
-    if confounder_path is None:
-        if xm_files is not None:
-            raise ValueError("train_classifier: X_m files given without a confounder file")
-        log.info("context.mode = %s but no confounder: training the plain (round-0) classifier", mode)
-        return False
-    if xm_files is None:
-        raise ValueError(f"train_classifier: confounder {confounder_path} given without X_m files")
-    return True
-
-
-def _encode_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Tensor:
-    """uint8[B, S, S] augmented X_m -> float32[B, h, w] (context.xm_encoding, context.size)."""
-    size = (int(context_cfg["size"][0]), int(context_cfg["size"][1]))
-    enc = [encode_xm(m, context_cfg["xm_encoding"], num_fg, size) for m in xm.numpy()]
-    return torch.from_numpy(np.stack(enc))
-
-
 def make_optimizer(model: CAMNet, cls_cfg: dict) -> torch.optim.SGD:
     """SGD, groups (backbone: lr, new layers: lr * lr_new_mult, context module W_1/W_2:
     lr * lr_new_mult * context.lr_mult); group["initial_lr"] kept for poly."""
@@ -92,10 +68,9 @@ def make_optimizer(model: CAMNet, cls_cfg: dict) -> torch.optim.SGD:
 
 
 def poly_step(optimizer: torch.optim.Optimizer, step: int, max_step: int, power: float) -> float:
-    """Set lr = initial_lr * (1 - step / max_step) ** power in every group; return the base-group lr."""
-    factor = (1.0 - step / max_step) ** power
+    """Set every group's lr to poly_lr(initial_lr, ...); return the base-group lr."""
     for g in optimizer.param_groups:
-        g["lr"] = g["initial_lr"] * factor
+        g["lr"] = poly_lr(g["initial_lr"], step, max_step, power)
     return optimizer.param_groups[0]["lr"]
 
 
@@ -112,6 +87,7 @@ def train_classifier(
     confounder_path: str | os.PathLike | None = None,
     num_workers: int = 0,
     dataset: Dataset | None = None,
+    checkpoint: dict | None = None,
 ) -> None:
     """Train the CAM classifier on `ids` and save {"state_dict", "config", ...} to out_path.
 
@@ -120,9 +96,11 @@ def train_classifier(
     log_csv: per-iteration table (epoch, iter, loss, lr). num_workers: DataLoader worker
     processes (config loader_workers; results do not depend on it). dataset: optional
     replacement of the manifest dataset with the same items (tests, custom data).
+    checkpoint: the `checkpoint` config section (conta_core.training: resumable checkpoints
+    in <out_path>.resume/, resumed by a rerun).
     """
     _check_cfg(cls_cfg)
-    active = _context_active(context_cfg, xm_files, confounder_path)
+    active = context_active(context_cfg, xm_files, confounder_path, "train_classifier")
     confounder = load_confounder(confounder_path)[0] if active else None
     num_fg = manifest.num_fg
     with torch.random.fork_rng(devices=[]):
@@ -132,14 +110,18 @@ def train_classifier(
     if dataset is None:
         dataset = make_dataset(manifest, ids, cls_cfg, seed, context_xm_files(context_cfg, xm_files) if active else None)
     batch_size = int(cls_cfg["batch_size"])
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        **loader_options(num_workers, device, seed))
+    loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
     epochs = int(cls_cfg["epochs"])
     max_step = epochs * len(loader)
     if max_step == 0:
         raise ValueError(f"classifier.batch_size: {batch_size} exceeds the {len(dataset)} training images (drop_last)")
     optimizer = make_optimizer(model, cls_cfg)
-    rows = _train_loop(model, loader, optimizer, epochs, max_step, cls_cfg, context_cfg if active else None, device)
+    ctx = context_cfg if active else None
+    resume = Resume(out_path, checkpoint, "train_cls",
+                    fingerprint("train_cls", cls_cfg, ctx, list(ids), seed, len(dataset), str(confounder_path)))
+    step_fn = functools.partial(_step, model, optimizer, max_step, float(cls_cfg["poly_power"]), ctx, device)
+    rows = fit(Loop("train_cls", model, optimizer, max_step, len(loader), batches, step_fn, resume,
+                    [loader.generator], functools.partial(_end_epoch, epochs, model.num_fg)))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = {"classifier": dict(cls_cfg), "context": dict(context_cfg) if active else None, "num_fg": num_fg}
     save_torch(out_path, {"state_dict": state, "config": config, "class_names": list(manifest.class_names),
@@ -147,6 +129,7 @@ def train_classifier(
     if log_csv is not None:
         columns = ["epoch", "iter", "loss", "lr"] + (list(GRAD_COLUMNS) if active else [])
         write_csv(log_csv, pd.DataFrame(rows, columns=columns))
+    resume.finish()
 
 
 def context_grad_norms(model: CAMNet) -> dict[str, float]:
@@ -160,39 +143,32 @@ def context_grad_norms(model: CAMNet) -> dict[str, float]:
             "grad_m_weight": norm(m_channel)}
 
 
-def _train_loop(model: CAMNet, loader: DataLoader, optimizer: torch.optim.Optimizer, epochs: int, max_step: int,
-                cls_cfg: dict, context_cfg: dict | None, device) -> list[dict]:
-    """Run the epochs; returns the per-iteration log rows."""
-    rows, step = [], 0
-    bar = tqdm(total=max_step, desc="train_cls", disable=not progress_enabled())
-    for epoch in range(epochs):
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        loss_sum, correct, seen = 0.0, 0.0, 0
-        for batch in loader:
-            lr = poly_step(optimizer, step, max_step, float(cls_cfg["poly_power"]))
-            x = batch["image"].to(device, non_blocking=True)
-            y = batch["label"].to(device, non_blocking=True)
-            xm = None
-            if context_cfg is not None:
-                xm = _encode_batch(batch["xm"], context_cfg, model.num_fg).to(device, non_blocking=True)
-            logits = model(x, xm)
-            loss = F.multilabel_soft_margin_loss(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            row = {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr}
-            if context_cfg is not None:
-                row.update(context_grad_norms(model))
-            optimizer.step()
-            loss_value = row["loss"]
-            rows.append(row)
-            loss_sum += loss_value * len(y)
-            correct += float(((logits.detach() > 0).float() == y).float().sum())
-            seen += len(y)
-            step += 1
-            bar.update(1)
-        # accuracy: fraction of (image, class) decisions right at sigmoid 0.5
-        log.info("epoch %d/%d: loss %.4f, label accuracy %.4f", epoch + 1, epochs, loss_sum / seen,
-                 correct / (seen * model.num_fg))
-    bar.close()
-    return rows
+def _step(model: CAMNet, optimizer: torch.optim.Optimizer, max_step: int, power: float, context_cfg: dict | None,
+          device, batch: dict, step: int, epoch: int) -> dict:
+    """One SGD step; the row (epoch, iter, loss, lr, [grad norms], _correct, _n)."""
+    lr = poly_step(optimizer, step, max_step, power)
+    x = batch["image"].to(device, non_blocking=True)
+    y = batch["label"].to(device, non_blocking=True)
+    xm = None
+    if context_cfg is not None:
+        xm = encode_xm_batch(batch["xm"], context_cfg, model.num_fg).to(device, non_blocking=True)
+    logits = model(x, xm)
+    loss = F.multilabel_soft_margin_loss(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    row = {"epoch": epoch, "iter": step, "loss": float(loss.detach()), "lr": lr}
+    if context_cfg is not None:
+        row.update(context_grad_norms(model))
+    optimizer.step()
+    row["_correct"] = float(((logits.detach() > 0).float() == y).float().sum())
+    row["_n"] = len(y)
+    return row
+
+
+def _end_epoch(epochs: int, num_fg: int, epoch: int, rows: list[dict]) -> None:
+    """Log the epoch's mean loss and label accuracy (fraction of (image, class) decisions right at 0.5)."""
+    mine = [r for r in rows if r["epoch"] == epoch]
+    seen = sum(r["_n"] for r in mine)
+    loss = sum(r["loss"] * r["_n"] for r in mine) / seen
+    log.info("epoch %d/%d: loss %.4f, label accuracy %.4f", epoch + 1, epochs, loss,
+             sum(r["_correct"] for r in mine) / (seen * num_fg))

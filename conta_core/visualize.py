@@ -34,11 +34,11 @@ import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import atomic_path, load_cam, load_image, load_label_png, voc_palette
-from conta_core.runtime import progress_enabled
+from conta_core.layout import RunLayout
+from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, atomic_path, load_cam, load_image, load_label_png, voc_palette
+from conta_core.runtime import track
 
 log = logging.getLogger("conta.visualize")
 
@@ -53,7 +53,6 @@ OVERLAY_ALPHA = 0.5  # weight of label colours over the image (conta predict ove
 MISSING_GREY = 160  # grey level of a "missing" tile
 PAD_GREY = 230  # letterbox padding of non-square tiles (light grey: white means "ignore")
 GAP_FRACTION = 32  # white gap around each tile's content = max(1, tile_px // GAP_FRACTION)
-IGNORE_LABEL = 255
 CAM_COLORMAP = "jet"
 CONTEXT_COLORMAP = "viridis"
 SAMPLE_SPLITS = ("train_eval", "train")  # split that render_samples draws ids from (first present)
@@ -212,7 +211,7 @@ def _context_tile(run_dir: Path, image_id: str, t: int, names: list[str], size: 
                   device: torch.device) -> Tile:
     """The M_t tile of round t > 0 (see module docstring); a note tile when it cannot be computed."""
     title = f"M_{t}"
-    ckpt = run_dir / f"round{t}" / "cls" / "model.pth"
+    ckpt = Path(RunLayout(run_dir).model(t, "cls"))
     if not ckpt.is_file():
         return Tile(title, note="no classifier")
     try:
@@ -267,7 +266,7 @@ def _row_tiles(run_dir: Path, manifest: Manifest, image_id: str, t: int, img: np
     classes = list(manifest.labels.get(image_id, []))
     image_tile = Tile("image", img) if img is not None else Tile("image")
     row = [image_tile, gt]
-    row += _cam_tiles(find_artifact(rd, "cam", image_id, ".npy"), img, classes, manifest.class_names)
+    row += _cam_tiles(find_artifact(rd, "cam", image_id, CAM_SUFFIX), img, classes, manifest.class_names)
     row += [
         _label_tile("IR label", find_artifact(rd, "ir_label", image_id, ".png")),
         _label_tile("pseudo-mask", find_artifact(rd, "pseudo_mask", image_id, ".png")),
@@ -315,7 +314,7 @@ def render_image_grid(
     if not rounds:
         raise ValueError(f"render_image_grid: no rounds given for image {image_id!r}")
     if manifest is None:
-        manifest = Manifest.load(run_dir / "data" / "manifest.json")
+        manifest = Manifest.load(RunLayout(run_dir).manifest)
     device = torch.device(device)
     img, gt = _load_inputs(manifest, image_id)
     with_context = any(t > 0 for t in rounds)
@@ -381,7 +380,7 @@ def render_samples(
     Returns the written paths. Unknown ids raise ValueError naming the id and the manifest.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    manifest_path = run_dir / "data" / "manifest.json"
+    manifest_path = Path(RunLayout(run_dir).manifest)
     manifest = Manifest.load(manifest_path)
     if ids is None:
         ids = sample_ids(manifest, num_images, seed)
@@ -390,7 +389,7 @@ def render_samples(
         raise ValueError(f"{manifest_path}: report.image_ids has unknown image id {unknown[0]!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for image_id in tqdm(ids, desc="visualize", disable=not progress_enabled()):
+    for image_id in track(ids, "visualize"):
         out = out_dir / f"{image_id}.png"
         render_image_grid(run_dir, image_id, rounds, out, tile_px=tile_px, dpi=dpi, device=device, manifest=manifest)
         paths.append(out)

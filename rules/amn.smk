@@ -15,110 +15,82 @@ if AMN:
     rule train_amn:
         input:
             manifest=MANIFEST,
-            ir_labels=lambda w: shard_dirs(w.t, "ir_label"),
-            classifier=f"{R}/round{{t}}/cls/model.pth",
-            xm=lambda w: xm_dirs(w.t),
-            confounder=lambda w: confounder_input(w.t),
+            ir_label_dir=ir_labels_of,
+            classifier=L.model("{t}", "cls"),
+            xm_dir=xm_of,
+            confounder=confounder_of,
         output:
-            model=f"{R}/round{{t}}/amn/model.pth",
-            log_csv=f"{R}/round{{t}}/amn/train_log.csv",
-        params:
-            loader_workers=config["loader_workers"],
-            py=PY,
-            script=script("train_amn.py"),
-            cfg=amn_train_json(),
-            labels=lambda w, input: flags("--ir-label-dir", input.ir_labels),
-            extra=lambda w, input: context_flags(input.xm, input.confounder),
-            device=config["device"],
-            seed=round_seed,
+            out=L.model("{t}", "amn"),
+            train_log=L.train_log("{t}", "amn"),
         log:
-            f"{R}/logs/train_amn/round{{t}}.log",
+            L.log("train_amn", "round{t}"),
         benchmark:
-            f"{R}/benchmarks/train_amn/round{{t}}.tsv"
+            L.benchmark("train_amn", "round{t}")
+        conda:
+            CONDA_ENV
         threads: config["threads"]
         resources:
             gpu=GPU,
-        conda:
-            CONDA_ENV
-        shell:
-            "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-            " {params.labels} --classifier {input.classifier} --out {output.model} --log {output.log_csv}"
-            " {params.extra} --device {params.device} --threads {threads} --seed {params.seed} --loader-workers {params.loader_workers} > {log} 2>&1"
+        params:
+            cfg=amn_train_json(),
+            split="train",
+            device=config["device"],
+            seed=round_seed,
+            loader_workers=config["loader_workers"],
+        script:
+            "../workflow_scripts/train_amn.py"
 
     rule make_amn_cam:
         input:
             manifest=MANIFEST,
-            model=f"{R}/round{{t}}/amn/model.pth",
-            ir_labels=lambda w: shard_dirs(w.t, "ir_label"),
-            xm=lambda w: xm_dirs(w.t),
+            model=L.model("{t}", "amn"),
+            ir_label_dir=ir_labels_of,
+            xm_dir=xm_of,
         output:
-            directory(f"{R}/round{{t}}/amn_cam/{{shard}}"),
-        params:
-            py=PY,
-            script=script("make_amn_cam.py"),
-            cfg=amn_infer_json(),
-            labels=lambda w, input: flags("--ir-label-dir", input.ir_labels),
-            xm=lambda w, input: flags("--xm-dir", input.xm),
-            shards=len(SHARDS),
-            device=config["device"],
-            seed=round_seed,
+            out_dir=directory(L.shard_dir("{t}", "amn_cam", "{shard}")),
         log:
-            f"{R}/logs/make_amn_cam/round{{t}}_{{shard}}.log",
+            L.log("make_amn_cam", "round{t}_{shard}"),
         benchmark:
-            f"{R}/benchmarks/make_amn_cam/round{{t}}_{{shard}}.tsv"
+            L.benchmark("make_amn_cam", "round{t}_{shard}")
+        conda:
+            CONDA_ENV
         threads: config["threads"]
         resources:
             gpu=GPU,
-        conda:
-            CONDA_ENV
-        shell:
-            "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-            " --shard {wildcards.shard} --num-shards {params.shards} --model {input.model} {params.labels}"
-            " --out-dir {output} {params.xm} --device {params.device} --threads {threads}"
-            " --seed {params.seed} > {log} 2>&1"
+        params:
+            cfg=amn_infer_json(),
+            split="train",
+            num_shards=len(SHARDS),
+            device=config["device"],
+            seed=round_seed,
+        script:
+            "../workflow_scripts/make_amn_cam.py"
 
-    rule eval_amn_cam:
+    use rule eval_cam as eval_amn_cam with:
         input:
             manifest=MANIFEST,
-            cams=lambda w: shard_dirs(w.t, "amn_cam"),
+            cams_dir=amn_cams_of,
         output:
-            f"{R}/round{{t}}/amn_cam_eval.csv",
+            out=L.eval_csv("{t}", "amn_cam"),
+        log:
+            L.log("eval_amn_cam", "round{t}"),
+        benchmark:
+            L.benchmark("eval_amn_cam", "round{t}")
         params:
-            py=PY,
-            script=script("eval_cam.py"),
             cfg=amn_eval_json(),
-            cams=lambda w, input: flags("--cams-dir", input.cams),
-        log:
-            f"{R}/logs/eval_amn_cam/round{{t}}.log",
-        benchmark:
-            f"{R}/benchmarks/eval_amn_cam/round{{t}}.tsv"
-        threads: 1
-        conda:
-            CONDA_ENV
-        shell:
-            "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
-            " {params.cams} --out {output} > {log} 2>&1"
+            split="train_eval",
 
-    rule make_amn_ir_label:
+    use rule make_ir_label as make_amn_ir_label with:
         input:
             manifest=MANIFEST,
-            cams=lambda w: shard_dirs(w.t, "amn_cam"),
+            cams_dir=amn_cams_of,
         output:
-            directory(f"{R}/round{{t}}/amn_ir_label/{{shard}}"),
-        params:
-            py=PY,
-            script=script("make_ir_label.py"),
-            cfg=amn_ir_label_json(),
-            cams=lambda w, input: flags("--cams-dir", input.cams),
-            shards=len(SHARDS),
+            out_dir=directory(L.shard_dir("{t}", "amn_ir_label", "{shard}")),
         log:
-            f"{R}/logs/make_amn_ir_label/round{{t}}_{{shard}}.log",
+            L.log("make_amn_ir_label", "round{t}_{shard}"),
         benchmark:
-            f"{R}/benchmarks/make_amn_ir_label/round{{t}}_{{shard}}.tsv"
-        threads: config["threads"]
-        conda:
-            CONDA_ENV
-        shell:
-            "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-            " --shard {wildcards.shard} --num-shards {params.shards} {params.cams} --out-dir {output}"
-            " --threads {threads} > {log} 2>&1"
+            L.benchmark("make_amn_ir_label", "round{t}_{shard}")
+        params:
+            cfg=amn_ir_label_json(),
+            split="train",
+            num_shards=len(SHARDS),

@@ -6,110 +6,95 @@ rule train_cls:
     input:
         pretrained=pretrain_input("classifier"),
         manifest=MANIFEST,
-        xm=lambda w: xm_dirs(w.t),
-        confounder=lambda w: confounder_input(w.t),
+        xm_dir=xm_of,
+        confounder=confounder_of,
     output:
-        model=f"{R}/round{{t}}/cls/model.pth",
-        log_csv=f"{R}/round{{t}}/cls/train_log.csv",
-    params:
-        loader_workers=config["loader_workers"],
-        py=PY,
-        script=script("train_cls.py"),
-        cfg=cfg_json("classifier", "context"),
-        extra=lambda w, input: context_flags(input.xm, input.confounder),
-        device=config["device"],
-        seed=round_seed,
+        out=L.model("{t}", "cls"),
+        train_log=L.train_log("{t}", "cls"),
     log:
-        f"{R}/logs/train_cls/round{{t}}.log",
+        L.log("train_cls", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/train_cls/round{{t}}.tsv"
+        L.benchmark("train_cls", "round{t}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " --out {output.model} --log {output.log_csv} {params.extra}"
-        " --device {params.device} --threads {threads} --seed {params.seed} --loader-workers {params.loader_workers} > {log} 2>&1"
+    params:
+        cfg=cfg_json("classifier", "context"),
+        split="train",
+        device=config["device"],
+        seed=round_seed,
+        loader_workers=config["loader_workers"],
+    script:
+        "../workflow_scripts/train_cls.py"
 
 
 rule make_cam:
     input:
         manifest=MANIFEST,
-        model=f"{R}/round{{t}}/cls/model.pth",
-        xm=lambda w: xm_dirs(w.t),
+        model=L.model("{t}", "cls"),
+        xm_dir=xm_of,
     output:
-        directory(f"{R}/round{{t}}/cam/{{shard}}"),
-    params:
-        py=PY,
-        script=script("make_cam.py"),
-        cfg=section_json("cam"),
-        xm=lambda w, input: flags("--xm-dir", input.xm),
-        shards=len(SHARDS),
-        device=config["device"],
+        out_dir=directory(L.shard_dir("{t}", "cam", "{shard}")),
     log:
-        f"{R}/logs/make_cam/round{{t}}_{{shard}}.log",
+        L.log("make_cam", "round{t}_{shard}"),
     benchmark:
-        f"{R}/benchmarks/make_cam/round{{t}}_{{shard}}.tsv"
+        L.benchmark("make_cam", "round{t}_{shard}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " --shard {wildcards.shard} --num-shards {params.shards} --model {input.model} --out-dir {output}"
-        " {params.xm} --device {params.device} --threads {threads} > {log} 2>&1"
+    params:
+        cfg=section_json("cam"),
+        split="train",
+        num_shards=len(SHARDS),
+        device=config["device"],
+    script:
+        "../workflow_scripts/make_cam.py"
 
 
 rule eval_cam:
     input:
         manifest=MANIFEST,
-        cams=lambda w: shard_dirs(w.t, "cam"),
+        cams_dir=cams_of,
     output:
-        f"{R}/round{{t}}/cam_eval.csv",
-    params:
-        py=PY,
-        script=script("eval_cam.py"),
-        cfg=section_json("cam"),
-        cams=lambda w, input: flags("--cams-dir", input.cams),
+        out=L.eval_csv("{t}", "cam"),
     log:
-        f"{R}/logs/eval_cam/round{{t}}.log",
+        L.log("eval_cam", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/eval_cam/round{{t}}.tsv"
-    threads: 1
+        L.benchmark("eval_cam", "round{t}")
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
-        " {params.cams} --out {output} > {log} 2>&1"
+    threads: 1
+    params:
+        cfg=section_json("cam"),
+        split="train_eval",
+    script:
+        "../workflow_scripts/eval_cam.py"
 
 
 rule context_diagnostics:
     input:
         manifest=MANIFEST,
-        model=f"{R}/round{{t}}/cls/model.pth",
-        log_csv=f"{R}/round{{t}}/cls/train_log.csv",
-        xm=lambda w: xm_dirs(w.t),
+        model=L.model("{t}", "cls"),
+        train_log=L.train_log("{t}", "cls"),
+        xm_dir=xm_of,
     output:
-        f"{R}/round{{t}}/context_diagnostics.json",
-    params:
-        py=PY,
-        script=script("context_diagnostics.py"),
-        cfg=json.dumps({"diagnostics_images": config["context"]["diagnostics_images"]}),
-        xm=lambda w, input: flags("--xm-dir", input.xm),
-        device=config["device"],
+        out=L.diagnostics("{t}"),
     log:
-        f"{R}/logs/context_diagnostics/round{{t}}.log",
+        L.log("context_diagnostics", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/context_diagnostics/round{{t}}.tsv"
+        L.benchmark("context_diagnostics", "round{t}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train_eval"
-        " --model {input.model} --train-log {input.log_csv} {params.xm} --out {output}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+    params:
+        cfg=json.dumps({"diagnostics_images": config["context"]["diagnostics_images"]}),
+        split="train_eval",
+        device=config["device"],
+    script:
+        "../workflow_scripts/context_diagnostics.py"

@@ -5,22 +5,20 @@
 rule confounder:
     input:
         manifest=MANIFEST,
-        masks=lambda w: confounder_masks(w.t),
+        mask_dir=confounder_masks_of,
     output:
-        f"{R}/round{{t}}/confounder.h5",
-    params:
-        py=PY,
-        script=script("confounder.py"),
-        cfg=section_json("context"),
-        masks=lambda w, input: flags("--mask-dir", input.masks),
-        source=config["context"]["confounder_source"],
+        out=L.confounder("{t}"),
     log:
-        f"{R}/logs/confounder/round{{t}}.log",
+        L.log("confounder", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/confounder/round{{t}}.tsv"
-    threads: 1
+        L.benchmark("confounder", "round{t}")
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " {params.masks} --round {wildcards.t} --source {params.source} --out {output} > {log} 2>&1"
+    threads: 1
+    params:
+        cfg=section_json("context"),
+        split="train",
+        round=round_of,
+        source=config["context"]["confounder_source"],
+    script:
+        "../workflow_scripts/confounder.py"

@@ -1,112 +1,99 @@
 # Step 3 of a round: CAM -> dense-CRF IR labels -> IRNet boundary net -> random walk ->
 # pseudo-masks, and their mIoU against GT on the training split.
 # method amn (rules/amn.smk): IRNet and the walk take the AMN maps and AMN IR labels instead,
-# and the walk starts from amn_cam ** amn.rw_power (seed_dirs, walk_cam_dirs and
+# and the walk starts from amn_cam ** amn.rw_power (seed_labels_of, walk_cams_of and
 # random_walk_json in rules/common.smk). With method irn nothing here changes.
 
 
 rule make_ir_label:
     input:
         manifest=MANIFEST,
-        cams=lambda w: shard_dirs(w.t, "cam"),
+        cams_dir=cams_of,
     output:
-        directory(f"{R}/round{{t}}/ir_label/{{shard}}"),
-    params:
-        py=PY,
-        script=script("make_ir_label.py"),
-        cfg=section_json("ir_label"),
-        cams=lambda w, input: flags("--cams-dir", input.cams),
-        shards=len(SHARDS),
+        out_dir=directory(L.shard_dir("{t}", "ir_label", "{shard}")),
     log:
-        f"{R}/logs/make_ir_label/round{{t}}_{{shard}}.log",
+        L.log("make_ir_label", "round{t}_{shard}"),
     benchmark:
-        f"{R}/benchmarks/make_ir_label/round{{t}}_{{shard}}.tsv"
-    threads: config["threads"]
+        L.benchmark("make_ir_label", "round{t}_{shard}")
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " --shard {wildcards.shard} --num-shards {params.shards} {params.cams} --out-dir {output}"
-        " --threads {threads} > {log} 2>&1"
+    threads: config["threads"]
+    params:
+        cfg=section_json("ir_label"),
+        split="train",
+        num_shards=len(SHARDS),
+    script:
+        "../workflow_scripts/make_ir_label.py"
 
 
 rule train_irn:
     input:
         manifest=MANIFEST,
-        ir_labels=lambda w: seed_dirs(w.t),
-        classifier=f"{R}/round{{t}}/cls/model.pth",
+        ir_label_dir=seed_labels_of,
+        classifier=L.model("{t}", "cls"),
     output:
-        model=f"{R}/round{{t}}/irn/model.pth",
-        log_csv=f"{R}/round{{t}}/irn/train_log.csv",
-    params:
-        loader_workers=config["loader_workers"],
-        py=PY,
-        script=script("train_irn.py"),
-        cfg=section_json("irn"),
-        labels=lambda w, input: flags("--ir-label-dir", input.ir_labels),
-        device=config["device"],
-        seed=round_seed,
+        out=L.model("{t}", "irn"),
+        train_log=L.train_log("{t}", "irn"),
     log:
-        f"{R}/logs/train_irn/round{{t}}.log",
+        L.log("train_irn", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/train_irn/round{{t}}.tsv"
+        L.benchmark("train_irn", "round{t}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " {params.labels} --classifier {input.classifier} --out {output.model} --log {output.log_csv}"
-        " --device {params.device} --threads {threads} --seed {params.seed} --loader-workers {params.loader_workers} > {log} 2>&1"
+    params:
+        cfg=section_json("irn"),
+        split="train",
+        device=config["device"],
+        seed=round_seed,
+        loader_workers=config["loader_workers"],
+    script:
+        "../workflow_scripts/train_irn.py"
 
 
 rule random_walk:
     input:
         manifest=MANIFEST,
-        cams=lambda w: walk_cam_dirs(w.t),
-        irn=f"{R}/round{{t}}/irn/model.pth",
+        cams_dir=walk_cams_of,
+        irn=L.model("{t}", "irn"),
     output:
-        directory(f"{R}/round{{t}}/pseudo_mask/{{shard}}"),
-    params:
-        py=PY,
-        script=script("random_walk.py"),
-        cfg=random_walk_json(),
-        cams=lambda w, input: flags("--cams-dir", input.cams),
-        shards=len(SHARDS),
-        device=config["device"],
+        out_dir=directory(L.shard_dir("{t}", "pseudo_mask", "{shard}")),
     log:
-        f"{R}/logs/random_walk/round{{t}}_{{shard}}.log",
+        L.log("random_walk", "round{t}_{shard}"),
     benchmark:
-        f"{R}/benchmarks/random_walk/round{{t}}_{{shard}}.tsv"
+        L.benchmark("random_walk", "round{t}_{shard}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " --shard {wildcards.shard} --num-shards {params.shards} {params.cams} --irn {input.irn}"
-        " --out-dir {output} --device {params.device} --threads {threads} > {log} 2>&1"
+    params:
+        cfg=random_walk_json(),
+        split="train",
+        num_shards=len(SHARDS),
+        device=config["device"],
+    script:
+        "../workflow_scripts/random_walk.py"
 
 
 rule eval_pseudo:
     input:
         manifest=MANIFEST,
-        masks=lambda w: shard_dirs(w.t, "pseudo_mask"),
+        pred_dir=pseudo_masks_of,
     output:
-        f"{R}/round{{t}}/pseudo_mask_eval.csv",
-    params:
-        py=PY,
-        script=script("eval_masks.py"),
-        masks=lambda w, input: flags("--pred-dir", input.masks),
+        out=L.eval_csv("{t}", "pseudo_mask"),
     log:
-        f"{R}/logs/eval_pseudo/round{{t}}.log",
+        L.log("eval_pseudo", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/eval_pseudo/round{{t}}.tsv"
-    threads: 1
+        L.benchmark("eval_pseudo", "round{t}")
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg '{{}}' --manifest {input.manifest} --split train_eval"
-        " {params.masks} --stage pseudo_mask --out {output} > {log} 2>&1"
+    threads: 1
+    params:
+        cfg="{}",
+        split="train_eval",
+        stage="pseudo_mask",
+    script:
+        "../workflow_scripts/eval_masks.py"

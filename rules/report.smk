@@ -4,37 +4,30 @@
 
 rule round_summary:
     input:
-        lambda w: round_evals(w.t),
+        round_evals_of,
     output:
-        f"{R}/round{{t}}/summary.csv",
-    params:
-        py=PY,
-        script=script("summary.py"),
-        run_dir=lambda w, output: run_dir_of(output[0], f"round{w.t}/summary.csv"),
-        rounds=lambda w: round_list(w.t),
+        out=L.summary("{t}"),
     log:
-        f"{R}/logs/summary/round{{t}}.log",
-    threads: 1
+        L.log("summary", "round{t}"),
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --run-dir {params.run_dir} --rounds {params.rounds} --out {output} > {log} 2>&1"
+    threads: 1
+    params:
+        run_dir=run_dir_param,
+        rounds=rounds_of,
+        no_ground_truth=not HAS_GT,
+    script:
+        "../workflow_scripts/summary.py"
 
 
-rule summary:
+use rule round_summary as summary with:
     input:
         round_evals(T),
     output:
-        f"{R}/summary.csv",
-    params:
-        py=PY,
-        script=script("summary.py"),
-        run_dir=lambda w, output: run_dir_of(output[0], "summary.csv"),
-        rounds=round_list(T),
+        out=L.summary(),
     log:
-        f"{R}/logs/summary/all.log",
-    threads: 1
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --run-dir {params.run_dir} --rounds {params.rounds} --out {output} > {log} 2>&1"
+        L.log("summary", "all"),
+    params:
+        run_dir=run_dir_param,
+        rounds=list(range(T + 1)),
+        no_ground_truth=not HAS_GT,

@@ -7,78 +7,68 @@ rule train_seg:
     input:
         pretrained=pretrain_input("segmentation"),
         manifest=MANIFEST,
-        labels=lambda w: shard_dirs(w.t, "pseudo_mask"),
+        label_dir=pseudo_masks_of,
     output:
-        model=f"{R}/round{{t}}/seg/model.pth",
-        log_csv=f"{R}/round{{t}}/seg/train_log.csv",
-    params:
-        loader_workers=config["loader_workers"],
-        py=PY,
-        script=script("train_seg.py"),
-        cfg=section_json("segmentation"),
-        labels=lambda w, input: flags("--label-dir", input.labels),
-        device=config["device"],
-        seed=round_seed,
+        out=L.model("{t}", "seg"),
+        train_log=L.train_log("{t}", "seg"),
     log:
-        f"{R}/logs/train_seg/round{{t}}.log",
+        L.log("train_seg", "round{t}"),
     benchmark:
-        f"{R}/benchmarks/train_seg/round{{t}}.tsv"
+        L.benchmark("train_seg", "round{t}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split train"
-        " {params.labels} --out {output.model} --log {output.log_csv}"
-        " --device {params.device} --threads {threads} --seed {params.seed} --loader-workers {params.loader_workers} > {log} 2>&1"
+    params:
+        cfg=section_json("segmentation"),
+        split="train",
+        device=config["device"],
+        seed=round_seed,
+        loader_workers=config["loader_workers"],
+    script:
+        "../workflow_scripts/train_seg.py"
 
 
 rule infer_seg:
     input:
         manifest=MANIFEST,
-        model=f"{R}/round{{t}}/seg/model.pth",
+        model=L.model("{t}", "seg"),
     output:
-        directory(f"{R}/round{{t}}/seg_pred/{{split}}/{{shard}}"),
-    params:
-        py=PY,
-        script=script("infer_seg.py"),
-        cfg=section_json("segmentation"),
-        shards=len(SHARDS),
-        device=config["device"],
+        out_dir=directory(L.seg_pred_dir("{t}", "{split}", "{shard}")),
     log:
-        f"{R}/logs/infer_seg/round{{t}}_{{split}}_{{shard}}.log",
+        L.log("infer_seg", "round{t}_{split}_{shard}"),
     benchmark:
-        f"{R}/benchmarks/infer_seg/round{{t}}_{{split}}_{{shard}}.tsv"
+        L.benchmark("infer_seg", "round{t}_{split}_{shard}")
+    conda:
+        CONDA_ENV
     threads: config["threads"]
     resources:
         gpu=GPU,
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg {params.cfg:q} --manifest {input.manifest} --split {wildcards.split}"
-        " --shard {wildcards.shard} --num-shards {params.shards} --model {input.model} --out-dir {output}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+    params:
+        cfg=section_json("segmentation"),
+        num_shards=len(SHARDS),
+        device=config["device"],
+    script:
+        "../workflow_scripts/infer_seg.py"
 
 
 rule eval_seg:
     input:
         manifest=MANIFEST,
-        preds=lambda w: seg_pred_dirs(w.t, w.split),
+        pred_dir=seg_preds_of,
     output:
-        f"{R}/round{{t}}/seg_eval_{{split}}.csv",
-    params:
-        py=PY,
-        script=script("eval_masks.py"),
-        preds=lambda w, input: flags("--pred-dir", input.preds),
-        eval_split=lambda w: "train_eval" if w.split == "train" else w.split,
+        out=L.seg_eval_csv("{t}", "{split}"),
     log:
-        f"{R}/logs/eval_seg/round{{t}}_{{split}}.log",
+        L.log("eval_seg", "round{t}_{split}"),
     benchmark:
-        f"{R}/benchmarks/eval_seg/round{{t}}_{{split}}.tsv"
-    threads: 1
+        L.benchmark("eval_seg", "round{t}_{split}")
     conda:
         CONDA_ENV
-    shell:
-        "{params.py} {params.script} --cfg '{{}}' --manifest {input.manifest} --split {params.eval_split}"
-        " {params.preds} --stage seg_{wildcards.split} --out {output} > {log} 2>&1"
+    threads: 1
+    params:
+        cfg="{}",
+        split=eval_split_of,
+        stage=seg_stage_of,
+    script:
+        "../workflow_scripts/eval_masks.py"

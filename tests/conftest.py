@@ -12,24 +12,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Tiny but complete: every stage runs, each on a few 48 px images, in seconds.
-TINY_OVERRIDES: dict = {
-    "shards": 2,
-    "threads": 1,
-    "rounds": 2,
-    "device": "cpu",
-    "dataset": {
-        "kind": "synthetic",
-        "synthetic": {"num_train": 16, "num_val": 6, "image_size": 48, "seed": 0},
-    },
-    "pretrain": {"num_images": 16, "image_size": 32, "epochs": 1, "batch_size": 8},
-    "classifier": {"epochs": 1, "batch_size": 8, "crop_size": 48},
-    "cam": {"scales": [1.0, 0.5]},
-    "irn": {"epochs": 1, "batch_size": 8, "crop_size": 48},
-    "random_walk": {"exp_times": 4},
-    "segmentation": {"iterations": 4, "batch_size": 4, "crop_size": 48},
-    "context": {"size": [8, 8]},
-}
+# Tiny but complete: every stage runs, each on a few 48 px images, in seconds. The settings
+# are the workflow's test config (.test/config.yaml) without its run name and results folder.
+TINY_OVERRIDES: dict = {k: v for k, v in yaml.safe_load((REPO / ".test/config.yaml").read_text()).items()
+                        if k not in ("run", "results_dir")}
 
 
 def write_config(path: Path, results_dir: Path, run: str = "tiny", extra: dict | None = None) -> Path:
@@ -54,6 +40,21 @@ def run_snakemake(workdir: Path, configfile: Path, *args: str, check: bool = Tru
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
     return proc
+
+
+def dry_run_jobs(stdout: str) -> list[dict[str, str]]:
+    """The jobs of a `snakemake -n` listing: [{"rule", "input", "output", "wildcards"}, ...]."""
+    import re
+
+    jobs = []
+    for block in re.split(r"^(?:local)?rule ", stdout, flags=re.M)[1:]:
+        head, _, body = block.partition(":\n")
+        job = {"rule": head.strip()}
+        for key in ("input", "output", "wildcards"):
+            m = re.search(rf"^\s+{key}: (.*)$", body, flags=re.M)
+            job[key] = m.group(1) if m else ""
+        jobs.append(job)
+    return jobs
 
 
 @pytest.fixture

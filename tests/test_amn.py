@@ -2,6 +2,8 @@
 
 import math
 
+import signal
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from conta_core.io import load_cam, load_torch, save_label_png, save_torch
 from conta_core.models.amn import AMNNet, build_amn, init_from_classifier, load_amn
 from conta_core.models.classifier import build_classifier
 from conta_core.summary import AMN_COLUMNS, SUMMARY_COLUMNS, summarize
+from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 
@@ -210,7 +213,7 @@ def test_train_with_context_and_classifier_init(tmp_path):
         train_amn(manifest, ids, {}, TRAIN_CFG, None, "cpu", tmp_path / "x.pth", seed=0)
     xm_dir = tmp_path / "amn_cam"
     make_amn_cams(manifest, ids[:1], out, xm_dir, INFER_CFG, "cpu", seeds, xm_files=seeds)
-    assert (xm_dir / f"{ids[0]}.npy").exists()
+    assert (xm_dir / f"{ids[0]}.npz").exists()
     with pytest.raises(ValueError, match="X_m"):
         make_amn_cams(manifest, ids[1:2], out, xm_dir, INFER_CFG, "cpu", seeds)
 
@@ -272,15 +275,15 @@ def test_make_amn_cams_standard_format_and_resume(tmp_path):
     out = tmp_path / "amn_cam" / "0"
     make_amn_cams(manifest, ids, ckpt, out, INFER_CFG, "cpu", seeds)
     for image_id in ids:
-        d = load_cam(out / f"{image_id}.npy")
+        d = load_cam(out / f"{image_id}.npz")
         keys = np.asarray(manifest.labels[image_id]) - 1
         assert d["keys"].dtype == np.int64 and d["keys"].tolist() == keys.tolist()
         assert d["cam"].dtype == np.float32 and d["cam"].shape == (len(keys), 8, 8)
         assert d["high_res"].dtype == np.float32 and d["high_res"].shape == (len(keys), 32, 32)
         assert d["high_res"].min() >= 0 and d["high_res"].max() <= 1
-    mtime = (out / f"{ids[0]}.npy").stat().st_mtime_ns
+    mtime = (out / f"{ids[0]}.npz").stat().st_mtime_ns
     make_amn_cams(manifest, ids, ckpt, out, INFER_CFG, "cpu", seeds)
-    assert (out / f"{ids[0]}.npy").stat().st_mtime_ns == mtime
+    assert (out / f"{ids[0]}.npz").stat().st_mtime_ns == mtime
     with pytest.raises(ValueError, match="no IR label"):
         make_amn_cams(manifest, ids, ckpt, tmp_path / "other", INFER_CFG, "cpu", {})
     with pytest.raises(ValueError, match="cam.scales"):
@@ -295,7 +298,7 @@ def test_make_amn_cams_is_deterministic(tmp_path):
                       "config": {"amn": MODEL_CFG, "context": None, "num_fg": 2}})
     for run in ("a", "b"):
         make_amn_cams(manifest, ["im0"], ckpt, tmp_path / run, INFER_CFG, "cpu", seeds)
-    a, b = load_cam(tmp_path / "a/im0.npy"), load_cam(tmp_path / "b/im0.npy")
+    a, b = load_cam(tmp_path / "a/im0.npz"), load_cam(tmp_path / "b/im0.npz")
     assert np.array_equal(a["high_res"], b["high_res"]) and np.array_equal(a["cam"], b["cam"])
 
 
@@ -312,3 +315,21 @@ def test_summary_has_amn_columns_only_with_amn_evals(tmp_path):
     df = summarize(tmp_path, [0])
     assert list(df.columns) == SUMMARY_COLUMNS + AMN_COLUMNS
     assert df.loc[0, "amn_cam_miou"] == 50.0 and df.loc[0, "amn_cam_best_threshold"] == 0.25
+
+
+def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """SIGTERM after step 3 (mid epoch 1; dropout draws from the global RNG): the rerun resumes
+    and ends with the weights and log of an uninterrupted run."""
+    manifest, seeds = _toy(tmp_path)
+
+    def train(name):
+        out = tmp_path / name / "model.pth"
+        train_amn(manifest, manifest.ids("train"), seeds, TRAIN_CFG, None, "cpu", out, seed=3,
+                  log_csv=out.with_name("log.csv"))
+        return out
+
+    ref = train("ref")
+    out = tmp_path / "cut" / "model.pth"
+    stop_then_resume(monkeypatch, lambda: train("cut"), out, 3, signal.SIGTERM)
+    assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
+    pd.testing.assert_frame_equal(pd.read_csv(ref.with_name("log.csv")), pd.read_csv(out.with_name("log.csv")))

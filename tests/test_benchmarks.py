@@ -28,3 +28,13 @@ def test_confounder_benchmark_runs_and_keeps_its_inputs(tmp_path):
     kept = list(keep.iterdir())
     assert len(kept) == 1 and (kept[0] / "spec.json").is_file()
     assert (kept[0] / "out" / "fast_0" / "timed" / "confounder.h5").is_file()
+
+
+def test_cam_storage_benchmark_reports_every_format(tmp_path):
+    out = tmp_path / "storage.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_cam_storage.py"), "--classes", "1", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    sizes = json.loads(out.read_text())["bytes_per_image"]["1"]
+    assert set(sizes) == {"pickled_npy_float32", "npz_float32", "npz_float16_high_res", "npz_compressed_float32"}
+    assert abs(sizes["npz_float32"] - 4 * (500 * 375 + 125 * 94)) < 2000  # float32 maps + headers
+    assert sizes["npz_float16_high_res"] < 0.6 * sizes["npz_float32"]

@@ -126,12 +126,12 @@ def test_make_cams_writes_and_resumes(tmp_path):
     save_torch(model_path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": None, "num_fg": 3}})
     out = tmp_path / "cam" / "0"
     make_cams(m, ["x", "y"], model_path, out, {"scales": SCALES, "flip": True}, "cpu")
-    d = load_cam(out / "x.npy")
+    d = load_cam(out / "x.npz")
     np.testing.assert_array_equal(d["keys"], [0, 2])
     assert d["cam"].shape == (2, 5, 6) and d["high_res"].shape == (2, 20, 24)
-    mtime = (out / "x.npy").stat().st_mtime_ns
+    mtime = (out / "x.npz").stat().st_mtime_ns
     make_cams(m, ["x", "y"], model_path, out, {"scales": SCALES, "flip": True}, "cpu")
-    assert (out / "x.npy").stat().st_mtime_ns == mtime
+    assert (out / "x.npz").stat().st_mtime_ns == mtime
 
 
 def test_cam_label_hand_case():
@@ -153,14 +153,14 @@ def _eval_fixture(tmp_path):
         m.masks[i] = f"{i}_gt.png"
         keys = np.array(m.labels[i]) - 1
         high = rng.random((len(keys), 6, 8)).astype(np.float32)
-        save_cam(cam_dir / f"{i}.npy", keys, np.zeros((len(keys), 2, 2), np.float32), high)
+        save_cam(cam_dir / f"{i}.npz", keys, np.zeros((len(keys), 2, 2), np.float32), high)
     return m, ids, cam_dir
 
 
 def _direct_miou(m, ids, cam_dir, t):
     conf = np.zeros((4, 4), np.int64)
     for i in ids:
-        d = load_cam(cam_dir / f"{i}.npy")
+        d = load_cam(cam_dir / f"{i}.npz")
         pred = cam_label(d["high_res"], d["keys"], t)
         gt = np.array(Image.open(m.mask_file(i)))
         ok = gt != 255
@@ -174,7 +174,7 @@ def _direct_miou(m, ids, cam_dir, t):
 def test_sweep_equals_direct_metrics(tmp_path):
     m, ids, cam_dir = _eval_fixture(tmp_path)
     thresholds = [0.1, 0.3, 0.5, 0.7]
-    df = eval_cam_sweep(m, ids, {i: cam_dir / f"{i}.npy" for i in ids}, thresholds, 4)
+    df = eval_cam_sweep(m, ids, {i: cam_dir / f"{i}.npz" for i in ids}, thresholds, 4)
     assert list(df.columns) == ["threshold", "miou", "background", "a", "b", "c"]
     for t, row in zip(thresholds, df.itertuples()):
         miou, iou = _direct_miou(m, ids, cam_dir, t)
@@ -199,6 +199,6 @@ def test_eval_cam_to_csv_flags(tmp_path):
 
 def test_missing_cam_names_the_id(tmp_path):
     m, ids, cam_dir = _eval_fixture(tmp_path)
-    (cam_dir / "y.npy").unlink()
+    (cam_dir / "y.npz").unlink()
     with pytest.raises(ValueError, match="'y'"):
         eval_cam_to_csv(m, "train_eval", [cam_dir], {"sweep": [0.1, 0.2, 0.1], "eval_threshold": 0.15}, tmp_path / "o.csv")

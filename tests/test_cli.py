@@ -100,3 +100,51 @@ def test_inspect_and_visualize_commands(tmp_path, capsys):
     argv = ["visualize", str(run), "--ids", "train_000", "--tile-px", "32", "--out-dir", str(tmp_path / "v")]
     assert cli.main(argv) == 0
     assert (tmp_path / "v" / "train_000.png").is_file()
+
+
+def _irnet_cam_file(path, keys, cam, high_res):
+    """A CAM file as IRNet's make_cam.py writes it: np.save of a dict holding torch tensors."""
+    import torch
+
+    np.save(path, {"keys": torch.tensor(keys), "cam": torch.from_numpy(cam), "high_res": high_res},
+            allow_pickle=True)
+
+
+def test_import_cams_converts_irnet_files_without_pickle_elsewhere(tmp_path, capsys):
+    from conta_core.io import load_cam
+
+    rng = np.random.default_rng(0)
+    src, out = tmp_path / "irnet_cam", tmp_path / "cam"
+    src.mkdir()
+    want = {}
+    for name in ("a", "b"):
+        cam = rng.random((2, 3, 4), dtype=np.float32)
+        high = rng.random((2, 10, 13), dtype=np.float32)
+        _irnet_cam_file(src / f"{name}.npy", [0, 4], cam, high)
+        want[name] = (cam, high)
+    with pytest.raises(ValueError, match="pickled CAM file.*conta import-cams"):
+        load_cam(src / "a.npy")
+    assert cli.main(["import-cams", str(src), str(out)]) == 0
+    assert "2 of 2 CAM files converted" in capsys.readouterr().out
+    for name, (cam, high) in want.items():
+        got = load_cam(out / f"{name}.npz")
+        assert got["keys"].tolist() == [0, 4] and got["keys"].dtype == np.int64
+        np.testing.assert_array_equal(got["cam"], cam)
+        np.testing.assert_array_equal(got["high_res"], high)
+
+
+def test_import_cams_refuses_a_pickle_that_runs_code(tmp_path, capsys):
+    import os
+
+    src = tmp_path / "evil"
+    src.mkdir()
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    np.save(src / "x.npy", {"keys": Evil(), "cam": 0, "high_res": 0}, allow_pickle=True)
+    assert cli.main(["import-cams", str(src), str(tmp_path / "out")]) == 1
+    assert "refusing to unpickle" in capsys.readouterr().err
+    assert not marker.exists()

@@ -120,7 +120,7 @@ def test_make_cams_equals_compute_cam(tmp_path):
     cfg = {"scales": [1.0, 0.5], "flip": True}
     make_cams(manifest, ids, tmp_path / "cls.pth", tmp_path / "cam", cfg, "cpu")
     for i, img in zip(ids, imgs):
-        got = load_cam(tmp_path / "cam" / f"{i}.npy")
+        got = load_cam(tmp_path / "cam" / f"{i}.npz")
         keys = np.array(labels[i]) - 1
         ref_cam, ref_high = compute_cam(model, img, keys, cfg["scales"], True, "cpu")
         assert got["keys"].tolist() == keys.tolist()

@@ -27,11 +27,11 @@ def make_run(root: Path) -> Path:
     rd = run / "round0"
     for s in range(2):
         for image_id in shard_ids(train, s, 2):
-            write_cam(rd / "cam" / str(s) / f"{image_id}.npy", m.labels[image_id])
+            write_cam(rd / "cam" / str(s) / f"{image_id}.npz", m.labels[image_id])
             if s == 0:
                 save_label_png(rd / "ir_label" / "0" / f"{image_id}.png", np.zeros((4, 4), np.uint8))
-    (rd / "cam" / "1" / f"{shard_ids(train, 1, 2)[0]}.npy").unlink()
-    (rd / "cam" / "1" / ".x.tmp.npy").write_bytes(b"")  # a temporary file is not counted
+    (rd / "cam" / "1" / f"{shard_ids(train, 1, 2)[0]}.npz").unlink()
+    (rd / "cam" / "1" / ".x.tmp.npz").write_bytes(b"")  # a temporary file is not counted
     for s in range(2):
         for image_id in shard_ids(m.ids("val"), s, 2):
             save_label_png(rd / "seg_pred" / "val" / str(s) / f"{image_id}.png", np.zeros((4, 4), np.uint8))
@@ -107,3 +107,26 @@ def test_format_inspection_text(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no round folders" in inspect.format_inspection(empty, inspect.inspect_run(empty))
+
+
+def test_interrupted_training_shows_its_resume_step(tmp_path):
+    run = make_run(tmp_path)
+    for step in (4, 6):
+        save_torch(run / "round0" / "seg" / "model.pth.resume" / f"step_{step:08d}.pth", {"kind": "resume"})
+    r0 = _by_artifact(inspect.inspect_run(run), 0)
+    assert r0.loc["seg/model.pth", "status"] == "partial"
+    assert r0.loc["seg/model.pth", "detail"] == "interrupted; a rerun resumes at step 6"
+    assert r0.loc["irn/model.pth", "status"] == "missing"
+
+
+def test_amn_stages_and_pretrain_are_covered(tmp_path):
+    run = make_run(tmp_path)
+    df = inspect.inspect_run(run)
+    assert "amn_cam" not in set(df["artifact"]) and "amn_cam_eval.csv" not in set(df["artifact"])  # an irn run
+    save_torch(run / "round0" / "amn" / "model.pth", {"state_dict": {}})
+    save_torch(run / "pretrain" / "resnet18.pth", {})
+    df = inspect.inspect_run(run)
+    r0 = _by_artifact(df, 0)
+    assert r0.loc["amn/model.pth", "status"] == "ok" and r0.loc["amn_cam", "status"] == "missing"
+    assert {"amn_ir_label", "amn_cam_eval.csv"} <= set(r0.index)
+    assert "pretrain: resnet18.pth" in inspect.format_inspection(run, df)

@@ -87,7 +87,7 @@ def tiny_dataset(root: Path, n: int = 4, size: int = 20) -> tuple[Manifest, dict
         cy, cx = rng.uniform(0, size, 2)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
         high_res = np.stack([blob, blob[::-1, ::-1].copy()])
-        cams[i] = root / "cam" / f"{i}.npy"
+        cams[i] = root / "cam" / f"{i}.npz"
         save_cam(cams[i], np.array([0, 2]), high_res[:, ::4, ::4], high_res)
     manifest = Manifest(
         name="tiny",

@@ -28,6 +28,7 @@ from conta_core.irn import (
 )
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint, load_backbone_from_classifier
+from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -280,3 +281,20 @@ def test_train_irn_loader_workers_deterministic_and_equal_to_main_process(tmp_pa
     for other in ("w2b", "w0"):
         for k, v in states["w2a"].items():
             assert torch.equal(v, states[other][k]), (other, k)
+
+
+def test_train_irn_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """3 images, batch 1: SIGUSR1 after step 2 (mid epoch 0); the rerun ends as an uninterrupted run."""
+    m, files = toy_dataset(tmp_path)
+    cfg = irn_cfg(batch_size=1)
+
+    def train(name):
+        out = tmp_path / name / "model.pth"
+        train_irn(m, m.ids("train"), files, cfg, torch.device("cpu"), out, None, seed=3, log_csv=out.with_name("log.csv"))
+        return out
+
+    ref = train("ref")
+    out = tmp_path / "cut" / "model.pth"
+    stop_then_resume(monkeypatch, lambda: train("cut"), out, 2)
+    assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
+    pd.testing.assert_frame_equal(pd.read_csv(ref.with_name("log.csv")), pd.read_csv(out.with_name("log.csv")))

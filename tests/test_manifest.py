@@ -63,7 +63,7 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         ({"splits": {"train": []}}, "split 'train' is empty"),
         ({"splits": {"train": ["a", "b", "a"]}}, "split 'train' has duplicate image id 'a'"),
         ({"splits": {"train": ["zz"]}}, "image id 'zz' of split 'train' has no image path"),
-        ({"labels": {"a": [4], "b": [], "c": []}}, "image 'a' has class index 4 outside 1..3"),
+        ({"labels": {"a": [4], "b": [2], "c": []}}, "image 'a' has class index 4 outside 1..3"),
         ({"splits": {"train": ["a", "b"], "val": ["b", "c"]}}, r"1 image id\(s\) of split 'train' are also in val/test \(e.g. \['b'\]\)"),
     ],
 )
@@ -71,3 +71,34 @@ def test_validate_names_the_problem(tmp_path: Path, change: dict, pattern: str) 
     _manifest(tmp_path).validate()
     with pytest.raises(ValueError, match=pattern):
         _manifest(tmp_path, **change).validate()
+
+
+def test_training_image_without_labels_is_rejected_and_prepare_leaves_it_out(tmp_path: Path, caplog) -> None:
+    """A train image without a foreground label: validate names it; prepare's
+    drop_unlabelled_training removes it from train/train_eval (one counted warning, meta),
+    keeps it in val."""
+    import logging
+
+    from conta_core.data.prepare import drop_unlabelled_training
+
+    m = _manifest(tmp_path, splits={"train": ["a", "b", "c"], "train_eval": ["a", "c"], "val": ["c"]},
+                  labels={"a": [1, 3], "b": [2], "c": []}, meta={"val_is_train": True})
+    with pytest.raises(ValueError, match="image id 'c' of split 'train' has no foreground label"):
+        m.validate()
+    with caplog.at_level(logging.WARNING, logger="conta.data.prepare"):
+        kept = drop_unlabelled_training(m)
+    assert kept.splits == {"train": ["a", "b"], "train_eval": ["a"], "val": ["c"]}
+    assert kept.meta["train_without_labels"] == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "dataset t: 1 training image(s) without a foreground label left out of train/train_eval (e.g. ['c'])"]
+    kept.validate()
+    assert drop_unlabelled_training(kept) is kept
+
+
+def test_check_scorable_needs_a_mask_in_every_scored_split(tmp_path: Path) -> None:
+    from conta_core.data.prepare import check_scorable
+
+    check_scorable(_manifest(tmp_path, masks={}))  # no GT at all: nothing will be scored
+    check_scorable(_manifest(tmp_path, masks={"a": "m/a.png", "c": "m/c.png"}))
+    with pytest.raises(ValueError, match="no GT mask for any of the 1 images of split 'val'"):
+        check_scorable(_manifest(tmp_path))  # masks for train images only

@@ -10,6 +10,7 @@ from conta_core.data import synthetic
 from conta_core.io import load_torch
 from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
 from conta_core.pretrain import check_cfg, pretrain_backbone, source_images
+from resume_helpers import assert_same_weights, stop_then_resume
 
 TINY = {"backbone": "resnet18", "num_images": 16, "image_size": 32, "object_frac": [0.5, 0.9], "epochs": 1,
         "batch_size": 8, "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4, "poly_power": 0.9}
@@ -64,3 +65,15 @@ def test_bad_config_names_the_key(key, value, msg):
         check_cfg({**TINY, key: value})
     with pytest.raises(ValueError, match="pretrain.lr"):
         check_cfg({k: v for k, v in TINY.items() if k != "lr"})
+
+
+def test_stopped_at_an_epoch_boundary_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """SIGUSR1 after step 2 = the end of epoch 0 (the order of epoch 1 is drawn from the
+    generator after the checkpoint): the rerun ends with the weights of an uninterrupted run."""
+    cfg = {**TINY, "epochs": 2}
+    ref = tmp_path / "ref.pth"
+    info = pretrain_backbone(cfg, seed=0, out_path=ref, device="cpu")
+    out = tmp_path / "cut.pth"
+    stop_then_resume(monkeypatch, lambda: pretrain_backbone(cfg, seed=0, out_path=out, device="cpu"), out, 2)
+    assert_same_weights(load_torch(ref), load_torch(out))
+    assert pretrain_backbone(cfg, seed=0, out_path=tmp_path / "again.pth", device="cpu") == info

@@ -137,14 +137,14 @@ def _rw_fixture(tmp_path):
     for i in ids:
         Image.fromarray(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
         cam = rng.random((1, 5, 7)).astype(np.float32)
-        save_cam(tmp_path / "cam" / "0" / f"{i}.npy", np.array([0]), cam, np.zeros((1, 20, 28), np.float32))
+        save_cam(tmp_path / "cam" / "0" / f"{i}.npz", np.array([0]), cam, np.zeros((1, 20, 28), np.float32))
     m = Manifest("toy", tmp_path, ["background", "x"], {"train": ids}, {i: [1] for i in ids},
                  {i: f"img/{i}.png" for i in ids})  # fmt: skip
     torch.manual_seed(0)
     net = EdgeNet("resnet18")
     ckpt = {"state_dict": net.state_dict(), "config": {"backbone": "resnet18", "freeze_bn": True}}
     save_torch(tmp_path / "irn.pth", ckpt)
-    cams = {i: tmp_path / "cam" / "0" / f"{i}.npy" for i in ids}
+    cams = {i: tmp_path / "cam" / "0" / f"{i}.npz" for i in ids}
     return m, ids, cams
 
 

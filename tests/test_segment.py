@@ -24,6 +24,7 @@ from conta_core.segment import (
     predict_labels,
     train_segmentation,
 )
+from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -48,7 +49,6 @@ def seg_cfg(**over) -> dict:
         "crop_size": 40,
         "scale_range": [1.0, 1.0],
         "msc_scales": [1.0, 0.75, 0.5],
-        "checkpoint_every": 0,
         "infer": {"scales": [1.0], "flip": True, "crf": False},
         "crf": {
             "iterations": 2,
@@ -118,10 +118,10 @@ def test_poly_lr() -> None:
 # --- training --------------------------------------------------------------------------
 
 
-def test_training_lowers_loss_deterministic_with_checkpoints(tmp_path) -> None:
+def test_training_lowers_loss_deterministic(tmp_path) -> None:
     manifest, label_files = make_toy(tmp_path / "data", [(33, 33)] * 4)
     # random-init backbone: small LR and no ASPP multiplier keep the toy stable
-    cfg = seg_cfg(iterations=8, batch_size=4, crop_size=33, lr=1e-3, lr_aspp_mult=1, checkpoint_every=3)
+    cfg = seg_cfg(iterations=8, batch_size=4, crop_size=33, lr=1e-3, lr_aspp_mult=1)
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "seg" / "model.pth"
@@ -137,9 +137,7 @@ def test_training_lowers_loss_deterministic_with_checkpoints(tmp_path) -> None:
     for k, v in ck_a["state_dict"].items():
         torch.testing.assert_close(v, ck_b["state_dict"][k], rtol=0, atol=0)
     assert ck_a["config"] == cfg and ck_a["num_classes"] == 2 and ck_a["iteration"] == 8
-    ckpts = sorted(p.name for p in (tmp_path / "a" / "seg").glob("checkpoint_*.pth"))
-    assert ckpts == ["checkpoint_3.pth", "checkpoint_6.pth"]
-    assert load_torch(tmp_path / "a" / "seg" / "checkpoint_3.pth")["iteration"] == 3
+    assert not (tmp_path / "a" / "seg" / "model.pth.resume").exists()  # removed after the final weights
     model = load_deeplab(tmp_path / "a" / "seg" / "model.pth", CPU)
     assert not model.training
 
@@ -324,3 +322,21 @@ def test_workflow_scripts_train_and_infer(tmp_path) -> None:
          "--shard", "1", "--num-shards", "2", "--model", str(model), "--out-dir", str(out), "--device", "cpu"]
     )  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["img01.png"]  # shard 1 of sorted ids [img00, img01, img02]
+
+
+def test_training_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch) -> None:
+    """4 images, batch 2, 5 iterations (the last epoch cut short): SIGUSR1 after iteration 3;
+    the rerun ends with the weights and log of an uninterrupted run."""
+    manifest, label_files = make_toy(tmp_path / "data", [(33, 33)] * 4)
+    cfg = seg_cfg(iterations=5, batch_size=2, crop_size=33, lr=1e-3, lr_aspp_mult=1)
+
+    def train(name):
+        out = tmp_path / name / "seg" / "model.pth"
+        train_segmentation(manifest, manifest.ids("train"), label_files, cfg, CPU, out, 0, out.with_name("log.csv"))
+        return out
+
+    ref = train("ref")
+    out = tmp_path / "cut" / "seg" / "model.pth"
+    stop_then_resume(monkeypatch, lambda: train("cut"), out, 3)
+    assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
+    pd.testing.assert_frame_equal(pd.read_csv(ref.with_name("log.csv")), pd.read_csv(out.with_name("log.csv")))

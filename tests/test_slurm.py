@@ -3,7 +3,7 @@
 Needs a running cluster (`.ci/local_slurm.sh install && .ci/local_slurm.sh up`, which
 `.ci/run` does). Without one the test is skipped, unless CONTA_REQUIRE_SLURM=1 (CI), where
 it fails. The profile is the repository's, with the cluster-specific values (partition,
-memory, status command) adapted exactly as README's "Running at scale" tells users to.
+memory, status command) adapted exactly as docs/running.md ("Running at scale") tells users to.
 """
 
 from __future__ import annotations

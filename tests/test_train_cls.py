@@ -12,6 +12,7 @@ from conta_core.data.manifest import Manifest
 from conta_core.io import load_torch, save_label_png
 from conta_core.models.classifier import load_classifier
 from conta_core.train_cls import train_classifier
+from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 
@@ -134,3 +135,22 @@ def test_loader_workers_deterministic_and_equal_to_main_process(tmp_path):
         assert runs[other].keys() == runs["w2a"].keys()
         for k, v in runs["w2a"].items():
             assert torch.equal(v, runs[other][k]), (other, k)
+
+
+@pytest.mark.parametrize("stop_step", [3, 4], ids=["mid-epoch", "epoch-boundary"])
+def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch, stop_step):
+    """SIGUSR1 after step 3 (mid epoch 1) or 4 (end of epoch 1, 2 steps per epoch): the rerun
+    resumes from the checkpoint and ends with the weights and log of an uninterrupted run."""
+    cfg = {**CLS_CFG, "epochs": 3}
+    m = _toy_manifest(tmp_path)
+
+    def train(name):
+        out = tmp_path / name / "model.pth"
+        train_classifier(m, [], cfg, None, "cpu", out, seed=3, log_csv=out.with_name("log.csv"), dataset=ToyColours())
+        return out
+
+    ref = train("ref")
+    out = tmp_path / "cut" / "model.pth"
+    stop_then_resume(monkeypatch, lambda: train("cut"), out, stop_step)
+    assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
+    pd.testing.assert_frame_equal(pd.read_csv(ref.with_name("log.csv")), pd.read_csv(out.with_name("log.csv")))

@@ -97,7 +97,7 @@ def make_fake_run(
                 classes = manifest.labels[image_id]
                 gt = _mask(classes)
                 if "cam" not in skip:
-                    write_cam(rd / "cam" / str(s) / f"{image_id}.npy", classes)
+                    write_cam(rd / "cam" / str(s) / f"{image_id}.npz", classes)
                 if "ir_label" not in skip:
                     save_label_png(rd / "ir_label" / str(s) / f"{image_id}.png", np.where(gt == 0, 255, gt))
                 if "pseudo_mask" not in skip:
@@ -142,7 +142,7 @@ def test_find_artifact_searches_all_shards(tmp_path):
     save_label_png(tmp_path / "r" / "pseudo_mask" / "1" / "a.png", np.zeros((2, 2), np.uint8))
     assert visualize.find_artifact(tmp_path / "r", "pseudo_mask", "a", ".png") == tmp_path / "r/pseudo_mask/1/a.png"
     assert visualize.find_artifact(tmp_path / "r", "pseudo_mask", "b", ".png") is None
-    assert visualize.find_artifact(tmp_path / "nothing", "cam", "a", ".npy") is None
+    assert visualize.find_artifact(tmp_path / "nothing", "cam", "a", ".npz") is None
 
 
 def test_grid_of_full_run_has_expected_size_and_content(tmp_path):

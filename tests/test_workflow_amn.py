@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake, write_config
+from conftest import dry_run_jobs, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results/tiny")
@@ -23,23 +23,24 @@ def _counts(stdout: str) -> dict[str, str]:
 
 def test_dry_run_routes_irnet_and_walk_through_amn(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", Path("results"), extra=TINY_AMN)
-    out = run_snakemake(tmp_path, cfg, "-n", "-p", "round1").stdout
+    out = run_snakemake(tmp_path, cfg, "-n", "round1").stdout
     counts = _counts(out)
     assert counts["train_amn"] == "2" and counts["make_amn_cam"] == "4" and counts["eval_amn_cam"] == "2"
     assert counts["make_amn_ir_label"] == "4" and counts["make_ir_label"] == "4"  # first-stage seeds still made
-    walk = [line for line in out.splitlines() if "random_walk.py" in line]
-    assert walk and all("/amn_cam/0" in line and '"cam_power": 1.3' in line for line in walk)
-    irn = [line for line in out.splitlines() if "train_irn.py" in line]
-    assert irn and all("/amn_ir_label/1" in line and not re.search(r"/round\d+/ir_label/", line) for line in irn)
-    amn_r1 = [line for line in out.splitlines() if "train_amn.py" in line and "round1/amn/" in line]
-    assert amn_r1 and "--confounder" in amn_r1[0] and "round0/seg_pred/train/0" in amn_r1[0]
+    jobs = dry_run_jobs(out)
+    walk = [j["input"] for j in jobs if j["rule"] == "random_walk"]
+    assert walk and all("/amn_cam/0" in i and not re.search(r"/round\d+/cam/", i) for i in walk)
+    irn = [j["input"] for j in jobs if j["rule"] == "train_irn"]
+    assert irn and all("/amn_ir_label/1" in i and not re.search(r"/round\d+/ir_label/", i) for i in irn)
+    amn_r1 = [j["input"] for j in jobs if j["rule"] == "train_amn" and "t=1" in j["wildcards"]]
+    assert amn_r1 and "round0/confounder.h5" in amn_r1[0] and "round0/seg_pred/train/0" in amn_r1[0]
 
 
 def test_dry_run_irn_has_no_amn_jobs(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"rounds": 1})
-    out = run_snakemake(tmp_path, cfg, "-n", "-p", "round1").stdout
+    out = run_snakemake(tmp_path, cfg, "-n", "round1").stdout
     assert "amn" not in " ".join(_counts(out))
-    assert "cam_power" not in out and "amn_cam" not in out
+    assert "amn_cam" not in out
 
 
 def test_amn_round1_artifacts_and_summary(tmp_path):
@@ -57,9 +58,9 @@ def check_amn_run(run: Path) -> None:
     n_train = len(m.ids("train"))
     for t in (0, 1):
         rd = run / f"round{t}"
-        for what, suffix in (("amn_cam", "npy"), ("amn_ir_label", "png"), ("pseudo_mask", "png")):
+        for what, suffix in (("amn_cam", "npz"), ("amn_ir_label", "png"), ("pseudo_mask", "png")):
             assert len(list(rd.glob(f"{what}/[01]/*.{suffix}"))) == n_train, (t, what)
-        cams = sorted((rd / "amn_cam/0").glob("*.npy"))
+        cams = sorted((rd / "amn_cam/0").glob("*.npz"))
         d = load_cam(cams[0])
         image_id = cams[0].stem
         assert d["keys"].tolist() == [k - 1 for k in m.labels[image_id]]
@@ -70,6 +71,8 @@ def check_amn_run(run: Path) -> None:
         ckpt = load_torch(rd / "amn/model.pth")
         assert (ckpt["config"]["context"] is not None) == (t == 1)  # CONTA on AMN from round 1
         assert (rd / "amn/train_log.csv").exists()
+        walk_log = (run / f"logs/random_walk/round{t}_0.log").read_text()  # first line: the equivalent command
+        assert walk_log.startswith("random_walk.py ") and '"cam_power": 1.3' in walk_log.splitlines()[0]
     summary = pd.read_csv(run / "round1/summary.csv")
     assert list(summary["round"]) == [0, 1]
     for col in ("amn_cam_miou", "amn_cam_best_miou", "pseudo_mask_miou", "seg_val_miou"):

@@ -1,4 +1,4 @@
-"""`snakemake --lint` reports nothing for the workflow (irn and amn rule sets)."""
+"""`snakemake --lint` reports nothing for the workflow (irn and amn rule sets); snakefmt leaves it unchanged."""
 
 from __future__ import annotations
 
@@ -27,3 +27,11 @@ def test_lint_is_clean(tmp_path: Path, config: tuple[str, ...]):
     out = proc.stdout + proc.stderr
     assert "Lints for" not in out, out
     assert proc.returncode == 0, out
+
+
+def test_snakefmt_leaves_the_workflow_unchanged():
+    """The Snakefile and rules/ are snakefmt-formatted (the catalog's convention); fix with
+    `snakefmt Snakefile rules/`."""
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "Snakefile", "rules/"], cwd=REPO,
+                          capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -43,6 +43,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from conta_core.layout import RunLayout
 from conta_core.io import read_json, write_csv  # noqa: E402
 from conta_core.summary import round_row  # noqa: E402
 
@@ -61,15 +62,15 @@ def deep_merge(a: dict, b: dict) -> dict:
 
 
 def targets(run: Path, stage: str, mode: str) -> list[str]:
-    r1 = run / "round1"
-    files = [r1 / "cam_eval.csv"]
+    layout = RunLayout(run)
+    files = [layout.eval_csv(1, "cam")]
     if mode != "none":
-        files.append(r1 / "context_diagnostics.json")
+        files.append(layout.diagnostics(1))
     if stage in ("pseudo", "seg"):
-        files.append(r1 / "pseudo_mask_eval.csv")
+        files.append(layout.eval_csv(1, "pseudo_mask"))
     if stage == "seg":
-        files += [r1 / "seg_eval_train.csv", r1 / "seg_eval_val.csv"]
-    return [str(f) for f in files]
+        files += [layout.eval_csv(1, "seg_train"), layout.eval_csv(1, "seg_val")]
+    return files
 
 
 def link_shared(base: Path, run: Path) -> None:
@@ -111,7 +112,7 @@ def collect(runs: dict[tuple[str, int], Path]) -> pd.DataFrame:
     rows = []
     for (name, seed), run in runs.items():
         row = {"condition": name, "seed": seed, **round_row(run / "round1", 1)}
-        diag = run / "round1" / "context_diagnostics.json"
+        diag = Path(RunLayout(run).diagnostics(1))
         if diag.exists():
             d = read_json(diag)
             row.update({k: d.get(k) for k in DIAG})

@@ -28,8 +28,8 @@ One deliberate difference: AMN's `Net.train()` override never calls `nn.Module.t
 `model.eval()` leaves its Dropout(0.1) active and make_amn_cam's maps change from run to
 run (no fixed target exists). The goldens are made with that Dropout switched off, which is
 what `amn.inference_dropout: false` does in this project (`true` reproduces the quirk).
-Reading the reference's CAM .npy files needs allow_pickle=True: that happens here only,
-on files this script just wrote in its own scratch folder.
+The reference's CAM .npy files (pickled dicts) are read with conta_core.io.read_irnet_cam,
+the restricted reader of `conta import-cams` (numpy arrays and torch tensors only).
 """
 
 from __future__ import annotations
@@ -179,8 +179,10 @@ def read_png(path: Path) -> np.ndarray:
 
 
 def read_ref_cam(path: Path) -> dict:
-    d = np.load(path, allow_pickle=True).item()  # the reference's own format, written just now
-    return {k: np.asarray(v.numpy() if hasattr(v, "numpy") else v) for k, v in d.items()}
+    """The reference's CAM .npy dict, through the project's restricted reader (no pickle.load)."""
+    from conta_core.io import read_irnet_cam
+
+    return read_irnet_cam(path)
 
 
 def part_irn(out: Path) -> None:

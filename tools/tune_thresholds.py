@@ -24,8 +24,8 @@ from conta_core.config import load_config
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.evaluate import evaluate_label_maps
-from conta_core.io import load_cam, load_image, load_label_png
-from conta_core.ir_label import UNCERTAIN, cam_to_ir_label
+from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, load_cam, load_image, load_label_png
+from conta_core.ir_label import cam_to_ir_label
 from conta_core.random_walk import make_pseudo_masks
 
 
@@ -42,7 +42,7 @@ def ir_table(manifest: Manifest, ids: list[str], cams: dict, pairs: list, crf: d
             lab = cam_to_ir_label(img, cam["keys"], cam["high_res"], fg_t, bg_t, crf)
             valid = gt != 255
             total += valid.sum()
-            fg = (lab > 0) & (lab != UNCERTAIN) & valid
+            fg = (lab > 0) & (lab != IGNORE_LABEL) & valid
             bg = (lab == 0) & valid
             fg_n, fg_ok = fg_n + fg.sum(), fg_ok + (lab[fg] == gt[fg]).sum()
             bg_n, bg_ok = bg_n + bg.sum(), bg_ok + (gt[bg] == 0).sum()
@@ -70,7 +70,7 @@ def main() -> None:
     cfg = load_config(args.config) if args.config else load_config()
     manifest = Manifest.load(args.round_dir.parent / "data/manifest.json")
     ids = manifest.ids("train_eval")[: args.num_images]
-    cams = index_artifacts(sorted(d for d in (args.round_dir / "cam").iterdir() if d.is_dir()), ".npy")
+    cams = index_artifacts(sorted(d for d in (args.round_dir / "cam").iterdir() if d.is_dir()), CAM_SUFFIX)
     torch.set_num_threads(cfg["threads"])
     ir_table(manifest, ids, cams, args.ir, cfg["ir_label"]["crf"])
     rw_table(manifest, ids, cams, args.round_dir / "irn/model.pth", args.rw, cfg["random_walk"])

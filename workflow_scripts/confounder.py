@@ -10,21 +10,31 @@ CLI:
   pseudo_mask/<shard> (source pseudo).
 """
 
+import argparse
+
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.confounder import build_confounder, save_confounder
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--mask-dir", action="append", required=True, help="mask folder (repeatable)")
     p.add_argument("--round", type=int, required=True)
     p.add_argument("--source", choices=["seg", "pseudo"], required=True)
     p.add_argument("--out", required=True)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     if "size" not in cfg:
         raise SystemExit("--cfg: context.size missing")
@@ -35,5 +45,9 @@ def main() -> None:
     save_confounder(args.out, C, counts, manifest.class_names[1:], args.round, args.source)
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

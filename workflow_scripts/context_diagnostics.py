@@ -11,20 +11,30 @@ CLI:
 --out: round<t>/context_diagnostics.json; an inert context is logged as a warning.
 """
 
+import argparse
+
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.context_diagnostics import write_context_diagnostics
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_xm_args, base_parser, setup, xm_index
+from conta_core.runtime import add_xm_args, base_parser, script_doc, script_main, setup, xm_index
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train_eval")
     p.add_argument("--model", required=True)
     p.add_argument("--train-log", default=None)
     p.add_argument("--out", required=True)
     add_xm_args(p)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     if not args.xm_dir:
         raise SystemExit("context_diagnostics.py: --xm-dir is required (the X_m folders of the round)")
@@ -35,5 +45,9 @@ def main() -> None:
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

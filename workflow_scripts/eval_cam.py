@@ -10,18 +10,28 @@ Writes one row per threshold: threshold, miou, one IoU column per class, is_eval
 is_best; prints the eval-threshold and the best mIoU.
 """
 
+import argparse
+
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.cam import eval_cam_to_csv
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train_eval")
     p.add_argument("--cams-dir", action="append", required=True, help="CAM shard folder (repeatable)")
     p.add_argument("--out", required=True)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     df = eval_cam_to_csv(Manifest.load(args.manifest), args.split, args.cams_dir, cfg, args.out)
     ev = df[df["is_eval_threshold"]].iloc[0]
@@ -30,5 +40,9 @@ def main() -> None:
     print(f"best CAM mIoU {best['miou']:.4f} at threshold {best['threshold']:.2f}")
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

@@ -15,27 +15,39 @@ Usage:
 Prints the mIoU. Runs on the CPU.
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.data.manifest import Manifest
 from conta_core.evaluate import evaluate_to_csv
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--pred-dir", type=Path, action="append", required=True)
     p.add_argument("--stage", required=True)
     p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     setup(args, needs_device=False)
     miou = evaluate_to_csv(Manifest.load(args.manifest), args.split, args.pred_dir, args.out, args.stage)
     print(f"{args.stage} {args.split} mIoU: {miou:.4f}")
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

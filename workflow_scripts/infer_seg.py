@@ -16,25 +16,37 @@ Usage:
 --out-dir     writes <out-dir>/<id>.png (0 bg, 1..C); existing files are kept (resume)
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
-from conta_core.runtime import add_shard_args, base_parser, select_shard, setup
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
+from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
 from conta_core.segment import infer_segmentation
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     add_shard_args(p, split_default=None)
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--out-dir", required=True, type=Path)
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     cfg_seg = cfg.get("segmentation", cfg)
     manifest, ids = select_shard(args)
     infer_segmentation(manifest, ids, args.model, args.out_dir, cfg_seg, device)
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

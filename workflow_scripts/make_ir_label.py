@@ -9,31 +9,44 @@ Usage:
 --manifest   dataset manifest JSON
 --shard K / --num-shards N   this job's shard (conta_core.shards.shard_ids of the split's ids)
 --split      split whose images get IR labels (default: train)
---cams-dir   a folder of <id>.npy CAMs; repeat for every CAM shard folder of the round
+--cams-dir   a folder of <id>.npz CAMs; repeat for every CAM shard folder of the round
 --out-dir    output folder; writes <id>.png (uint8: 0 bg, 1..C class, 255 uncertain)
 --threads    CRF worker processes (default 1)
 Runs on the CPU; existing outputs are kept (resume).
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
+from conta_core.io import CAM_SUFFIX
 from conta_core.data.artifacts import index_artifacts
 from conta_core.ir_label import make_ir_labels
-from conta_core.runtime import add_shard_args, base_parser, select_shard, setup
+from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     add_shard_args(p)
     p.add_argument("--cams-dir", type=Path, action="append", required=True)
     p.add_argument("--out-dir", type=Path, required=True)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     manifest, ids = select_shard(args)
-    make_ir_labels(manifest, ids, index_artifacts(args.cams_dir, ".npy"), args.out_dir, cfg, args.threads)
+    make_ir_labels(manifest, ids, index_artifacts(args.cams_dir, CAM_SUFFIX), args.out_dir, cfg, args.threads)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

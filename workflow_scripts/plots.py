@@ -15,8 +15,13 @@ cam_eval.csv (IoU at the eval threshold); other stages read *_eval.csv tables.
 import argparse
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core import plots
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 
 
 def _split(spec: str, sep: str, flag: str) -> tuple[str, str]:
@@ -54,7 +59,7 @@ def parse_evals(specs: list[str]) -> list[tuple[int, str, Path]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = base_parser(__doc__)
+    p = base_parser(script_doc(__file__))
     sub = p.add_subparsers(dest="figure", required=True)
     s = sub.add_parser("miou")
     s.add_argument("--summary", required=True, type=Path)
@@ -63,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("confounder")
     s.add_argument("--confounder", required=True, type=Path)
     s = sub.add_parser("losses")
-    s.add_argument("--log", required=True, action="append", help="STAGE:ROUND=train_log.csv")
+    s.add_argument("--log", dest="train_log", required=True, action="append", help="STAGE:ROUND=train_log.csv")
     s = sub.add_parser("iou-table")
     s.add_argument("--eval", required=True, action="append", help="ROUND:STAGE=eval.csv")
     for s in sub.choices.values():
@@ -71,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main() -> None:
-    args = build_parser().parse_args()
+def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     if "dpi" not in cfg:
         raise SystemExit("--cfg: report.dpi is missing")
@@ -85,10 +89,14 @@ def main() -> None:
     elif args.figure == "confounder":
         plots.plot_confounder(args.confounder, args.out, dpi)
     elif args.figure == "losses":
-        plots.plot_loss_curves(parse_logs(args.log), args.out, dpi)
+        plots.plot_loss_curves(parse_logs(args.train_log), args.out, dpi)
     else:
         plots.write_per_class_iou(parse_evals(args.eval), args.out)
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

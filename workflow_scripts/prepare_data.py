@@ -12,19 +12,33 @@ Usage:
 --threads  threads for the image/mask checks, processes for the COCO mask conversion
 """
 
+import argparse
+
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.data.prepare import prepare_dataset
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--out-dir", required=True, type=Path, help="folder for manifest.json and generated data")
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     prepare_dataset(cfg, args.out_dir, check_images=bool(cfg.get("check_images", True)), workers=args.threads)
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

@@ -11,24 +11,38 @@ Usage:
 --device   auto | cpu | cuda | cuda:K (default auto)
 --threads  torch intra-op threads
 --seed     seed of the generated source images, initialisation and shuffling (default 0)
+--checkpoint  the `checkpoint` config section as JSON (resumable training; a rerun resumes from <out>.resume/)
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.pretrain import pretrain_backbone
-from conta_core.runtime import base_parser, setup
+from conta_core.runtime import add_checkpoint_args, base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--log", type=Path, required=True)
-    args = p.parse_args()
+    p.add_argument("--log", dest="train_log", type=Path, required=True)
+    add_checkpoint_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
-    pretrain_backbone(cfg, args.seed, args.out, device, args.log)
+    pretrain_backbone(cfg, args.seed, args.out, device, args.train_log, checkpoint=args.checkpoint)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

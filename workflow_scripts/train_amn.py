@@ -16,34 +16,51 @@ CLI:
 --loader-workers: DataLoader worker processes (config loader_workers; default 0 = main process).
 Writes MODEL.pth {"state_dict", "config": {"amn", "context", "num_fg"}, ...} and the
 per-iteration LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg).
+--checkpoint  the `checkpoint` config section as JSON (resumable training; a rerun resumes from <out>.resume/)
 """
+
+import argparse
+
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.amn import train_amn
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_loader_args, add_xm_args, base_parser, setup, xm_index
+from conta_core.runtime import add_checkpoint_args, add_loader_args, add_xm_args, base_parser, script_doc, script_main, setup, xm_index
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--ir-label-dir", action="append", required=True, help="IR label shard folder (repeatable)")
     p.add_argument("--out", required=True, help="checkpoint path (model.pth)")
-    p.add_argument("--log", default=None, help="per-iteration CSV")
+    p.add_argument("--log", dest="train_log", default=None, help="per-iteration CSV")
     p.add_argument("--classifier", default=None, help="this round's CAM classifier checkpoint")
     add_xm_args(p, confounder=True)
     add_loader_args(p)
-    args = p.parse_args()
+    add_checkpoint_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
     train_amn(
         manifest, manifest.ids(args.split), index_artifacts(args.ir_label_dir, ".png"), cfg["amn"], cfg.get("context"),
-        device, args.out, args.seed, log_csv=args.log, classifier_path=args.classifier,
+        device, args.out, args.seed, log_csv=args.train_log, classifier_path=args.classifier,
         xm_files=xm_index(args), confounder_path=args.confounder,
         num_workers=args.loader_workers,
+        checkpoint=args.checkpoint,
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

@@ -18,27 +18,38 @@ Usage:
 --threads       torch intra-op threads
 --seed          seed of initialisation, shuffling and augmentation (default 0)
 --loader-workers  DataLoader worker processes (config loader_workers; default 0 = main process)
+--checkpoint  the `checkpoint` config section as JSON (resumable training; a rerun resumes from <out>.resume/)
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.data.manifest import Manifest
-from conta_core.irn import index_artifacts, load_classifier_state, train_irn
-from conta_core.runtime import add_loader_args, base_parser, setup
+from conta_core.data.artifacts import index_artifacts
+from conta_core.irn import load_classifier_state, train_irn
+from conta_core.runtime import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
 
 
-def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--ir-label-dir", type=Path, action="append", required=True)
     p.add_argument("--classifier", type=Path, default=None)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--log", type=Path, required=True)
+    p.add_argument("--log", dest="train_log", type=Path, required=True)
     add_loader_args(p)
-    args = p.parse_args()
+    add_checkpoint_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
     init_state = None
@@ -55,10 +66,15 @@ def main() -> None:
         args.out,
         init_state,
         args.seed,
-        args.log,
+        args.train_log,
         num_workers=args.loader_workers,
+        checkpoint=args.checkpoint,
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

@@ -11,40 +11,54 @@ Usage:
 --manifest   dataset manifest (conta_core.data.manifest)
 --split      manifest split whose ids are trained on (default: train)
 --label-dir  a pseudo-mask shard folder holding <id>.png; repeat once per shard
---out        final checkpoint ({"state_dict", "config", "num_classes", "iteration"});
-             checkpoint_<iter>.pth go next to it when segmentation.checkpoint_every > 0
+--out        final checkpoint ({"state_dict", "config", "num_classes", "iteration"})
 --log        training log CSV (iteration, loss, lr)
 --loader-workers  DataLoader worker processes (config loader_workers; default 0 = main process)
+--checkpoint  the `checkpoint` config section as JSON (resumable training; a rerun resumes from <out>.resume/)
 """
 
-from __future__ import annotations
+import argparse
 
 from pathlib import Path
 
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_loader_args, base_parser, setup
+from conta_core.runtime import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
 from conta_core.segment import train_segmentation
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = base_parser(__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__).splitlines()[0])
     p.add_argument("--manifest", required=True, type=Path)
     p.add_argument("--split", default="train")
-    p.add_argument("--label-dir", action="append", required=True, type=Path, dest="label_dirs")
+    p.add_argument("--label-dir", action="append", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--log", required=True, type=Path)
+    p.add_argument("--log", dest="train_log", required=True, type=Path)
     add_loader_args(p)
-    args = p.parse_args(argv)
+    add_checkpoint_args(p)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     cfg_seg = cfg.get("segmentation", cfg)
     manifest = Manifest.load(args.manifest)
-    label_files = index_artifacts(args.label_dirs, ".png")
+    label_files = index_artifacts(args.label_dir, ".png")
     train_segmentation(
-        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.log,
+        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.train_log,
         num_workers=args.loader_workers,
+        checkpoint=args.checkpoint,
     )
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

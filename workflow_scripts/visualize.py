@@ -12,19 +12,29 @@ cls/model.pth for M_t) directly; missing artifacts are drawn as grey tiles.
 Writes out-dir/<id>.png, one per image.
 """
 
+import argparse
+
 from pathlib import Path
 
-from conta_core.runtime import base_parser, setup
+import sys
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
+from conta_core.runtime import base_parser, script_doc, script_main, setup
 from conta_core.visualize import render_samples
 
 
-def main() -> None:
-    p = base_parser(__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = base_parser(script_doc(__file__))
     p.add_argument("--run-dir", required=True, type=Path)
     p.add_argument("--rounds", required=True, type=int, nargs="+")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--ids", nargs="+", default=None)
-    args = p.parse_args()
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args, needs_device=False)
     for key in ("num_images", "tile_px", "dpi"):
         if key not in cfg:
@@ -34,5 +44,9 @@ def main() -> None:
                    tile_px=int(cfg["tile_px"]), dpi=int(cfg["dpi"]), device=device)
 
 
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
 if __name__ == "__main__":
-    main()
+    script_main(build_parser, run, globals().get("snakemake"))

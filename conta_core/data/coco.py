@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import save_label_png
-from conta_core.runtime import progress_enabled
+from conta_core.io import IGNORE_LABEL, save_label_png
+from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.data.coco")
-IGNORE = 255
 SPLIT_DIRS = {"train": "train2014", "val": "val2014"}
 CHUNK = 256  # images per worker task
 
@@ -90,7 +88,7 @@ def render_mask(anns: list[dict], h: int, w: int, cat_index: dict[int, int], whe
     mask = np.zeros((h, w), dtype=np.uint8)
     for a in anns:
         if a.get("iscrowd", 0):
-            mask[decode_segmentation(a["segmentation"], h, w, where)] = IGNORE
+            mask[decode_segmentation(a["segmentation"], h, w, where)] = IGNORE_LABEL
     instances = [a for a in anns if not a.get("iscrowd", 0)]
     for a in sorted(instances, key=lambda a: -float(a.get("area", 0.0))):  # stable: file order on ties
         mask[decode_segmentation(a["segmentation"], h, w, where)] = cat_index[a["category_id"]]
@@ -133,15 +131,15 @@ def _split_entries(root: Path, out_dir: Path, split: str, workers: int):
         entries.append((image_id, f"{SPLIT_DIRS[split]}/{info['file_name']}", str(png), labels))
         tasks.append((info, anns, str(png)))
     chunks = [tasks[i : i + CHUNK] for i in range(0, len(tasks), CHUNK)]
-    bar = tqdm(total=len(tasks), desc=f"COCO {split} masks", disable=not progress_enabled())
+    bar = Progress(f"COCO {split} masks", len(tasks), unit="img")
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             for chunk, _ in zip(chunks, pool.map(_write_masks, chunks, [cat_index] * len(chunks))):
-                bar.update(len(chunk))
+                bar.update(n=len(chunk))
     else:
         for chunk in chunks:
             _write_masks(chunk, cat_index)
-            bar.update(len(chunk))
+            bar.update(n=len(chunk))
     bar.close()
     return ["background"] + [c["name"] for c in cats], entries
 

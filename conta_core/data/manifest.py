@@ -139,6 +139,11 @@ class Manifest:
                     raise ValueError(f"manifest {self.name}: image id {i!r} of split {split!r} has no image path")
                 if i not in self.labels:
                     raise ValueError(f"manifest {self.name}: image id {i!r} of split {split!r} has no labels")
+                if split in ("train", "train_eval") and not self.labels[i]:
+                    raise ValueError(
+                        f"manifest {self.name}: image id {i!r} of split {split!r} has no foreground label "
+                        "(conta_core.data.prepare leaves such images out of the training splits)"
+                    )
         # val = train is allowed only as the folder loader's declared fallback (meta.val_is_train)
         held_out = set() if self.meta.get("val_is_train") else set(self.splits.get("val", []))
         held_out |= set(self.splits.get("test", []))

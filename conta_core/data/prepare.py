@@ -14,15 +14,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_label_png
-from conta_core.runtime import progress_enabled
+from conta_core.io import IGNORE_LABEL, load_label_png
+from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.data.prepare")
 KINDS = ("synthetic", "voc12", "coco14", "folder")
-IGNORE = 255
 CHECK_CHUNK = 64
 
 
@@ -89,9 +87,9 @@ def check_mask(path: Path, image_id: str, num_fg: int, size: tuple[int, int]) ->
     if mask.shape != (size[1], size[0]):
         raise ValueError(f"image id {image_id!r}: mask {path} has shape {mask.shape}, image is {size[1]}x{size[0]}")
     values = np.unique(mask)
-    bad = [int(v) for v in values if v > num_fg and v != IGNORE]
+    bad = [int(v) for v in values if v > num_fg and v != IGNORE_LABEL]
     if bad:
-        raise ValueError(f"image id {image_id!r}: mask {path} has value(s) {bad} outside 0..{num_fg} and {IGNORE}")
+        raise ValueError(f"image id {image_id!r}: mask {path} has value(s) {bad} outside 0..{num_fg} and {IGNORE_LABEL}")
 
 
 def _check_ids(manifest: Manifest, ids: list[str]) -> None:
@@ -106,10 +104,10 @@ def check_files(manifest: Manifest, workers: int = 1) -> None:
     """Check every image of the manifest (header) and every mask (fully); threads = workers."""
     ids = sorted(set().union(*manifest.splits.values()))
     chunks = [ids[i : i + CHECK_CHUNK] for i in range(0, len(ids), CHECK_CHUNK)]
-    with tqdm(total=len(ids), desc="check images", disable=not progress_enabled()) as bar:
+    with Progress("check images", len(ids), unit="img") as bar:
         with ThreadPoolExecutor(max(1, workers)) as pool:
             for chunk, _ in zip(chunks, pool.map(lambda c: _check_ids(manifest, c), chunks)):
-                bar.update(len(chunk))
+                bar.update(n=len(chunk))
 
 
 def _relative_root(manifest: Manifest, out_dir: Path) -> Manifest:
@@ -118,6 +116,45 @@ def _relative_root(manifest: Manifest, out_dir: Path) -> Manifest:
     if root.is_relative_to(out_dir):
         return dataclasses.replace(manifest, root=root.relative_to(out_dir))
     return manifest
+
+
+TRAINING_SPLITS = ("train", "train_eval")
+
+
+def drop_unlabelled_training(manifest: Manifest) -> Manifest:
+    """Leave images without a foreground label (an all-background mask, a CSV row without
+    tags, a COCO image without annotations) out of train and train_eval, with one counted
+    warning; meta["train_without_labels"] records how many. [OURS] IRNet's cls_labels list
+    only labelled images: such an image has no class for the CAM loss, no CAM, IR label or
+    pseudo-mask other than background, so every later step would spend time on it for nothing.
+    val/test keep them (an all-background image is a valid evaluation case)."""
+    dropped = sorted({i for s in TRAINING_SPLITS for i in manifest.splits.get(s, []) if not manifest.labels.get(i)})
+    if not dropped:
+        return manifest
+    log.warning("dataset %s: %d training image(s) without a foreground label left out of train/train_eval "
+                "(e.g. %s)", manifest.name, len(dropped), dropped[:3])
+    gone = set(dropped)
+    splits = {k: ([i for i in v if i not in gone] if k in TRAINING_SPLITS else v) for k, v in manifest.splits.items()}
+    meta = {**manifest.meta, "train_without_labels": manifest.meta.get("train_without_labels", 0) + len(dropped)}
+    return dataclasses.replace(manifest, splits=splits, meta=meta)
+
+
+SCORED_SPLITS = ("train_eval", "val")  # the evaluation steps score these when the dataset has GT masks
+
+
+def check_scorable(manifest: Manifest) -> None:
+    """With GT masks (any mask in the manifest) every scored split needs at least one, else the
+    evaluation jobs of every round would fail after the training; ValueError at prepare instead."""
+    if not manifest.masks:
+        return  # no GT at all: no evaluation job is planned (rules/common.smk HAS_GT)
+    for split in SCORED_SPLITS:
+        ids = manifest.splits.get(split, [])
+        if ids and not any(manifest.mask_file(i) is not None for i in ids):
+            raise ValueError(
+                f"dataset {manifest.name}: no GT mask for any of the {len(ids)} images of split {split!r}, "
+                "which the evaluation steps score; give masks for them (dataset.masks_dir) or run without "
+                "GT (folder dataset with masks_dir: null)"
+            )
 
 
 def prepare_dataset(dataset_cfg: dict, out_dir: Path, check_images: bool = True, workers: int = 1) -> Manifest:
@@ -129,8 +166,9 @@ def prepare_dataset(dataset_cfg: dict, out_dir: Path, check_images: bool = True,
     """
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = load_source(dataset_cfg, out_dir, workers)
+    manifest = drop_unlabelled_training(load_source(dataset_cfg, out_dir, workers))
     manifest.validate()
+    check_scorable(manifest)
     if check_images:
         check_files(manifest, workers)
     _relative_root(manifest, out_dir).save(out_dir / "manifest.json")

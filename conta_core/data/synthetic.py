@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import atomic_path, save_label_png, write_text
-from conta_core.runtime import progress_enabled
+from conta_core.io import IGNORE_LABEL, atomic_path, save_label_png, write_text
+from conta_core.runtime import track
 
 log = logging.getLogger("conta.data.synthetic")
 
@@ -411,7 +410,7 @@ def render_scene(spec: SceneSpec, sc: SynthConfig) -> RenderedScene:
             image[part] = background[part]
             part_mask |= part
     clean = label.copy()
-    label[void_band(clean, sc.void_width)] = 255
+    label[void_band(clean, sc.void_width)] = IGNORE_LABEL
     return RenderedScene(image=image, label=label, clean_label=clean, part_mask=part_mask, background=background)
 
 
@@ -441,7 +440,7 @@ def generate_synthetic(out_dir: Path, cfg: dict) -> Manifest:
     labels, images, masks = {}, {}, {}
     per_image = {"texture": {}, "objects": {}, "part_copied": {}}
     jobs = [(split, i) for split in SPLITS for i in range(getattr(sc, f"num_{split}"))]
-    for split, i in tqdm(jobs, desc="synthetic", disable=not progress_enabled()):
+    for split, i in track(jobs, "synthetic"):
         image_id = f"{split}_{i:05d}"
         spec = sample_scene(_split_seed(sc.seed, split, i), sc)
         scene = render_scene(spec, sc)

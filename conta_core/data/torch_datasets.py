@@ -15,9 +15,8 @@ from torch.utils.data import Dataset
 from conta_core.context import load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment
-from conta_core.io import load_image, load_label_png
+from conta_core.io import IGNORE_LABEL, load_image, load_map_for
 
-SEG_PAD = 255  # ignore label for padded segmentation targets
 XM_PAD = 0  # padded context-map pixels count as background
 
 
@@ -26,20 +25,6 @@ def _check_ids(manifest: Manifest, ids: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"manifest {manifest.name}: unknown image id(s) {unknown[:5]}")
     return list(ids)
-
-
-def _load_map(path: Path, image_id: str, shape: tuple[int, int], what: str) -> np.ndarray:
-    """uint8[H, W] label-like map that must match the image size `shape`."""
-    m = load_label_png(path)
-    if m.shape != shape:
-        raise ValueError(f"{path}: {what} of image {image_id!r} has shape {m.shape}, image has {shape}")
-    return m
-
-
-def _lookup(files: dict[str, Path], image_id: str, what: str) -> Path:
-    if image_id not in files:
-        raise ValueError(f"no {what} file for image id {image_id!r}")
-    return Path(files[image_id])
 
 
 class _Augmented(Dataset):
@@ -116,9 +101,9 @@ class SegmentationDataset(_Augmented):
     def __getitem__(self, index: int) -> dict:
         image_id = self.ids[index]
         img = load_image(self.manifest.image_file(image_id))
-        label = _load_map(_lookup(self.label_files, image_id, "label"), image_id, img.shape[:2], "label")
+        label = load_map_for(self.label_files, image_id, img.shape[:2], "label")
         x, (label,) = augment(
-            img, [label], self.rng(index), self.scale_range, self.crop_size, map_pad=SEG_PAD, norm=self.norm
+            img, [label], self.rng(index), self.scale_range, self.crop_size, map_pad=IGNORE_LABEL, norm=self.norm
         )
         return {"image": x, "label": label.astype(np.int64), "id": image_id}
 
@@ -140,7 +125,7 @@ class InferenceDataset(Dataset):
         img = load_image(self.manifest.image_file(image_id))
         item = {"image_u8": img, "id": image_id}
         if self.label_files is not None:
-            item["label"] = _load_map(_lookup(self.label_files, image_id, "label"), image_id, img.shape[:2], "label")
+            item["label"] = load_map_for(self.label_files, image_id, img.shape[:2], "label")
         return item
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from conta_core.io import IGNORE_LABEL
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CAFFE_MEAN_BGR = np.array([104.008, 116.669, 122.675], dtype=np.float32)  # deeplab-pytorch IMAGE.MEAN (B, G, R)
@@ -112,7 +114,7 @@ def random_crop(
     size: int,
     rng: np.random.Generator,
     img_pad: float = 0.0,
-    map_pad: int | list[int] = 255,
+    map_pad: int | list[int] = IGNORE_LABEL,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Random `size` x `size` crop; pads (image with `img_pad`, maps with `map_pad`) if smaller.
 
@@ -146,7 +148,7 @@ def augment(
     scale_range: tuple[float, float],
     crop_size: int,
     hflip: bool = True,
-    map_pad: int | list[int] = 255,
+    map_pad: int | list[int] = IGNORE_LABEL,
     norm: str = "imagenet",
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The standard training augmentation: random rescale, flip, crop; image normalised.

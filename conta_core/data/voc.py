@@ -20,17 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_label_png, save_label_png
-from conta_core.runtime import progress_enabled
+from conta_core.io import IGNORE_LABEL, load_label_png, save_label_png
+from conta_core.runtime import track
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]  # fmt: skip
-IGNORE = 255
 
 
 def labels_from_mask(mask: np.ndarray, num_fg: int, where: str) -> list[int]:
@@ -39,9 +37,9 @@ def labels_from_mask(mask: np.ndarray, num_fg: int, where: str) -> list[int]:
     Raises ValueError naming `where` (file / id) on a value outside {0..num_fg, 255}.
     """
     values = np.unique(mask)
-    bad = [int(v) for v in values if v != IGNORE and v > num_fg]
+    bad = [int(v) for v in values if v != IGNORE_LABEL and v > num_fg]
     if bad:
-        raise ValueError(f"{where}: mask value(s) {bad} outside 0..{num_fg} and {IGNORE}")
+        raise ValueError(f"{where}: mask value(s) {bad} outside 0..{num_fg} and {IGNORE_LABEL}")
     return [int(v) for v in values if 0 < v <= num_fg]
 
 
@@ -85,7 +83,7 @@ def _sbd_dir(sbd_root: Path) -> Path:
 def _convert_sbd(sbd: Path, ids: list[str], out_dir: Path) -> dict[str, Path]:
     """Write out_dir/SegmentationClassAug/<id>.png for each id once; return id -> path."""
     out: dict[str, Path] = {}
-    for i in tqdm(ids, desc="SBD masks", disable=not progress_enabled()):
+    for i in track(ids, "SBD masks"):
         png = out_dir / "SegmentationClassAug" / f"{i}.png"
         if not png.is_file():
             save_label_png(png, load_sbd_mask(sbd / "cls" / f"{i}.mat"))
@@ -123,7 +121,7 @@ def prepare_voc12(root: Path, sbd_root: Path | None, out_dir: Path) -> Manifest:
     masks: dict[str, str] = {}
     labels: dict[str, list[int]] = {}
     all_ids = list(dict.fromkeys(train + voc_train + voc_val))
-    for i in tqdm(all_ids, desc="VOC labels", disable=not progress_enabled()):
+    for i in track(all_ids, "VOC labels"):
         images[i] = f"JPEGImages/{i}.jpg"
         mask = aug_masks.get(i, voc / "SegmentationClass" / f"{i}.png")
         if not Path(mask).is_file():

@@ -75,6 +75,25 @@ def validate_context_cfg(context: dict) -> None:
         raise ValueError(f"context.prior: only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
 
 
+def context_active(context_cfg: dict | None, xm_files, confounder_path, step: str) -> bool:
+    """Whether a training step uses the context module: context.mode conta or placebo and a
+    confounder file (round t > 0). Inconsistent inputs (X_m without confounder or the reverse)
+    raise ValueError naming the step; inputs given under mode none are ignored with a warning."""
+    mode = (context_cfg or {}).get("mode", "none")
+    if mode not in ACTIVE_MODES:
+        if confounder_path is not None or xm_files is not None:
+            log.warning("%s: context.mode = %s: ignoring the given X_m files / confounder", step, mode)
+        return False
+    if confounder_path is None:
+        if xm_files is not None:
+            raise ValueError(f"{step}: X_m files given without a confounder file")
+        log.info("%s: context.mode = %s but no confounder: the plain (round-0) model", step, mode)
+        return False
+    if xm_files is None:
+        raise ValueError(f"{step}: confounder {confounder_path} given without X_m files")
+    return True
+
+
 def context_xm_files(context: dict | None, xm_files: dict | None) -> dict | None:
     """The X_m file of each image as the context mode sees it: its own (conta) or its placebo
     partner's (placebo, conta_core.context.placebo_xm_files)."""
