@@ -547,7 +547,8 @@ def main(step: Step, script: str) -> None:
         speedup = s["images_per_s"] / base if base and s["images_per_s"] else None
         print(table_row(step.name, v, args, s, speedup), flush=True)
         if args.json:
-            rec = {"step": step.name, "variant": v, "threads": args.threads, "size": args.size,
+            rec = {"step": step.name, "variant": v, "threads": args.threads, "size": args.size, "images": args.images,
+                   "device": args.device, "autocast": os.environ.get("CONTA_AUTOCAST", "1") != "0",
                    "repeat": args.repeat, "speedup_vs_naive": speedup, "prepare_s": prep_s, "date": stamp,
                    "load_avg": os.getloadavg(), "machine": info,
                    "command": " ".join(["python", *sys.argv]), **s}  # fmt: skip

@@ -96,9 +96,12 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(int(n))
 
 
+AUTOCAST_ENV = "CONTA_AUTOCAST"  # "0": fp32 inference on CUDA too (exact; the GPU suite's baseline)
+
+
 def inference_autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
     """Mixed precision for inference: autocast to bf16 (fp16 on cards without bf16) on CUDA,
-    a no-op elsewhere, so the CPU path stays fp32 and exact."""
-    if torch.device(device).type != "cuda":
+    a no-op elsewhere, so the CPU path stays fp32 and exact. $CONTA_AUTOCAST=0 turns it off."""
+    if torch.device(device).type != "cuda" or os.environ.get(AUTOCAST_ENV, "1") == "0":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)

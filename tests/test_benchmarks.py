@@ -7,6 +7,7 @@ speed is measured by the benchmarks themselves, never asserted in a test.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,27 @@ def test_cam_storage_benchmark_reports_every_format(tmp_path):
     assert set(sizes) == {"pickled_npy_float32", "npz_float32", "npz_float16_high_res", "npz_compressed_float32"}
     assert abs(sizes["npz_float32"] - 4 * (500 * 375 + 125 * 94)) < 2000  # float32 maps + headers
     assert sizes["npz_float16_high_res"] < 0.6 * sizes["npz_float32"]
+
+
+def test_gpu_suite_cpu_path_writes_its_tables(tmp_path):
+    """benchmarks/gpu_suite.sh on a machine without CUDA (the smoke sizes): it runs, writes the
+    JSON lines and the Markdown table, and says that no GPU was measured."""
+    env = dict(os.environ, SUITE_SMOKE="1", SUITE_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path)], check=True, env=env,
+                   capture_output=True, text=True, timeout=600)
+    records = [json.loads(line) for line in (tmp_path / "suite.jsonl").read_text().splitlines()]
+    assert records and all(r["device"] == "cpu" and r["autocast"] is False for r in records)
+    table = (tmp_path / "suite.md").read_text()
+    assert "| make_cam | cpu | 2 | 32 | fp32 |" in table and "not a GPU measurement" in table
+    assert "local GPU claim: not measured" in table
+
+
+def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
+    out = tmp_path / "wf.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_workflow.py"), "--shards", "2", "--rounds", "0",
+           "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads(out.read_text())
+    (row,) = result["rows"]
+    assert row["shards"] == 2 and row["jobs"] > 10 and row["outputs"] >= row["jobs"] - 2  # targets have no output
+    assert row["noop_s"] > 0 and result["job_startup_s"] > 0 and result["snakemake_startup_s"] > 0

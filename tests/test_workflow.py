@@ -99,3 +99,13 @@ def test_config_change_reruns_only_the_affected_steps(tiny_run, tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert "train_cls" not in counts and "make_cam" not in counts and "make_ir_label" not in counts
     assert counts["random_walk"] == "2"
+
+
+def test_report_zip_of_a_finished_run(tiny_run, tmp_path):
+    """`snakemake --report report.zip round2` packs the figures of a finished run (catalog convention)."""
+    import zipfile
+
+    out = tmp_path / "report.zip"
+    run_snakemake(tiny_run, tiny_run / "tiny.yaml", "--report", str(out), "round2")
+    names = zipfile.ZipFile(out).namelist()
+    assert any(n.endswith("report.html") for n in names) and any("miou.png" in n for n in names)

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Benchmark: the workflow's own cost at the sizes users run (issue: VOC has 10,582 + 1,464 +
+1,449 images; the DAG does not depend on the image count, only on rounds x shards).
+
+Measures, for each --shards value: the job count of `snakemake -n round3`, the wall time of
+that dry run (DAG build from nothing), and the wall time of a no-op run of the same target
+once every output exists (outputs created by `--touch` after a `--dry-run`-planned tree of
+empty files, so nothing is trained); and the fixed cost of one job: a workflow script's
+start-up (interpreter + torch + conta_core imports, `--help`), and Snakemake's own start-up
+(`snakemake --version`), which every dry run and no-op pays.
+
+CLI: python benchmarks/bench_workflow.py [--shards 2 16 64] [--rounds 3] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(work: Path, cfg: Path, *args: str) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+           "--configfile", str(cfg), "--cores", "2", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0, proc.stdout + proc.stderr
+
+
+def materialise(work: Path, plan: str) -> int:
+    """Create every output of the planned jobs as an empty file or folder (no training)."""
+    n = 0
+    for line in re.findall(r"^\s+output: (.*)$", plan, flags=re.M):
+        for path in line.split(", "):
+            p = work / path.strip()
+            if p.suffix:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.touch()
+            else:
+                p.mkdir(parents=True, exist_ok=True)
+            n += 1
+    return n
+
+
+def measure(shards: int, rounds: int) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        cfg = yaml.safe_load((REPO / ".test/config.yaml").read_text())
+        cfg.update({"shards": shards, "rounds": rounds})
+        (work / "c.yaml").write_text(yaml.safe_dump(cfg))
+        dry_s, plan = snakemake(work, work / "c.yaml", "-n", f"round{rounds}")
+        jobs = int(re.search(r"^total\s+(\d+)$", plan, flags=re.M).group(1))
+        outputs = materialise(work, plan)
+        touch_s, _ = snakemake(work, work / "c.yaml", "--touch", f"round{rounds}")
+        noop_s, out = snakemake(work, work / "c.yaml", f"round{rounds}")
+        assert "Nothing to be done" in out, out[-2000:]
+    return {"shards": shards, "rounds": rounds, "jobs": jobs, "outputs": outputs, "dry_run_s": round(dry_s, 2),
+            "touch_s": round(touch_s, 2), "noop_s": round(noop_s, 2)}
+
+
+def snakemake_startup_s() -> float:
+    """Wall time of `snakemake --version`: Snakemake's own start-up, which every dry run and
+    no-op rerun pays before reading the Snakefile."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "snakemake", "--version"], check=True, capture_output=True)
+    return round(time.perf_counter() - t0, 2)
+
+
+def job_startup_s(repeat: int = 3) -> float:
+    """Median wall time of `python workflow_scripts/make_cam.py --help` (imports torch and conta_core)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(REPO / "workflow_scripts/make_cam.py"), "--help"], check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return round(sorted(times)[len(times) // 2], 2)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shards", type=int, nargs="+", default=[2, 16, 64])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    rows = [measure(s, a.rounds) for s in a.shards]
+    startup, smk = job_startup_s(), snakemake_startup_s()
+    print("| shards | rounds | jobs | dry run s | no-op rerun s |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['shards']} | {r['rounds']} | {r['jobs']} | {r['dry_run_s']} | {r['noop_s']} |")
+    print(f"\njob start-up (interpreter + torch + conta_core, --help): {startup} s")
+    print(f"snakemake --version (Snakemake's own start-up, in every row above): {smk} s")
+    if a.json:
+        a.json.write_text(json.dumps({"rows": rows, "job_startup_s": startup, "snakemake_startup_s": smk}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
