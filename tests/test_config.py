@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conta_core.config import ConfigError, DEFAULT_CONFIG, deep_merge, load_config, load_yaml
+from conftest import REPO as REPO_ROOT
 
 
 def test_default_config_is_valid():
@@ -96,3 +97,41 @@ def test_require_keys_names_the_section_key_and_every_missing_one():
         require_keys({"a": 1}, ("a", "b", "c"), "irn")
     with pytest.raises(ValueError, match=r"cam\.flip is missing .*\(make_amn_cam uses the cam scales\)"):
         require_keys({}, ("flip",), "cam", why="make_amn_cam uses the cam scales")
+
+
+# Section keys the library lists as required (for direct use without Snakemake) must be required
+# by the schema too, and config/config.yaml must give every schema key of a section a default:
+# one source of required keys (the schema) and one of defaults (config.yaml, always loaded first).
+OPTIONAL_WITHOUT_DEFAULT = {"classifier": {"output_stride"}}  # code default 16 (IRNet); documented in config/README.md
+
+
+def _library_keys() -> dict[str, tuple[str, ...]]:
+    from conta_core.amn import TRAIN_KEYS
+    from conta_core.irn import IRN_KEYS
+    from conta_core.pretrain import CFG_KEYS
+    from conta_core.segment import _TRAIN_KEYS
+    from conta_core.train_cls import CLS_KEYS
+
+    return {"classifier": CLS_KEYS, "segmentation": _TRAIN_KEYS, "irn": IRN_KEYS, "amn": TRAIN_KEYS, "pretrain": CFG_KEYS}
+
+
+def test_schema_requires_every_key_the_library_requires():
+    import yaml
+
+    schema = yaml.safe_load((REPO_ROOT / "config/schema.yaml").read_text())["properties"]
+    for section, keys in _library_keys().items():
+        missing = sorted(set(keys) - set(schema[section].get("required", [])))
+        assert not missing, f"schema {section}.required lacks {missing}"
+
+
+def test_config_yaml_gives_every_schema_key_a_default():
+    import yaml
+
+    schema = yaml.safe_load((REPO_ROOT / "config/schema.yaml").read_text())
+    cfg = yaml.safe_load((REPO_ROOT / "config/config.yaml").read_text())
+    assert not sorted(set(schema["required"]) - set(cfg))
+    for section, spec in schema["properties"].items():
+        if spec.get("type") != "object" or section not in cfg or section == "amn":  # amn: config/amn overlays
+            continue
+        props = set(spec.get("properties", {})) - OPTIONAL_WITHOUT_DEFAULT.get(section, set())
+        assert not sorted(props - set(cfg[section] or {})), f"config.yaml {section} lacks {sorted(props - set(cfg[section]))}"
