@@ -13,6 +13,7 @@ the summary and the tools read them from here.
         context_diagnostics.json       .diagnostics(t)
         summary.csv, figures/          .summary(t), .figures(t)
       summary.csv                      .summary()
+    results_dir/pretrain_cache/        PRETRAIN_CACHE: generated pre-training shared by runs
       logs/<rule>/<name>.log           .log(rule, name)  (logs/<rule>.log without a name)
       benchmarks/<rule>/<name>.tsv     .benchmark(rule, name)
 
@@ -96,7 +97,8 @@ def for_method(table: dict, method: str) -> list:
     return [v for v in table.values() if method in v.methods]
 
 
-TOP_FOLDERS = ("data", "pretrain", "logs", "benchmarks")  # run-level folders besides round<t>/
+TOP_FOLDERS = ("data", "pretrain", "logs", "benchmarks")
+PRETRAIN_CACHE = "pretrain_cache"  # <results_dir>/pretrain_cache/<backbone>-<key>/ (conta_core.pretrain), shared by runs  # run-level folders besides round<t>/
 
 
 class RunLayout:

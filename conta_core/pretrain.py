@@ -19,8 +19,12 @@ same kind that ImageNet pre-training brings to the paper's pipeline.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 
 from conta_core.data import synthetic
 from conta_core.data.transforms import normalize
-from conta_core.io import save_torch, write_csv
+from conta_core.io import atomic_path, save_torch, write_csv
 from conta_core.models.backbone import build_torchvision_resnet
 from conta_core.runtime import track
 from conta_core.training import Loop, Resume, fingerprint, fit
@@ -153,3 +157,50 @@ def _train(net: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor
         log.info("epoch %d/%d: loss %.4f, accuracy %.4f", epoch + 1, epochs, rows[-1]["loss"], rows[-1]["accuracy"])
 
     return fit(Loop("pretrain", net, opt, max_step, per_epoch, batches, step, resume, [gen], end_epoch))
+
+
+# --- content-addressed cache of the generated pre-training [OURS] ----------------------------
+
+CACHE_SOURCES = ("pretrain.py", "training.py", "data/synthetic.py", "data/transforms.py", "models/backbone.py")
+
+
+def cache_key(cfg: dict, seed: int, device: torch.device | str) -> str:
+    """What the weights depend on: the `pretrain` section, the seed, the device type, the torch
+    version and the source of the modules that generate and train (any edit is a new key)."""
+    h = hashlib.sha256(json.dumps({"cfg": cfg, "seed": int(seed), "device": torch.device(device).type,
+                                   "torch": torch.__version__}, sort_keys=True).encode())
+    root = Path(__file__).resolve().parent
+    for rel in CACHE_SOURCES:
+        h.update(rel.encode() + b"\0" + (root / rel).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def pretrain_cached(cfg: dict, seed: int, out_path: str | os.PathLike, device: torch.device | str,
+                    log_csv: str | os.PathLike, cache_dir: str | os.PathLike | None,
+                    checkpoint: dict | None = None) -> bool:
+    """`pretrain_backbone`, reusing an earlier run's identical result from `cache_dir`.
+
+    The cache entry cache_dir/<backbone>-<cache_key>/ holds weights.pth and train_log.csv;
+    a hit copies both to out_path / log_csv (no training), a miss trains and then stores them.
+    Runs of one results folder with the same pretrain settings thus pre-train once; any change
+    of settings, seed, device type, torch or the generating code is a new key, so an entry is
+    never stale. cache_dir None: no cache. Returns True on a hit.
+    """
+    if cache_dir is None:
+        pretrain_backbone(cfg, seed, out_path, device, log_csv, checkpoint=checkpoint)
+        return False
+    check_cfg(cfg)
+    entry = Path(cache_dir) / f"{cfg['backbone']}-{cache_key(cfg, seed, device)}"
+    cached = {entry / "weights.pth": Path(out_path), entry / "train_log.csv": Path(log_csv)}
+    if all(src.is_file() for src in cached):
+        for src, dst in cached.items():
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+        log.info("pretrain: reused %s (same settings, seed and code)", entry)
+        return True
+    pretrain_backbone(cfg, seed, out_path, device, log_csv, checkpoint=checkpoint)
+    for src, dst in cached.items():
+        with atomic_path(src) as tmp:
+            shutil.copyfile(dst, tmp)
+    log.info("pretrain: stored in the cache %s", entry)
+    return False

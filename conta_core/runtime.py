@@ -35,7 +35,7 @@ DEFAULT_SPLIT = "train"  # split of the per-image steps when --split is optional
 # --- Snakemake `script:` adapter ----------------------------------------------------------
 
 DAG_ONLY = ("pretrained", "artifacts")  # named rule inputs that only order the DAG (not script options)
-RUNTIME_CONFIG = ("checkpoint",)  # options read from the config at run time: changing them reruns nothing
+RUNTIME_CONFIG = ("checkpoint", "pretrain_cache")  # options read from the config at run time: changing them reruns nothing
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:

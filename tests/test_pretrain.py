@@ -77,3 +77,21 @@ def test_stopped_at_an_epoch_boundary_resumes_to_identical_weights(tmp_path, mon
     stop_then_resume(monkeypatch, lambda: pretrain_backbone(cfg, seed=0, out_path=out, device="cpu"), out, 2)
     assert_same_weights(load_torch(ref), load_torch(out))
     assert pretrain_backbone(cfg, seed=0, out_path=tmp_path / "again.pth", device="cpu") == info
+
+
+def test_cache_reuses_identical_pretraining_and_keys_every_input(tmp_path, caplog):
+    import logging
+
+    from conta_core.pretrain import cache_key, pretrain_cached
+
+    cache = tmp_path / "cache"
+    a, b = tmp_path / "a" / "w.pth", tmp_path / "b" / "w.pth"
+    assert pretrain_cached(TINY, 0, a, "cpu", a.with_suffix(".csv"), cache) is False  # trains, stores
+    with caplog.at_level(logging.INFO, logger="conta.pretrain"):
+        assert pretrain_cached(TINY, 0, b, "cpu", b.with_suffix(".csv"), cache) is True  # copies
+    assert "reused" in caplog.text
+    assert a.read_bytes() == b.read_bytes() and a.with_suffix(".csv").read_bytes() == b.with_suffix(".csv").read_bytes()
+    key = cache_key(TINY, 0, "cpu")
+    assert len({key, cache_key(TINY, 1, "cpu"), cache_key({**TINY, "lr": 0.02}, 0, "cpu"),
+                cache_key(TINY, 0, "cuda")}) == 4
+    assert sorted(p.name for p in cache.iterdir()) == [f"resnet18-{key}"]

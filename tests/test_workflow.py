@@ -109,3 +109,16 @@ def test_report_zip_of_a_finished_run(tiny_run, tmp_path):
     run_snakemake(tiny_run, tiny_run / "tiny.yaml", "--report", str(out), "round2")
     names = zipfile.ZipFile(out).namelist()
     assert any(n.endswith("report.html") for n in names) and any("miou.png" in n for n in names)
+
+
+def test_second_run_reuses_the_cached_pretraining(tmp_path):
+    """Two runs of one results folder with the same pretrain settings pre-train once
+    (pretrain_cache); the second run's weights are the first run's, byte for byte."""
+    for run in ("a", "b"):
+        cfg = write_config(tmp_path / f"{run}.yaml", Path("results"), run=run)
+        run_snakemake(tmp_path, cfg, f"results/{run}/pretrain/resnet18.pth")
+    log_b = (tmp_path / "results/b/logs/pretrain/resnet18.log").read_text()
+    assert "pretrain: reused results/pretrain_cache/resnet18-" in log_b
+    assert "pretrain: reused" not in (tmp_path / "results/a/logs/pretrain/resnet18.log").read_text()
+    w = [(tmp_path / f"results/{r}/pretrain/resnet18.pth").read_bytes() for r in ("a", "b")]
+    assert w[0] == w[1]
