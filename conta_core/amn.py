@@ -217,8 +217,7 @@ def train_amn(
         raise ValueError(f"config key amn.batch_size: {batch_size} exceeds the {len(dataset)} training images")
     optimizer = make_optimizer(model, cfg)
     epochs = int(cfg["epochs"])
-    resume = Resume(out_path, checkpoint, "train_amn",
-                    fingerprint("train_amn", cfg, ctx, list(ids), seed, str(confounder_path)))
+    resume = Resume(out_path, checkpoint, fingerprint("train_amn", cfg, ctx, list(ids), seed, str(confounder_path)))
     step_fn = functools.partial(_step, model, optimizer, float(cfg["label_smoothing"]), ctx, device)
 
     def end_epoch(epoch: int, rows: list[dict]) -> None:

@@ -17,7 +17,8 @@ import pandas as pd
 
 from conta_core.data.manifest import Manifest
 from conta_core.io import read_json
-from conta_core.layout import CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS, MODEL_FILE, MODELS, STAGES, RunLayout, Stage, for_method
+from conta_core.layout import (CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS, MODEL_FILE, MODELS, RESUME_SUFFIX, STAGES,
+                               RunLayout, Stage, for_method, resume_steps)
 from conta_core.shards import shard_ids
 
 COLUMNS = ["round", "artifact", "status", "found", "expected", "detail"]
@@ -29,7 +30,6 @@ INERT = "inert"  # context_diagnostics.json says the context carries no signal
 MEAN_ROW = "mean"  # the mIoU row of conta_core.evaluate tables
 
 
-ShardedArtifact = Stage  # a per-image artifact: round<t>/<folder>/<shard>/<id><suffix>
 SHARDED = tuple(STAGES.values())
 ORDER = ("cls", "cam", "ir_label", "amn", "amn_cam", "amn_ir_label", "irn", "pseudo_mask", "seg",
          "seg_pred_train", "seg_pred_val")  # a round's artifacts in the order the pipeline makes them
@@ -65,7 +65,7 @@ def _files_with_suffix(folder: Path, suffix: str) -> set[str]:
     return {p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".")}
 
 
-def inspect_sharded(round_dir: Path, t: int, art: ShardedArtifact, manifest: Manifest | None, num_shards: int) -> dict:
+def inspect_sharded(round_dir: Path, t: int, art: Stage, manifest: Manifest | None, num_shards: int) -> dict:
     """Status row of one sharded artifact: files found per shard against the manifest split."""
     base = round_dir / art.folder
     ids = manifest.ids(art.split) if manifest is not None and art.split in manifest.splits else None
@@ -104,10 +104,9 @@ def inspect_checkpoint(round_dir: Path, t: int, rel: str) -> dict:
     (conta_core.training: a rerun continues from the newest)."""
     path = round_dir / rel
     if not path.is_file():
-        steps = sorted(int(m.group(1)) for f in path.with_name(path.name + ".resume").glob("step_*.pth")
-                       if (m := re.match(r"step_(\d+)\.pth$", f.name)))
+        steps = resume_steps(path)
         if steps:
-            return _row(t, rel, PARTIAL, detail=f"interrupted; a rerun resumes at step {steps[-1]}")
+            return _row(t, rel, PARTIAL, detail=f"interrupted; a rerun resumes at step {steps[0][0]}")
         return _row(t, rel, MISSING)
     return _row(t, rel, OK, detail=f"{path.stat().st_size / BYTES_PER_MB:.1f} MB")
 
@@ -192,7 +191,7 @@ def inspect_pretrain(run_dir: Path) -> str:
     folder = Path(run_dir) / "pretrain"
     weights = sorted(folder.glob("*.pth")) if folder.is_dir() else []
     if not weights:
-        resume = sorted(folder.glob("*.pth.resume")) if folder.is_dir() else []
+        resume = sorted(folder.glob("*.pth" + RESUME_SUFFIX)) if folder.is_dir() else []
         return "pretrain: interrupted (a rerun resumes)" if resume else "pretrain: none"
     return "pretrain: " + ", ".join(f"{w.name} ({w.stat().st_size / BYTES_PER_MB:.1f} MB)" for w in weights)
 

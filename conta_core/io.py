@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
+from conta_core.layout import CAM_SUFFIX  # CAM artifacts: <id>.npz of named arrays, read without pickle
 
 IGNORE_LABEL = 255  # label maps: 0 background, 1..C classes, 255 ignored (void, uncertain, padding)
 
@@ -142,7 +143,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{path}: cannot read image ({e})") from e
 
 
-from conta_core.layout import CAM_SUFFIX  # noqa: E402  CAM artifacts: <id>.npz of named arrays, read without pickle
 CAM_ARRAYS = ("keys", "cam", "high_res")
 
 

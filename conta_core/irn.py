@@ -328,7 +328,7 @@ def train_irn(
         if log_csv is not None:
             write_csv(log_csv, pd.DataFrame(rows, columns=LOG_COLUMNS))
 
-    resume = Resume(out_path, checkpoint, "train_irn", fingerprint("train_irn", cfg, list(ids), seed))
+    resume = Resume(out_path, checkpoint, fingerprint("train_irn", cfg, list(ids), seed))
     step_fn = functools.partial(_step, net, opt, index, cfg, max_step, device)
     rows = fit(Loop("train_irn", net, opt, max_step, steps_per_epoch, batches, step_fn, resume,
                     [options["generator"]], end_epoch))

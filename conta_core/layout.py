@@ -24,6 +24,7 @@ of what a round holds, per method (irn | amn).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,24 @@ EVALS = {e.name: e for e in (
 )}
 
 
+def resume_dir(out_path: str | Path) -> Path:
+    """The resume folder of a training output: <out>.resume/."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + RESUME_SUFFIX)
+
+
+def resume_file(out_path: str | Path, step: int) -> Path:
+    return resume_dir(out_path) / f"step_{step:08d}.pth"
+
+
+def resume_steps(out_path: str | Path) -> list[tuple[int, Path]]:
+    """(step, file) of the resume checkpoints of a training output, newest first."""
+    folder = resume_dir(out_path)
+    if not folder.is_dir():
+        return []
+    return sorted(((int(m.group(1)), f) for f in folder.iterdir() if (m := _RESUME_STEP.match(f.name))), reverse=True)
+
+
 def for_method(table: dict, method: str) -> list:
     """The entries of STAGES / MODELS / EVALS that `method` produces, in table order."""
     if method not in METHODS:
@@ -98,6 +117,8 @@ def for_method(table: dict, method: str) -> list:
 
 
 TOP_FOLDERS = ("data", "pretrain", "logs", "benchmarks")
+RESUME_SUFFIX = ".resume"  # <out>.resume/step_<N>.pth: resume checkpoints of a training output (conta_core.training)
+_RESUME_STEP = re.compile(r"^step_(\d+)\.pth$")
 PRETRAIN_CACHE = "pretrain_cache"  # <results_dir>/pretrain_cache/<backbone>-<key>/ (conta_core.pretrain), shared by runs  # run-level folders besides round<t>/
 
 

@@ -117,7 +117,7 @@ def pretrain_backbone(cfg: dict, seed: int, out_path: str | os.PathLike, device:
                           weight_decay=float(cfg["weight_decay"]))
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]  # poly_step's base
-    resume = Resume(out_path, checkpoint, "pretrain", fingerprint("pretrain", cfg, seed))
+    resume = Resume(out_path, checkpoint, fingerprint("pretrain", cfg, seed))
     rows = _train(net, opt, x_all, y_all, cfg, gen, device, resume)
     state = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith("fc.")}
     save_torch(out_path, state)

@@ -149,8 +149,7 @@ def train_segmentation(
     optimizer = _build_optimizer(model, cfg_seg)
     dataset = _segmentation_dataset(manifest, ids, label_files, cfg_seg, seed)
     loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
-    resume = Resume(out_path, checkpoint, "train_seg",
-                    fingerprint("train_seg", cfg_seg, list(ids), seed, manifest.num_classes))
+    resume = Resume(out_path, checkpoint, fingerprint("train_seg", cfg_seg, list(ids), seed, manifest.num_classes))
     step_fn = functools.partial(_step, model, optimizer, float(cfg_seg["lr"]), iterations,
                                 float(cfg_seg["poly_power"]), device)
     rows = fit(Loop("train_seg", model, optimizer, iterations, len(loader), batches, step_fn, resume,

@@ -117,7 +117,7 @@ def train_classifier(
         raise ValueError(f"classifier.batch_size: {batch_size} exceeds the {len(dataset)} training images (drop_last)")
     optimizer = make_optimizer(model, cls_cfg)
     ctx = context_cfg if active else None
-    resume = Resume(out_path, checkpoint, "train_cls",
+    resume = Resume(out_path, checkpoint,
                     fingerprint("train_cls", cls_cfg, ctx, list(ids), seed, len(dataset), str(confounder_path)))
     step_fn = functools.partial(_step, model, optimizer, max_step, float(cls_cfg["poly_power"]), ctx, device)
     rows = fit(Loop("train_cls", model, optimizer, max_step, len(loader), batches, step_fn, resume,

@@ -35,7 +35,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import shutil
 import signal
 import time
@@ -50,12 +49,12 @@ from torch.utils.data import RandomSampler
 
 from conta_core.config import CHECKPOINT_DEFAULTS, checkpoint_settings
 from conta_core.io import load_torch, save_torch
+from conta_core.layout import resume_dir, resume_file, resume_steps
 from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.training")
 
 STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
-_STEP_FILE = re.compile(r"^step_(\d+)\.pth$")
 KEEP_FILES = 2  # newest resume checkpoints kept while training (one spare if the newest is unreadable)
 
 
@@ -126,23 +125,18 @@ def _set_rng_state(state: dict) -> None:
 
 
 class Resume:
-    """The resume folder `<out>.resume/` of one training output; see the module docstring."""
+    """The resume folder `<out>.resume/` of one training output (conta_core.layout.resume_dir);
+    see the module docstring."""
 
-    def __init__(self, out_path: str | Path, settings: dict | None, name: str, fp: str) -> None:
-        out_path = Path(out_path)
-        self.dir = out_path.with_name(out_path.name + ".resume")
+    def __init__(self, out_path: str | Path, settings: dict | None, fp: str) -> None:
+        self.out_path = Path(out_path)
+        self.dir = resume_dir(out_path)
         self.settings = checkpoint_settings(settings)
-        self.name, self.fingerprint = name, fp
-
-    def _files(self) -> list[tuple[int, Path]]:
-        if not self.dir.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := _STEP_FILE.match(p.name))]
-        return sorted(found, reverse=True)
+        self.fingerprint = fp
 
     def load(self) -> dict | None:
         """The newest readable checkpoint with this fingerprint, or None (stale ones removed)."""
-        for step, path in self._files():
+        for _, path in resume_steps(self.out_path):
             try:
                 ckpt = load_torch(path)
             except ValueError as e:
@@ -160,9 +154,9 @@ class Resume:
         return None
 
     def save(self, ckpt: dict) -> Path:
-        path = self.dir / f"step_{ckpt['step']:08d}.pth"
+        path = resume_file(self.out_path, ckpt["step"])
         save_torch(path, ckpt)
-        for _, old in self._files()[KEEP_FILES:]:
+        for _, old in resume_steps(self.out_path)[KEEP_FILES:]:
             old.unlink(missing_ok=True)
         return path
 

@@ -12,6 +12,7 @@ import torch
 
 from conta_core import training
 from conta_core.io import load_torch
+from conta_core.layout import resume_dir
 
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int, sig: int = signal.SIGUSR1) -> None:
@@ -24,10 +25,6 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int, sig: int = signal.S
                 os.kill(os.getpid(), sig)
 
     monkeypatch.setattr(training, "Progress", SignalAt)
-
-
-def resume_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".resume")
 
 
 def stop_then_resume(monkeypatch: pytest.MonkeyPatch, train: Callable[[], None], out: Path, step: int,

@@ -61,7 +61,7 @@ def _toy_loop(out, checkpoint=None, steps=7, seed=0) -> tuple[torch.nn.Module, l
         opt.step()
         return {"loss": float(loss.detach()), "lr": 0.1, "epoch": epoch}
 
-    resume = Resume(out, checkpoint, "toy", fingerprint("toy", steps, seed))
+    resume = Resume(out, checkpoint, fingerprint("toy", steps, seed))
     rows = fit(Loop("toy", model, opt, steps, len(loader), batches, step, resume, [loader.generator]))
     resume.finish()
     return model, rows
@@ -105,7 +105,7 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_older_one(tmp_path):
     out = tmp_path / "m.pth"
     _toy_loop(out, {"every": 2, "minutes": 0, "keep": True})
     (resume_dir(out) / "step_00000006.pth").write_bytes(b"truncated")
-    ckpt = Resume(out, None, "toy", fingerprint("toy", 7, 0)).load()
+    ckpt = Resume(out, None, fingerprint("toy", 7, 0)).load()
     assert ckpt is not None and ckpt["step"] == 4
 
 
