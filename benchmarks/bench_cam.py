@@ -38,7 +38,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize, resize_image
-    from conta_core.io import CAM_SUFFIX, load_image, save_cam
+    from conta_core.fileio import CAM_SUFFIX, load_image, save_cam
     from conta_core.models.classifier import load_classifier
 
     manifest = Manifest.load(spec["manifest"])

@@ -3,7 +3,7 @@
 
 1. Storage at VOC size (500 x 375, K foreground classes, keys + stride-4 cam + high_res):
    the old pickled-dict .npy (IRNet's format, written only to measure it), the .npz of
-   conta_core.io.save_cam (float32), and two options not taken: float16 high_res and a
+   conta_core.fileio.save_cam (float32), and two options not taken: float16 high_res and a
    compressed .npz. The maps are smooth blobs in [0, 1] (compressed sizes depend on content;
    uncompressed ones do not).
 2. With --round-dir (a finished round of a run) and --manifest: the CAM sweep mIoU of the
@@ -43,7 +43,7 @@ def _maps(k: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def storage(k: int) -> dict[str, int]:
     """Bytes per image of each format for K classes at VOC size."""
-    from conta_core.io import save_cam
+    from conta_core.fileio import save_cam
 
     high = _maps(k, H, W)
     cam = high[:, ::4, ::4].copy()
@@ -69,7 +69,7 @@ def float16_effect(round_dir: Path, manifest_path: Path) -> dict:
     from conta_core.config import load_config
     from conta_core.data.artifacts import index_artifacts
     from conta_core.data.manifest import Manifest
-    from conta_core.io import CAM_SUFFIX, load_cam
+    from conta_core.fileio import CAM_SUFFIX, load_cam
 
     manifest = Manifest.load(manifest_path)
     cfg = load_config(REPO / "config/config.yaml")

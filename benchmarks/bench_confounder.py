@@ -53,7 +53,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.confounder import save_confounder
     from conta_core.context import encode_xm
-    from conta_core.io import load_label_png
+    from conta_core.fileio import load_label_png
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     sums = np.zeros((manifest.num_fg, *size))
@@ -79,7 +79,7 @@ def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.confounder import build_confounder, save_confounder
     from conta_core.context import encode_xm
-    from conta_core.io import load_label_png
+    from conta_core.fileio import load_label_png
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     c, counts = build_confounder(masks, labels, manifest.num_fg, size, spec["context"]["confounder_resize"])

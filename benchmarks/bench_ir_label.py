@@ -43,7 +43,7 @@ def _naive_label(img: np.ndarray, keys: np.ndarray, high_res: np.ndarray, cfg: d
 
 def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.manifest import Manifest
-    from conta_core.io import CAM_SUFFIX, load_cam, load_image, save_label_png
+    from conta_core.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
 
     manifest = Manifest.load(spec["manifest"])
     for image_id in ids:
@@ -54,7 +54,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
-    from conta_core.io import CAM_SUFFIX
+    from conta_core.fileio import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
     from conta_core.ir_label import make_ir_labels
 

@@ -58,7 +58,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize
-    from conta_core.io import CAM_SUFFIX, load_cam, load_image, save_label_png
+    from conta_core.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
     from conta_core.models.irn import edge_net_from_checkpoint
 
     manifest = Manifest.load(spec["manifest"])
@@ -83,7 +83,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
-    from conta_core.io import CAM_SUFFIX
+    from conta_core.fileio import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
     from conta_core.random_walk import make_pseudo_masks
 

@@ -36,7 +36,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize
-    from conta_core.io import load_image, save_label_png
+    from conta_core.fileio import load_image, save_label_png
     from conta_core.models.deeplab import load_deeplab
 
     manifest = Manifest.load(spec["manifest"])

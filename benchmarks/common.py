@@ -86,7 +86,7 @@ class Step:
 PRELOAD = (
     "conta_core.cam", "conta_core.confounder", "conta_core.context", "conta_core.crf",
     "conta_core.data.artifacts", "conta_core.data.manifest", "conta_core.data.transforms",
-    "conta_core.io", "conta_core.ir_label", "conta_core.irn", "conta_core.models.classifier",
+    "conta_core.fileio", "conta_core.ir_label", "conta_core.irn", "conta_core.models.classifier",
     "conta_core.models.deeplab", "conta_core.models.irn", "conta_core.random_walk", "conta_core.segment",
 )  # fmt: skip
 
@@ -121,7 +121,7 @@ def make_classifier(path: Path, num_fg: int, seed: int = MODEL_SEED) -> Path:
     """A random-init CAM classifier checkpoint (config classifier section, no context)."""
     import torch
 
-    from conta_core.io import save_torch
+    from conta_core.fileio import save_torch
     from conta_core.models.classifier import build_classifier
 
     cls_cfg = {**load_config()["classifier"], "pretrained": None}
@@ -135,7 +135,7 @@ def make_classifier(path: Path, num_fg: int, seed: int = MODEL_SEED) -> Path:
 
 def make_edge_net(path: Path, seed: int = MODEL_SEED) -> Path:
     """A random-init IRNet boundary-net checkpoint (config irn section)."""
-    from conta_core.io import save_torch
+    from conta_core.fileio import save_torch
     from conta_core.irn import build_edge_net
 
     cfg = {**load_config()["irn"], "backbone_init": "random", "pretrained": None}
@@ -149,7 +149,7 @@ def make_deeplab(path: Path, num_classes: int, seed: int = MODEL_SEED) -> Path:
     """A random-init DeepLab-v2 (MSC) checkpoint (config segmentation section)."""
     import torch
 
-    from conta_core.io import save_torch
+    from conta_core.fileio import save_torch
     from conta_core.models.deeplab import build_deeplab, checkpoint_dict
 
     cfg = {**load_config()["segmentation"], "pretrained": None}
@@ -161,7 +161,7 @@ def make_deeplab(path: Path, num_classes: int, seed: int = MODEL_SEED) -> Path:
 
 
 def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int = CAM_SEED) -> Path:
-    """CAM files (conta_core.io.save_cam) derived from the GT masks: blurred class masks + noise.
+    """CAM files (conta_core.fileio.save_cam) derived from the GT masks: blurred class masks + noise.
 
     Realistic blob-shaped maps for the CRF and the random walk without running a network.
     """
@@ -169,7 +169,7 @@ def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int
 
     from conta_core.cam import CAM_STRIDE
     from conta_core.data.manifest import Manifest
-    from conta_core.io import CAM_SUFFIX, load_label_png, save_cam
+    from conta_core.fileio import CAM_SUFFIX, load_label_png, save_cam
 
     manifest = Manifest.load(manifest_path)
     rng = np.random.default_rng(seed)
@@ -193,14 +193,9 @@ def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int
 
 def machine_info() -> dict:
     """CPU model, core count and Python version (torch-free: the orchestrator stays small)."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from conta_core.run_digest import cpuinfo_field
+
+    cpu = cpuinfo_field("model name") or platform.processor() or "unknown"
     return {"cpu": cpu, "nproc": os.cpu_count(), "python": platform.python_version()}
 
 

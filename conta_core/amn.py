@@ -17,7 +17,7 @@ CRF-refined IR labels (the "first-stage seeds") come first; then
    over the scales; softmax over the C + 1 classes; the channels [background] + image
    classes are min-max normalised per channel, but only at pixels where the first-stage seed
    is not background (there the raw probability is kept). The K foreground maps are saved in
-   the standard CAM format (conta_core.io.save_cam), so eval_cam, make_ir_label and the
+   the standard CAM format (conta_core.fileio.save_cam), so eval_cam, make_ir_label and the
    random walk read them unchanged (the walk raises them to amn.rw_power).
 
 [OURS] deviations, on purpose:
@@ -54,7 +54,8 @@ from conta_core.context import encode_xm_batch, load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
-from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, load_image, load_map_for, load_torch, save_cam, save_torch, write_csv
+from conta_core.checkpoint import load_model, save_model
+from conta_core.fileio import CAM_SUFFIX, IGNORE_LABEL, load_image, load_map_for, save_cam, write_csv
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
 from conta_core.models.classifier import context_active, context_xm_files
 from conta_core.runtime import loader_options, track
@@ -75,7 +76,7 @@ LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "loss_bg", "loss_fg"]
 class AMNDataset(ClassificationDataset):
     """Training items of AMN: the classifier's augmentation applied to image, seed and X_m.
 
-    Item: {"image": float32[3, S, S], "label": float32[C] multi-hot, "seed": int64[S, S]
+    Item: {"image": float32[3, S, S], "label": float32[C] multi-hot, "ir_label": int64[S, S]
     (first-stage IR label, padded with 255), "id", and with xm_files "xm": uint8[S, S]}.
     """
 
@@ -93,7 +94,7 @@ class AMNDataset(ClassificationDataset):
             maps.append(load_xm(self.xm_files, image_id, img.shape[:2]))
             pads.append(XM_PAD)
         x, maps = augment(img, maps, self.rng(index), self.scale_range, self.crop_size, map_pad=pads)
-        item = {"image": x, "label": self.manifest.label_vector(image_id), "seed": maps[0].astype(np.int64),
+        item = {"image": x, "label": self.manifest.label_vector(image_id), "ir_label": maps[0].astype(np.int64),
                 "id": image_id}
         if self.xm_files is not None:
             item["xm"] = maps[1].astype(np.uint8)
@@ -103,34 +104,34 @@ class AMNDataset(ClassificationDataset):
 # ----------------------------------------------------------------------------- loss
 
 
-def resize_seeds(seeds: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest (pixel-centre) resize of seed labels int64[B, S, S] -> int64[B, h, w]."""
-    if tuple(seeds.shape[-2:]) == tuple(size):
-        return seeds
-    return F.interpolate(seeds[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
+def resize_ir_labels(ir_labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest (pixel-centre) resize of IR labels (the first-stage seeds) int64[B, S, S] -> int64[B, h, w]."""
+    if tuple(ir_labels.shape[-2:]) == tuple(size):
+        return ir_labels
+    return F.interpolate(ir_labels[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
 
 
-def amn_loss(logits: torch.Tensor, seeds: torch.Tensor, eps: float) -> tuple[torch.Tensor, dict[str, float]]:
+def amn_loss(logits: torch.Tensor, ir_labels: torch.Tensor, eps: float) -> tuple[torch.Tensor, dict[str, float]]:
     """AMN's per-pixel classification loss (module docstring, reference §3.4).
 
-    logits: float32[B, C + 1, h, w]; seeds: int64[B, h, w] (0 bg, 1..C, 255 ignore);
+    logits: float32[B, C + 1, h, w]; ir_labels: int64[B, h, w] (0 bg, 1..C, 255 ignore);
     eps: label smoothing (amn.label_smoothing). Returns (loss, {"loss_bg", "loss_fg"}); a
     part without pixels is NaN in the dict and left out of the loss. Without any valid seed
     pixel the loss is 0 (with a graph, so backward() works).
     """
     n = logits.shape[1]
-    if seeds.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(f"amn_loss: seeds {tuple(seeds.shape)} do not match logits {tuple(logits.shape)}")
-    valid = seeds != IGNORE_LABEL
-    target = torch.where(valid, seeds, torch.zeros_like(seeds))
+    if ir_labels.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"amn_loss: IR labels {tuple(ir_labels.shape)} do not match logits {tuple(logits.shape)}")
+    valid = ir_labels != IGNORE_LABEL
+    target = torch.where(valid, ir_labels, torch.zeros_like(ir_labels))
     if int(target.max()) >= n or int(target.min()) < 0:
-        raise ValueError(f"amn_loss: seed labels must lie in 0..{n - 1} or be {IGNORE_LABEL}")
+        raise ValueError(f"amn_loss: IR labels must lie in 0..{n - 1} or be {IGNORE_LABEL}")
     logp = F.log_softmax(logits, dim=1)
     q = torch.full_like(logp, eps / (n - 1))
     q.scatter_(1, target[:, None], 1.0 - eps)
     ce = -(q * logp).sum(dim=1)
     parts, terms = {}, []
-    for name, mask in (("loss_bg", valid & (seeds == 0)), ("loss_fg", valid & (seeds > 0))):
+    for name, mask in (("loss_bg", valid & (ir_labels == 0)), ("loss_fg", valid & (ir_labels > 0))):
         if bool(mask.any()):
             term = ce[mask].mean()
             terms.append(term)
@@ -167,10 +168,8 @@ def _build_for_training(manifest: Manifest, cfg: dict, context_cfg: dict | None,
     if cfg["backbone_init"] == "classifier":
         if classifier_path is None:
             raise ValueError("config key amn.backbone_init is 'classifier' but no classifier checkpoint was given")
-        ckpt = load_torch(classifier_path)
-        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-            raise ValueError(f"{classifier_path}: not a classifier checkpoint (no 'state_dict')")
-        copied = init_from_classifier(model, ckpt["state_dict"], str(classifier_path))
+        state = load_model(classifier_path, "classifier", required=())["state_dict"]
+        copied = init_from_classifier(model, state, str(classifier_path))
         log.info("initialised %d tensors from the CAM classifier %s", len(copied), classifier_path)
     return model
 
@@ -229,10 +228,9 @@ def train_amn(
         torch.manual_seed(seed)
         rows = fit(Loop("train_amn", model, optimizer, epochs * len(loader), len(loader), batches, step_fn, resume,
                         [loader.generator], end_epoch))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = {"amn": dict(cfg), "context": dict(ctx) if ctx else None, "num_fg": manifest.num_fg}
-    save_torch(out_path, {"state_dict": state, "config": config, "class_names": list(manifest.class_names),
-                          "seed": int(seed), "num_images": len(dataset), "final_loss": rows[-1]["loss"]})
+    save_model(out_path, "amn", model, config, class_names=list(manifest.class_names), seed=int(seed),
+               num_images=len(dataset), final_loss=rows[-1]["loss"])
     if log_csv is not None:
         write_csv(log_csv, pd.DataFrame(rows, columns=LOG_COLUMNS))
     resume.finish()
@@ -247,8 +245,8 @@ def _step(model: AMNNet, optimizer: torch.optim.Optimizer, eps: float, context_c
     if context_cfg is not None:
         xm = encode_xm_batch(batch["xm"], context_cfg, model.num_fg).to(device, non_blocking=True)
     logits = model(x, y, xm)
-    seeds = resize_seeds(batch["seed"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
-    loss, parts = amn_loss(logits, seeds, eps)
+    ir_labels = resize_ir_labels(batch["ir_label"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
+    loss, parts = amn_loss(logits, ir_labels, eps)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -258,11 +256,11 @@ def _step(model: AMNNet, optimizer: torch.optim.Optimizer, eps: float, context_c
 # ----------------------------------------------------------------------------- inference
 
 
-def masked_minmax(probs: torch.Tensor, seed_bg: torch.Tensor) -> torch.Tensor:
+def masked_minmax(probs: torch.Tensor, ir_bg: torch.Tensor) -> torch.Tensor:
     """AMN's normalisation: per channel (x - min) / (max - min + 1e-5) over the whole map,
     applied only where the first-stage seed is not background (raw values where it is).
 
-    probs: float32[P, h, w]; seed_bg: bool[h, w] (seed == 0). Returns float32[P, h, w].
+    probs: float32[P, h, w]; ir_bg: bool[h, w] (IR label == 0). Returns float32[P, h, w].
     """
     if len(probs) == 0:
         return probs
@@ -270,14 +268,14 @@ def masked_minmax(probs: torch.Tensor, seed_bg: torch.Tensor) -> torch.Tensor:
     lo = flat.amin(dim=1)[:, None, None]
     hi = flat.amax(dim=1)[:, None, None]
     norm = (probs - lo) / (hi - lo + NORM_EPS)
-    return torch.where(seed_bg[None], probs, norm)
+    return torch.where(ir_bg[None], probs, norm)
 
 
 def compute_amn_cam(
     model: AMNNet,
     img_u8: np.ndarray,
     keys: np.ndarray,
-    seed_label: np.ndarray,
+    ir_label: np.ndarray,
     scales: list[float],
     flip: bool,
     device: torch.device | str,
@@ -287,14 +285,14 @@ def compute_amn_cam(
     """AMN maps of one image (module docstring, step 2).
 
     img_u8: uint8[H, W, 3]; keys: int[K] 0-based foreground classes of the image (the label
-    vector given to AMN and the channels kept); seed_label: uint8[H, W] first-stage IR label;
+    vector given to AMN and the channels kept); ir_label: uint8[H, W] the first-stage IR label (seed);
     xm: uint8[H, W] X_m for context models; resize: `cam.resize` (per-scale image rescaling).
     high_res is resized straight to H x W, as make_amn_cam does (IRNet's make_cam aligns to 16).
     Returns (cam float32[K, ceil(H/4), ceil(W/4)], high_res float32[K, H, W]) in [0, 1].
     """
     h, w = img_u8.shape[:2]
-    if seed_label.shape != (h, w):
-        raise ValueError(f"compute_amn_cam: seed label {seed_label.shape} != image size {(h, w)}")
+    if ir_label.shape != (h, w):
+        raise ValueError(f"compute_amn_cam: IR label {ir_label.shape} != image size {(h, w)}")
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     strided_size = (math.ceil(h / CAM_STRIDE), math.ceil(w / CAM_STRIDE))
     if len(keys) == 0:
@@ -313,8 +311,8 @@ def compute_amn_cam(
         out = []
         for total, size in zip(sums, (strided_size, (h, w))):
             probs = torch.softmax(total / runs, dim=0)[channels]
-            seed_bg = torch.from_numpy(resize_label(seed_label, size) == 0).to(device)
-            out.append(masked_minmax(probs, seed_bg)[1:].float().cpu().numpy())
+            ir_bg = torch.from_numpy(resize_label(ir_label, size) == 0).to(device)
+            out.append(masked_minmax(probs, ir_bg)[1:].float().cpu().numpy())
     return out[0], out[1]
 
 
@@ -332,7 +330,7 @@ def make_amn_cams(
     ir_label_files: dict[str, Path],
     xm_files: dict[str, Path] | None = None,
 ) -> None:
-    """Write out_dir/<id>.npz (conta_core.io.save_cam format) of the AMN maps; resumes.
+    """Write out_dir/<id>.npz (conta_core.fileio.save_cam format) of the AMN maps; resumes.
 
     cfg: {"scales", "flip"} (the cam section's) and optional "inference_dropout" (amn's).
     ir_label_files: image id -> first-stage IR label PNG (normalisation mask); xm_files: image
@@ -352,9 +350,9 @@ def make_amn_cams(
     for image_id in track(todo, "amn_cam"):
         img = load_image(manifest.image_file(image_id))
         keys = np.asarray(manifest.labels[image_id], dtype=np.int64) - 1
-        seed_label = load_map_for(ir_label_files, image_id, img.shape[:2], "IR label")
+        ir_label = load_map_for(ir_label_files, image_id, img.shape[:2], "IR label")
         xm = load_xm(xm_files, image_id, img.shape[:2]) if model.uses_context else None
         cam, high_res = compute_amn_cam(
-            model, img, keys, seed_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
+            model, img, keys, ir_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
         )
         save_cam(out_dir / f"{image_id}{CAM_SUFFIX}", keys, cam, high_res)

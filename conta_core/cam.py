@@ -29,11 +29,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from conta_core.config import config_error, require_keys
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize, rescale_image
-from conta_core.device import inference_autocast
-from conta_core.io import CAM_SUFFIX, load_cam, load_image, load_label_png, save_cam, write_csv
+from conta_core.device import inference_autocast, inference_model
+from conta_core.fileio import CAM_SUFFIX, load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.metrics import confusion_matrix, iou_per_class, mean_iou
 from conta_core.context import load_xm
 from conta_core.models.classifier import context_xm_files, load_classifier
@@ -53,12 +54,10 @@ MAX_BATCH_PIXELS = 2**20  # input pixels of one forward pass at the largest scal
 
 def sweep_thresholds(cfg_cam: dict) -> list[float]:
     """cam.sweep = [start, stop (inclusive), step], plus cam.eval_threshold, sorted, rounded."""
-    for key in ("sweep", "eval_threshold"):
-        if key not in cfg_cam:
-            raise ValueError(f"cam.{key}: missing from the cam config")
+    require_keys(cfg_cam, ("sweep", "eval_threshold"), "cam")
     start, stop, step = (float(v) for v in cfg_cam["sweep"])
     if step <= 0 or stop < start:
-        raise ValueError(f"cam.sweep: expected [start, stop >= start, step > 0], got {cfg_cam['sweep']}")
+        raise config_error("cam.sweep", f"expected [start, stop >= start, step > 0], got {cfg_cam['sweep']}")
     n = int(math.floor((stop - start) / step + 1e-6)) + 1
     values = {round(start + i * step, 6) for i in range(n)}
     values.add(round(float(cfg_cam["eval_threshold"]), 6))
@@ -187,9 +186,11 @@ def compute_cams_batch(
     imgs: B x uint8[H, W, 3] of equal size; keys_list: B x int[K_b]; xms: B x uint8[H, W] X_m
     maps for context models, else None. Per scale the batch is [img_1..img_B, flipped
     img_1..img_B]; on CUDA it runs channels_last under bf16/fp16 autocast (maps summed in
-    fp32), on the CPU in fp32. Returns per image (cam float32[K_b, ceil(H/4), ceil(W/4)],
+    fp32), on the CPU in fp32, scales of >= 256 x 256 px through the BN-folded channels_last
+    copy of the model (device.inference_model). Returns per image (cam float32[K_b, ceil(H/4), ceil(W/4)],
     high_res float32[K_b, H, W]); on the CPU equal to compute_cam up to float32 rounding of
-    the batched convolutions (tests/test_fast_paths.py: max abs difference < 1e-5).
+    the batched convolutions and of the folded BatchNorm (tests/test_fast_paths.py: max abs
+    difference < 1e-5).
     """
     if not imgs:
         return []
@@ -209,11 +210,9 @@ def compute_cams_batch(
         for s in scales:
             size = (max(1, round(h * s)), max(1, round(w * s)))
             x = torch.from_numpy(np.stack([normalize(rescale_image(im, size, resize)) for im in imgs])).to(dev)
-            batch = torch.cat([x, x.flip(-1)]) if flip else x
-            if dev.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
+            net, batch = inference_model(model, torch.cat([x, x.flip(-1)]) if flip else x)
             with inference_autocast(dev):
-                maps = model.cam_maps(batch, xm_batch)
+                maps = net.cam_maps(batch, xm_batch)
             maps = maps.float()
             fused = maps[:b] + maps[b:].flip(-1) if flip else maps
             for i, k in enumerate(keys_t):
@@ -265,14 +264,12 @@ def make_cams(
     device: torch.device | str,
     xm_files: dict[str, Path] | None = None,
 ) -> None:
-    """Write out_dir/<id>.npz (conta_core.io.save_cam) for `ids`; existing files are skipped.
+    """Write out_dir/<id>.npz (conta_core.fileio.save_cam) for `ids`; existing files are skipped.
 
     cfg_cam: the `cam:` section (scales, flip). xm_files: image id -> X_m label PNG,
     required for context classifiers.
     """
-    for key in ("scales", "flip"):
-        if key not in cfg_cam:
-            raise ValueError(f"cam.{key}: missing from the cam config")
+    require_keys(cfg_cam, ("scales", "flip"), "cam")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_classifier(model_path, device)

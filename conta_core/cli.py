@@ -14,7 +14,7 @@
         overview grids (conta_core.visualize) of chosen or sampled images.
     conta import-cams SRC_DIR OUT_DIR
         converts CAM files of IRNet / AMN (<id>.npy pickled dicts) into this pipeline's
-        <id>.npz (conta_core.io.save_cam), read with a restricted unpickler (numpy arrays and
+        <id>.npz (conta_core.fileio.save_cam), read with a restricted unpickler (numpy arrays and
         torch tensors only); pickles are never loaded anywhere else. Existing outputs are kept.
 """
 
@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from conta_core.io import atomic_path, load_image, save_label_png
+from conta_core.fileio import atomic_path, load_image, save_label_png
 
 DEFAULT_NUM_IMAGES = 4
 MASK_SUFFIX = "_mask.png"
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_import_cams(args: argparse.Namespace) -> int:
-    from conta_core.io import CAM_SUFFIX, read_irnet_cam, save_cam
+    from conta_core.fileio import CAM_SUFFIX, read_irnet_cam, save_cam
 
     files = sorted(args.src_dir.glob("*.npy"))
     if not files:
@@ -91,7 +91,7 @@ def cmd_import_cams(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from conta_core.inspect import format_inspection, inspect_run
+    from conta_core.inspection import format_inspection, inspect_run
 
     if not args.run_dir.is_dir():
         print(f"conta inspect: no run folder {args.run_dir}", file=sys.stderr)
@@ -124,14 +124,12 @@ def predict_settings(cfg_seg: dict, scales: Sequence[float] | None, no_flip: boo
 def predict_files(model_path: Path, images: list[Path], out_dir: Path, device, scales: Sequence[float] | None = None,
                   no_flip: bool = False, crf: bool = False) -> list[tuple[Path, Path]]:
     """Segment each image; write out_dir/<stem>_mask.png and <stem>_overlay.png. Returns the pairs."""
-    from conta_core.io import load_torch
+    from conta_core.checkpoint import load_model
     from conta_core.models.deeplab import load_deeplab
     from conta_core.segment import predict_labels
     from conta_core.visualize import overlay_label
 
-    ckpt = load_torch(model_path)
-    if not isinstance(ckpt, dict) or "config" not in ckpt:
-        raise ValueError(f"{model_path}: not a segmentation checkpoint (no 'config')")
+    ckpt = load_model(model_path, "segmentation")
     scales, flip, crf_params = predict_settings(ckpt["config"], scales, no_flip, crf, model_path)
     model = load_deeplab(model_path, device)
     stems = [p.stem for p in images]
@@ -170,7 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from conta_core.inspect import find_rounds
+    from conta_core.inspection import find_rounds
     from conta_core.visualize import DEFAULT_TILE_PX, render_samples
 
     rounds = args.rounds if args.rounds is not None else find_rounds(args.run_dir)

@@ -21,15 +21,18 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key."""
 
 
+def config_error(key: str, problem: str) -> ConfigError:
+    """The one format of a config error: "config key <section.key>: <problem>"."""
+    return ConfigError(f"config key {key}: {problem}")
+
+
 def require_keys(cfg: dict, keys: Iterable[str], section: str, why: str = "") -> None:
     """ConfigError naming the first of `keys` missing from config section `section` (and every
     missing one); `why` is appended to the message, e.g. which step needs the keys."""
     missing = [k for k in keys if k not in cfg]
     if missing:
         suffix = f" ({why})" if why else ""
-        raise ConfigError(
-            f"config key {section}.{missing[0]} is missing (needed keys: {', '.join(missing)}){suffix}"
-        )
+        raise config_error(f"{section}.{missing[0]}", f"missing (needed keys: {', '.join(missing)}){suffix}")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from conta_core.config import config_error
 from conta_core.data.transforms import resize_label
-from conta_core.io import atomic_path, load_label_png
+from conta_core.fileio import atomic_path, load_label_png
 from conta_core.runtime import track
 
 log = logging.getLogger("conta.confounder")
@@ -42,7 +43,7 @@ def class_map(mask: np.ndarray, cls: int, size: tuple[int, int], resize: str = "
     if resize == "nearest":
         return resize_label(binary, size).astype(np.float32)
     if resize != "area":
-        raise ValueError(f"context.confounder_resize: expected one of {RESIZE_MODES}, got {resize!r}")
+        raise config_error("context.confounder_resize", f"expected one of {RESIZE_MODES}, got {resize!r}")
     t = torch.from_numpy(binary)[None, None]
     return F.interpolate(t, size=tuple(size), mode="area")[0, 0].numpy()
 
@@ -53,7 +54,7 @@ def class_maps(mask: np.ndarray, classes: list[int], size: tuple[int, int], resi
     Equal to stacking class_map(mask, k, size, resize) (area pooling is per channel).
     """
     if resize not in RESIZE_MODES:
-        raise ValueError(f"context.confounder_resize: expected one of {RESIZE_MODES}, got {resize!r}")
+        raise config_error("context.confounder_resize", f"expected one of {RESIZE_MODES}, got {resize!r}")
     mask = np.asarray(mask)
     binary = (mask[None] == np.asarray(classes, dtype=np.int64).reshape(-1, 1, 1)).astype(np.float32)
     size = (int(size[0]), int(size[1]))

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from conta_core.io import IGNORE_LABEL, load_label_png, load_map_for
+from conta_core.config import config_error
+from conta_core.fileio import IGNORE_LABEL, load_label_png, load_map_for
 from conta_core.data.transforms import resize_label
 
 XM_ENCODINGS = ("foreground", "label_index")
@@ -52,7 +53,7 @@ def placebo_partners(ids: list[str]) -> dict[str, str]:
     """
     order = sorted(set(ids))
     if len(order) < 2:
-        raise ValueError(f"context.mode placebo: needs X_m of at least 2 images, got {len(order)}")
+        raise config_error("context.mode", f"placebo needs X_m of at least 2 images, got {len(order)}")
     perm = np.random.Generator(np.random.PCG64(PLACEBO_SEED)).permutation(len(order))
     cycle = [order[i] for i in perm]
     return {cycle[k]: cycle[(k + 1) % len(cycle)] for k in range(len(cycle))}
@@ -95,7 +96,7 @@ def encode_xm(label: np.ndarray, encoding: str, num_fg: int, size: tuple[int, in
     if label.ndim != 2:
         raise ValueError(f"encode_xm: label map must be 2-D, got shape {label.shape}")
     if encoding not in XM_ENCODINGS:
-        raise ValueError(f"context.xm_encoding: expected one of {XM_ENCODINGS}, got {encoding!r}")
+        raise config_error("context.xm_encoding", f"expected one of {XM_ENCODINGS}, got {encoding!r}")
     small = resize_label(label, (int(size[0]), int(size[1])))
     valid = small != IGNORE_LABEL
     if encoding == "foreground":

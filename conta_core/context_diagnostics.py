@@ -36,7 +36,7 @@ import torch
 from conta_core.context import load_xm, placebo_xm_files
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
-from conta_core.io import load_image, write_json
+from conta_core.fileio import load_image, write_json
 from conta_core.models.classifier import context_xm_files, load_classifier
 from conta_core.train_cls import GRAD_COLUMNS
 

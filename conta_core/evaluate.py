@@ -16,7 +16,7 @@ import pandas as pd
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.artifacts import index_artifacts
-from conta_core.io import load_label_png, write_csv
+from conta_core.fileio import load_label_png, write_csv
 from conta_core.metrics import ConfusionAccumulator, class_table, mean_iou
 from conta_core.runtime import track
 

@@ -9,7 +9,7 @@ Per image, with the full-resolution CAMs `high_res` of the K classes present (`k
 Ties with the constant plane go to background (argmax takes the first maximum).
 
 Output: one label PNG uint8[H, W] per image (0 bg, 1..C, 255 uncertain), written with
-conta_core.io.save_label_png (VOC palette PNG).
+conta_core.fileio.save_label_png (VOC palette PNG).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from conta_core import crf
+from conta_core.config import config_error, require_keys
 from conta_core.data.manifest import Manifest
-from conta_core.io import IGNORE_LABEL, load_cam, load_image, save_label_png
+from conta_core.fileio import IGNORE_LABEL, load_cam, load_image, save_label_png
 
 MAX_CLASS_ID = IGNORE_LABEL - 1  # class ids keys + 1 must stay below the uncertain value
 CFG_KEYS = ("fg_threshold", "bg_threshold", "crf")
@@ -116,12 +117,10 @@ def cam_to_ir_label(
 
 
 def _check_cfg(cfg: dict) -> None:
-    missing = [k for k in CFG_KEYS if k not in cfg]
-    if missing:
-        raise ValueError(f"config ir_label: missing key(s) {missing}")
+    require_keys(cfg, CFG_KEYS, "ir_label")
     if not 0.0 <= float(cfg["bg_threshold"]) <= float(cfg["fg_threshold"]):
-        raise ValueError(
-            f"config ir_label: need 0 <= bg_threshold <= fg_threshold, got "
+        raise config_error(
+            "ir_label.bg_threshold", f"need 0 <= bg_threshold <= fg_threshold, got "
             f"{cfg['bg_threshold']} and {cfg['fg_threshold']}"
         )
 
@@ -151,7 +150,7 @@ def make_ir_labels(
 ) -> None:
     """Write out_dir/<id>.png (IR label, see `cam_to_ir_label`) for every id.
 
-    cam_files: id -> CAM .npz (conta_core.io.save_cam format).
+    cam_files: id -> CAM .npz (conta_core.fileio.save_cam format).
     cfg: config section ir_label (fg_threshold, bg_threshold, crf).
     workers: processes (> 1: a multiprocessing.Pool, POOL_START_METHOD). Ids whose PNG exists already
     are skipped (resume). The result does not depend on `workers`.

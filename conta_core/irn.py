@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
-from conta_core.io import IGNORE_LABEL, load_image, load_label_png, load_torch, save_torch, write_csv
+from conta_core.checkpoint import load_model, save_model
+from conta_core.fileio import IGNORE_LABEL, load_image, load_label_png, write_csv
 from conta_core.config import require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
@@ -332,9 +333,7 @@ def train_irn(
     step_fn = functools.partial(_step, net, opt, index, cfg, max_step, device)
     rows = fit(Loop("train_irn", net, opt, max_step, steps_per_epoch, batches, step_fn, resume,
                     [options["generator"]], end_epoch))
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    save_torch(out_path, {"state_dict": state, "config": dict(cfg), "num_images": len(ids),
-                          "iterations": len(rows), "seed": seed})  # fmt: skip
+    save_model(out_path, "irn", net, dict(cfg), num_images=len(ids), iterations=len(rows), seed=seed)
     resume.finish()
 
 
@@ -358,8 +357,5 @@ def _step(net: EdgeNet, opt: torch.optim.Optimizer, index: PairIndex, cfg: dict,
 
 
 def load_classifier_state(path: str | Path) -> dict:
-    """The state_dict of a CAM classifier checkpoint {"state_dict": ..., "config": ...}."""
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{path}: not a classifier checkpoint (no 'state_dict')")
-    return ckpt["state_dict"]
+    """The state_dict of a CAM classifier checkpoint (conta_core.checkpoint, kind classifier)."""
+    return load_model(path, "classifier", required=())["state_dict"]

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-CAM_SUFFIX = ".npz"  # CAM artifacts (conta_core.io.save_cam)
+CAM_SUFFIX = ".npz"  # CAM artifacts (conta_core.fileio.save_cam)
 CONFOUNDER_FILE = "confounder.h5"  # round<t>/: the confounder set of round t (conta_core.confounder)
 DIAGNOSTICS_FILE = "context_diagnostics.json"  # round<t>/: conta_core.context_diagnostics
 SUMMARY_FILE = "summary.csv"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from conta_core.io import IGNORE_LABEL
+from conta_core.fileio import IGNORE_LABEL
 
 PRED_IGNORE_AS = 0  # predicted "uncertain" pixels count as background (IRNet eval_sem_seg)
 

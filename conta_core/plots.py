@@ -1,6 +1,6 @@
 """Report figures and tables of a run, from its evaluation CSVs, logs and confounder file.
 
-Every plot function writes one PNG atomically (conta_core.io.atomic_path) and returns its
+Every plot function writes one PNG atomically (conta_core.fileio.atomic_path) and returns its
 path. Drawing uses matplotlib's object API (matplotlib.figure.Figure, Agg canvas): no
 pyplot state, no global backend switch. Input formats:
 - summary.csv (conta_core.summary): round, cam_miou, cam_best_miou, cam_best_threshold,
@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from conta_core.confounder import load_confounder
-from conta_core.io import atomic_path, write_csv
+from conta_core.fileio import atomic_path, write_csv
 
 DEFAULT_DPI = 100  # report.dpi
 FIG_INCHES = (6.4, 4.0)  # line plots

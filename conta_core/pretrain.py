@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from conta_core.data import synthetic
 from conta_core.data.transforms import normalize
-from conta_core.io import atomic_path, save_torch, write_csv
+from conta_core.checkpoint import cpu_state, save_model
+from conta_core.fileio import atomic_path, write_csv
 from conta_core.models.backbone import build_torchvision_resnet
 from conta_core.runtime import track
 from conta_core.training import Loop, Resume, fingerprint, fit
@@ -119,8 +120,8 @@ def pretrain_backbone(cfg: dict, seed: int, out_path: str | os.PathLike, device:
         g["initial_lr"] = g["lr"]  # poly_step's base
     resume = Resume(out_path, checkpoint, fingerprint("pretrain", cfg, seed))
     rows = _train(net, opt, x_all, y_all, cfg, gen, device, resume)
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    save_torch(out_path, state)
+    save_model(out_path, "pretrain", cpu_state(net, drop_prefix="fc."), dict(cfg), seed=int(seed),
+               train_accuracy=rows[-1]["accuracy"])
     if log_csv is not None:
         write_csv(log_csv, pd.DataFrame(rows, columns=["epoch", "iter", "loss", "lr"]))
     resume.finish()
@@ -161,7 +162,8 @@ def _train(net: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor
 
 # --- content-addressed cache of the generated pre-training [OURS] ----------------------------
 
-CACHE_SOURCES = ("pretrain.py", "training.py", "data/synthetic.py", "data/transforms.py", "models/backbone.py")
+CACHE_SOURCES = ("pretrain.py", "training.py", "checkpoint.py", "data/synthetic.py", "data/transforms.py",
+                 "models/backbone.py")
 
 
 def cache_key(cfg: dict, seed: int, device: torch.device | str) -> str:

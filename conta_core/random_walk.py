@@ -29,8 +29,8 @@ from conta_core.cam import image_batches
 from conta_core.config import require_keys
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
-from conta_core.device import inference_autocast
-from conta_core.io import load_cam, save_label_png
+from conta_core.device import inference_autocast, inference_model
+from conta_core.fileio import load_cam, save_label_png
 from conta_core.irn import STRIDE, build_pair_index, pair_offsets, path_cells
 from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint
 from conta_core.runtime import Progress
@@ -74,7 +74,8 @@ def boundary_maps(
 ) -> np.ndarray:
     """`boundary_map` of B images of one size in one pass: float32[B, ceil(H/4), ceil(W/4)].
 
-    The batch is [img_1..img_B, flipped img_1..img_B]; on CUDA it runs channels_last under
+    The batch is [img_1..img_B, flipped img_1..img_B] (on the CPU, inputs of >= 256 x 256 px
+    through the BN-folded channels_last copy: device.inference_model); on CUDA it runs channels_last under
     bf16/fp16 autocast (logits averaged in fp32), on the CPU in fp32 (equal to per-image
     calls up to float32 rounding of the batched convolutions).
     """
@@ -85,12 +86,11 @@ def boundary_maps(
     ph, pw = padded_size(h, w, pad_size)
     if (ph, pw) != (h, w):
         batch = F.pad(batch, (0, pw - w, 0, ph - h))
-    if dev.type == "cuda":
-        batch = batch.contiguous(memory_format=torch.channels_last)
     edge_net.eval()
+    net, batch = inference_model(edge_net, batch)
     with torch.inference_mode():
         with inference_autocast(dev):
-            logits = edge_net(batch)[:, 0]
+            logits = net(batch)[:, 0]
         logits = logits.float()[:, : -(-h // STRIDE), : -(-w // STRIDE)]
         mean = (logits[:b] + logits[b:].flip(-1)) / 2
         return torch.sigmoid(mean).cpu().numpy()

@@ -37,12 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.config import require_keys
+from conta_core.config import config_error, require_keys
 from conta_core.data.artifacts import require
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import caffe_crf_image, normalize
-from conta_core.device import inference_autocast
-from conta_core.io import IGNORE_LABEL, save_label_png, save_torch, write_csv
+from conta_core.device import inference_autocast, inference_model
+from conta_core.fileio import IGNORE_LABEL, save_label_png, save_torch, write_csv
 from conta_core.models.deeplab import MSC, build_deeplab, checkpoint_dict, load_deeplab, param_groups
 from conta_core.runtime import Progress, loader_options
 from conta_core.training import Loop, Resume, fingerprint, fit, poly_lr, shuffled_loader
@@ -139,7 +139,7 @@ def train_segmentation(
     require(label_files, ids, "train_segmentation: pseudo-masks (label_files)")
     iterations, batch_size = int(cfg_seg["iterations"]), int(cfg_seg["batch_size"])
     if iterations < 1:
-        raise ValueError(f"config: segmentation.iterations must be >= 1, got {iterations}")
+        raise config_error("segmentation.iterations", f"must be >= 1, got {iterations}")
     if not 1 <= batch_size <= len(ids):
         raise ValueError(
             f"config: segmentation.batch_size={batch_size} must be in 1..{len(ids)} (the number of training images)"
@@ -221,7 +221,8 @@ def predict_batch(
     """`predict` of B images of one size with one forward pass per scale: float32[B, K, H, W].
 
     imgs: B x uint8[H, W, 3] of equal size. The batch of a scale is [img_1..img_B, flipped
-    img_1..img_B]; on CUDA it runs channels_last under bf16/fp16 autocast (logits averaged
+    img_1..img_B] (on the CPU, scales of >= 256 x 256 px through the BN-folded channels_last
+    copy: device.inference_model); on CUDA it runs channels_last under bf16/fp16 autocast (logits averaged
     in fp32), on the CPU in fp32: equal to `predict` per image up to float32 rounding of the
     batched convolutions (tests/test_fast_paths.py: max abs difference < 1e-5).
     """
@@ -241,11 +242,9 @@ def predict_batch(
         for s in scales:
             size = (max(1, round(h * float(s))), max(1, round(w * float(s))))
             xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            batch = torch.cat([xs, xs.flip(-1)]) if flip else xs
-            if dev.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
+            net, batch = inference_model(model, torch.cat([xs, xs.flip(-1)]) if flip else xs)
             with inference_autocast(dev):
-                out = model(batch)
+                out = net(batch)
             logits = F.interpolate(out.float(), size=(h, w), mode="bilinear", align_corners=False)
             fused = logits[:b] + logits[b:].flip(-1) if flip else logits
             total = fused if total is None else total + fused

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conta_core.io import read_json, write_csv
+from conta_core.fileio import read_json, write_csv
 from conta_core.layout import CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS
 
 SUMMARY_COLUMNS = [

@@ -27,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from conta_core.config import config_error, require_keys
 from conta_core.confounder import load_confounder
 from conta_core.context import encode_xm_batch
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import ClassificationDataset
-from conta_core.io import save_torch, write_csv
+from conta_core.checkpoint import save_model
+from conta_core.fileio import write_csv
 from conta_core.models.classifier import CAMNet, build_classifier, context_active, context_xm_files
 from conta_core.runtime import loader_options
 from conta_core.training import Loop, Resume, fingerprint, fit, poly_lr, shuffled_loader
@@ -51,9 +53,7 @@ def make_dataset(manifest: Manifest, ids: list[str], cls_cfg: dict, seed: int,
 
 
 def _check_cfg(cls_cfg: dict) -> None:
-    for key in CLS_KEYS:
-        if key not in cls_cfg:
-            raise ValueError(f"classifier.{key}: missing from the classifier config")
+    require_keys(cls_cfg, CLS_KEYS, "classifier")
 
 
 def make_optimizer(model: CAMNet, cls_cfg: dict) -> torch.optim.SGD:
@@ -114,7 +114,7 @@ def train_classifier(
     epochs = int(cls_cfg["epochs"])
     max_step = epochs * len(loader)
     if max_step == 0:
-        raise ValueError(f"classifier.batch_size: {batch_size} exceeds the {len(dataset)} training images (drop_last)")
+        raise config_error("classifier.batch_size", f"{batch_size} exceeds the {len(dataset)} training images (drop_last)")
     optimizer = make_optimizer(model, cls_cfg)
     ctx = context_cfg if active else None
     resume = Resume(out_path, checkpoint,
@@ -122,10 +122,9 @@ def train_classifier(
     step_fn = functools.partial(_step, model, optimizer, max_step, float(cls_cfg["poly_power"]), ctx, device)
     rows = fit(Loop("train_cls", model, optimizer, max_step, len(loader), batches, step_fn, resume,
                     [loader.generator], functools.partial(_end_epoch, epochs, model.num_fg)))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     config = {"classifier": dict(cls_cfg), "context": dict(context_cfg) if active else None, "num_fg": num_fg}
-    save_torch(out_path, {"state_dict": state, "config": config, "class_names": list(manifest.class_names),
-                          "seed": int(seed), "num_images": len(dataset), "final_loss": rows[-1]["loss"]})
+    save_model(out_path, "classifier", model, config, class_names=list(manifest.class_names), seed=int(seed),
+               num_images=len(dataset), final_loss=rows[-1]["loss"])
     if log_csv is not None:
         columns = ["epoch", "iter", "loss", "lr"] + (list(GRAD_COLUMNS) if active else [])
         write_csv(log_csv, pd.DataFrame(rows, columns=columns))

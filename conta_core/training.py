@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import RandomSampler
 
 from conta_core.config import CHECKPOINT_DEFAULTS, checkpoint_settings
-from conta_core.io import load_torch, save_torch
+from conta_core.fileio import load_torch, save_torch
 from conta_core.layout import resume_dir, resume_file, resume_steps
 from conta_core.runtime import Progress
 

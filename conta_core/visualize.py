@@ -3,7 +3,7 @@
 Columns of a grid (every row = one round t):
     image | GT | CAM <class> (one per image-level class) | IR label | pseudo-mask |
     seg prediction | M_t (only when some round > 0)
-- CAMs: the `high_res` map of the class (conta_core.io.load_cam), jet colour map blended
+- CAMs: the `high_res` map of the class (conta_core.fileio.load_cam), jet colour map blended
   over the image;
 - label maps (GT, IR label, pseudo-mask, prediction): VOC palette, 255 (ignore /
   uncertain) white;
@@ -37,7 +37,7 @@ from PIL import Image
 
 from conta_core.data.manifest import Manifest
 from conta_core.layout import RunLayout
-from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, atomic_path, load_cam, load_image, load_label_png, voc_palette
+from conta_core.fileio import CAM_SUFFIX, IGNORE_LABEL, atomic_path, load_cam, load_image, load_label_png, voc_palette
 from conta_core.runtime import track
 
 log = logging.getLogger("conta.visualize")

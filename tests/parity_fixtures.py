@@ -33,11 +33,11 @@ WEIGHT_SEED = 2020
 IMAGE_SEED = 7
 
 
-def fixture_images(seed: int = IMAGE_SEED) -> list[np.ndarray]:
-    """Smooth textured scenes with 1-3 coloured ellipses: uint8[H, W, 3] per IMAGE_SIZES."""
+def fixture_images(seed: int = IMAGE_SEED, sizes: list[tuple[int, int]] | None = None) -> list[np.ndarray]:
+    """Smooth textured scenes with 1-3 coloured ellipses: uint8[H, W, 3] per IMAGE_SIZES (or `sizes`)."""
     rng = np.random.Generator(np.random.PCG64(seed))
     out = []
-    for h, w in IMAGE_SIZES:
+    for h, w in IMAGE_SIZES if sizes is None else sizes:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
         base = rng.uniform(40, 200, 3)
         grad = rng.uniform(-60, 60, (2, 3))
@@ -52,11 +52,11 @@ def fixture_images(seed: int = IMAGE_SEED) -> list[np.ndarray]:
     return out
 
 
-def fixture_keys(seed: int = IMAGE_SEED) -> list[np.ndarray]:
-    """Sorted 0-based foreground classes of each fixture image (1 to 3 of NUM_FG)."""
+def fixture_keys(seed: int = IMAGE_SEED, n: int | None = None) -> list[np.ndarray]:
+    """Sorted 0-based foreground classes of each fixture image (1 to 3 of NUM_FG); n images (default all)."""
     rng = np.random.Generator(np.random.PCG64(seed + 1))
     return [np.sort(rng.choice(NUM_FG, size=int(rng.integers(1, 4)), replace=False)).astype(np.int64)
-            for _ in IMAGE_SIZES]
+            for _ in range(len(IMAGE_SIZES) if n is None else n)]
 
 
 def deeplab_image(seed: int = IMAGE_SEED) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conta_core import training
-from conta_core.io import load_torch
+from conta_core.fileio import load_torch
 from conta_core.layout import resume_dir
 
 

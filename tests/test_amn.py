@@ -15,12 +15,12 @@ from conta_core.amn import (
     compute_amn_cam,
     make_amn_cams,
     masked_minmax,
-    resize_seeds,
+    resize_ir_labels,
     train_amn,
 )
 from conta_core.confounder import save_confounder
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_cam, load_torch, save_label_png, save_torch
+from conta_core.fileio import load_cam, load_torch, save_label_png, save_torch
 from conta_core.models.amn import AMNNet, build_amn, init_from_classifier, load_amn
 from conta_core.models.classifier import build_classifier
 from conta_core.summary import AMN_COLUMNS, SUMMARY_COLUMNS, summarize
@@ -155,13 +155,13 @@ def test_loss_hand_computed_balanced_and_smoothed():
     none, _ = amn_loss(logits.requires_grad_(), torch.full((1, 1, 3), 255), eps=0.2)
     none.backward()
     assert float(none.detach()) == 0.0
-    with pytest.raises(ValueError, match="seed labels"):
+    with pytest.raises(ValueError, match="IR labels must lie in"):
         amn_loss(torch.zeros(1, 2, 1, 1), torch.tensor([[[5]]]), eps=0.2)
 
 
-def test_resize_seeds_nearest_centres():
+def test_resize_ir_labels_nearest_centres():
     seeds = torch.arange(16).reshape(1, 4, 4)
-    assert resize_seeds(seeds, (2, 2)).tolist() == [[[5, 7], [13, 15]]]
+    assert resize_ir_labels(seeds, (2, 2)).tolist() == [[[5, 7], [13, 15]]]
 
 
 # ----------------------------------------------------------------------------- training
@@ -238,8 +238,8 @@ def test_loader_workers_deterministic_and_equal_to_main_process(tmp_path):
 
 def test_masked_minmax_hand_case():
     probs = torch.tensor([[[0.2, 0.4], [0.6, 1.0]]])
-    seed_bg = torch.tensor([[True, False], [False, False]])
-    out = masked_minmax(probs, seed_bg)
+    ir_bg = torch.tensor([[True, False], [False, False]])
+    out = masked_minmax(probs, ir_bg)
     expected = torch.tensor([[[0.2, 0.2 / (0.8 + 1e-5)], [0.4 / (0.8 + 1e-5), 0.8 / (0.8 + 1e-5)]]])
     assert torch.allclose(out, expected)
 
@@ -261,7 +261,7 @@ def test_compute_amn_cam_channels_follow_the_image_labels():
     assert not np.allclose(both_high[1][seed == 0], high[0][seed == 0])
     empty, empty_high = compute_amn_cam(net, img, np.array([], np.int64), seed, [1.0], True, "cpu")
     assert empty.shape == (0, 8, 6) and empty_high.shape == (0, 30, 22)
-    with pytest.raises(ValueError, match="seed label"):
+    with pytest.raises(ValueError, match="IR label .* != image size"):
         compute_amn_cam(net, img, np.array([1]), seed[:10], [1.0], True, "cpu")
 
 

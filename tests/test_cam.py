@@ -18,7 +18,7 @@ from conta_core.cam import (
     sweep_thresholds,
 )
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_cam, save_cam, save_label_png, save_torch
+from conta_core.fileio import load_cam, save_cam, save_label_png, save_torch
 from conta_core.models.classifier import build_classifier
 
 torch.set_num_threads(1)

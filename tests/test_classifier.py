@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conta_core.io import save_torch
+from conta_core.fileio import save_torch
 from conta_core.models.classifier import CAMNet, build_classifier, load_classifier
 
 torch.set_num_threads(1)

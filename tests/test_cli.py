@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conta_core import cli
-from conta_core.io import load_label_png, save_torch
+from conta_core.fileio import load_label_png, save_torch
 
 torch.set_num_threads(1)
 
@@ -111,7 +111,7 @@ def _irnet_cam_file(path, keys, cam, high_res):
 
 
 def test_import_cams_converts_irnet_files_without_pickle_elsewhere(tmp_path, capsys):
-    from conta_core.io import load_cam
+    from conta_core.fileio import load_cam
 
     rng = np.random.default_rng(0)
     src, out = tmp_path / "irnet_cam", tmp_path / "cam"

@@ -93,9 +93,9 @@ def test_require_keys_names_the_section_key_and_every_missing_one():
     from conta_core.config import require_keys
 
     require_keys({"a": 1, "b": 2}, ("a", "b"), "irn")  # nothing missing: no error
-    with pytest.raises(ConfigError, match=r"config key irn\.b is missing \(needed keys: b, c\)$"):
+    with pytest.raises(ConfigError, match=r"^config key irn\.b: missing \(needed keys: b, c\)$"):
         require_keys({"a": 1}, ("a", "b", "c"), "irn")
-    with pytest.raises(ValueError, match=r"cam\.flip is missing .*\(make_amn_cam uses the cam scales\)"):
+    with pytest.raises(ValueError, match=r"config key cam\.flip: missing .*\(make_amn_cam uses the cam scales\)"):
         require_keys({}, ("flip",), "cam", why="make_amn_cam uses the cam scales")
 
 

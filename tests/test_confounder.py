@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conta_core.confounder import build_confounder, load_confounder, save_confounder
-from conta_core.io import save_label_png
+from conta_core.fileio import save_label_png
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import torch
 
 from conta_core.context import ContextModule, PlaceboFiles, load_xm, placebo_partners, placebo_xm_files
 from conta_core.context_diagnostics import context_diagnostics, inert_reasons
-from conta_core.io import load_torch, save_label_png
+from conta_core.fileio import load_torch, save_label_png
 from conta_core.models.classifier import load_classifier
 from conta_core.train_cls import GRAD_COLUMNS, make_optimizer, train_classifier
 
@@ -95,8 +95,8 @@ def test_diagnostics_see_signal_when_the_context_matters(tmp_path) -> None:
 
 
 def test_inspect_flags_and_summary_reports_an_inert_context(tmp_path) -> None:
-    from conta_core.inspect import INERT, format_inspection, inspect_run
-    from conta_core.io import write_json
+    from conta_core.inspection import INERT, format_inspection, inspect_run
+    from conta_core.fileio import write_json
     from conta_core.summary import summarize
 
     run = tmp_path / "run"

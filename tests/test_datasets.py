@@ -3,6 +3,8 @@ artifact lookup and the torch Dataset classes, on tiny fixtures built here."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import pickle
 from pathlib import Path
@@ -15,7 +17,6 @@ from PIL import Image
 
 from conta_core.data.artifacts import index_artifacts, require
 from conta_core.data.coco import decode_uncompressed_rle, prepare_coco14
-from conta_core.data.folder import prepare_folder
 from conta_core.data.manifest import Manifest
 from conta_core.data.prepare import prepare_dataset
 from conta_core.data.torch_datasets import (
@@ -25,7 +26,7 @@ from conta_core.data.torch_datasets import (
     numpy_collate,
 )
 from conta_core.data.voc import VOC_CLASSES, prepare_voc12
-from conta_core.io import load_label_png, save_label_png
+from conta_core.fileio import load_label_png, save_label_png
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -175,12 +176,8 @@ def test_coco_masks_and_labels(tmp_path: Path) -> None:
 
 
 def test_coco_compressed_rle_without_pycocotools_says_install(tmp_path: Path) -> None:
-    try:
-        import pycocotools  # noqa: F401
-
+    if importlib.util.find_spec("pycocotools") is not None:
         pytest.skip("pycocotools installed")
-    except ImportError:
-        pass
     root = _coco_tree(tmp_path)
     p = root / "annotations" / "instances_val2014.json"
     data = json.loads(p.read_text())

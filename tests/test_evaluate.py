@@ -9,7 +9,7 @@ from PIL import Image
 
 from conta_core.data.manifest import Manifest
 from conta_core.evaluate import evaluate_label_maps, evaluate_to_csv
-from conta_core.io import save_label_png
+from conta_core.fileio import save_label_png
 
 GT = {
     "a": np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8),

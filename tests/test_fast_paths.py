@@ -25,7 +25,7 @@ from conta_core.confounder import class_map, class_maps
 from conta_core.crf import crf_inference_label
 from conta_core.data.manifest import Manifest
 from conta_core.device import inference_autocast
-from conta_core.io import load_cam, save_torch
+from conta_core.fileio import load_cam, save_torch
 from conta_core.ir_label import cam_to_ir_label, crf_label_maps
 from conta_core.irn import build_pair_index, pair_affinity
 from conta_core.models.classifier import build_classifier

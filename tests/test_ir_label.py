@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_label_png, save_cam, save_label_png
+from conta_core.fileio import load_label_png, save_cam, save_label_png
 from conta_core.ir_label import cam_to_ir_label, make_ir_labels
 
 torch.set_num_threads(1)

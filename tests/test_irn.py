@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_torch, save_label_png, save_torch
+from conta_core.fileio import load_torch, save_label_png, save_torch
 from conta_core.irn import (
     affinity_labels,
     affinity_loss,

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conta_core.data import synthetic
-from conta_core.io import load_torch
+from conta_core.checkpoint import load_model
+from conta_core.fileio import load_torch
 from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
 from conta_core.pretrain import check_cfg, pretrain_backbone, source_images
 from resume_helpers import assert_same_weights, stop_then_resume
@@ -45,7 +46,9 @@ def test_pretrain_is_deterministic_and_loadable(tmp_path):
     a, b = tmp_path / "a.pth", tmp_path / "b.pth"
     info = pretrain_backbone(TINY, seed=0, out_path=a, device="cpu", log_csv=tmp_path / "log.csv")
     pretrain_backbone(TINY, seed=0, out_path=b, device="cpu")
-    sa, sb = load_torch(a), load_torch(b)
+    ca, cb = load_model(a, "pretrain"), load_model(b, "pretrain")  # the model-file layout, kind pretrain
+    sa, sb = ca["state_dict"], cb["state_dict"]
+    assert ca["config"] == dict(TINY) and ca["seed"] == 0
     assert not any(k.startswith("fc.") for k in sa)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert np.isfinite(info["final_loss"]) and 0.0 <= info["train_accuracy"] <= 1.0
@@ -75,7 +78,7 @@ def test_stopped_at_an_epoch_boundary_resumes_to_identical_weights(tmp_path, mon
     info = pretrain_backbone(cfg, seed=0, out_path=ref, device="cpu")
     out = tmp_path / "cut.pth"
     stop_then_resume(monkeypatch, lambda: pretrain_backbone(cfg, seed=0, out_path=out, device="cpu"), out, 2)
-    assert_same_weights(load_torch(ref), load_torch(out))
+    assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
     assert pretrain_backbone(cfg, seed=0, out_path=tmp_path / "again.pth", device="cpu") == info
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_snakemake, write_config
-from conta_core.io import load_torch
+from conta_core.fileio import load_torch
 
 pytestmark = pytest.mark.e2e
 ROUND0 = Path("results/tiny/round0")

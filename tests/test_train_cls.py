@@ -9,7 +9,7 @@ from torch.utils.data import Dataset
 
 from conta_core.confounder import save_confounder
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_torch, save_label_png
+from conta_core.fileio import load_torch, save_label_png
 from conta_core.models.classifier import load_classifier
 from conta_core.train_cls import train_classifier
 from resume_helpers import assert_same_weights, stop_then_resume

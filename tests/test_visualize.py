@@ -11,7 +11,7 @@ from PIL import Image
 
 from conta_core import visualize
 from conta_core.data.manifest import Manifest
-from conta_core.io import load_label_png, save_cam, save_label_png, save_torch, voc_palette, write_json
+from conta_core.fileio import load_label_png, save_cam, save_label_png, save_torch, voc_palette, write_json
 from conta_core.shards import shard_ids
 
 torch.set_num_threads(1)

@@ -61,7 +61,7 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
             c = h["C"][:]
             assert c.shape == (m.num_fg, 8, 8)
             assert np.all((c >= 0) & (c <= 1))
-    from conta_core.io import load_torch
+    from conta_core.fileio import load_torch
 
     weights = RUN / "pretrain/resnet18.pth"  # pretrain.enabled: classifier and DeepLab start from it
     assert load_torch(run / "round0/cls/model.pth")["config"]["classifier"]["pretrained"] == str(weights)
@@ -75,6 +75,40 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
         diag = json.loads((run / f"round{t}/context_diagnostics.json").read_text())
         assert diag["mode"] == "conta" and diag["num_images"] == 16 and 0 <= diag["alpha_entropy_mean"] <= 1 + 1e-6
     assert summary["ctx_inert"].isna().tolist() == [True, False, False]
+
+
+def test_every_model_file_carries_its_kind(tiny_run):
+    """The five trainers write one layout (conta_core.checkpoint) with the kind of network."""
+    from conta_core.checkpoint import load_model
+
+    run = tiny_run / RUN
+    files = {"pretrain/resnet18.pth": "pretrain"}
+    files.update({f"round{t}/{d}/model.pth": k for t in range(3)
+                  for d, k in (("cls", "classifier"), ("irn", "irn"), ("seg", "segmentation"))})
+    for rel, kind in files.items():
+        assert load_model(run / rel, kind, required=("config",))["kind"] == kind, rel
+
+
+GOLDEN_DIGESTS = Path(__file__).parent / "golden" / "tiny_run_digests.json"
+
+
+def test_tiny_run_matches_the_recorded_digests(tiny_run):
+    """Results change only when meant to: every result file of the tiny round2 run has the
+    content recorded in tests/golden/tiny_run_digests.json (conta_core.run_digest: pixels,
+    arrays, tensors, tables). The set of files is checked everywhere; the content only on the
+    machine fingerprint it was recorded on (other CPUs and library builds round floats
+    differently). After a change meant to change results, re-record with
+    tools/run_digests.py --write and say why in the commit."""
+    from conta_core.run_digest import compare, machine_fingerprint, run_digests
+
+    golden = json.loads(GOLDEN_DIGESTS.read_text())
+    got = run_digests(tiny_run / RUN)
+    diff = compare(got, golden["files"])
+    assert not diff["only_a"] and not diff["only_b"], diff
+    here = machine_fingerprint()
+    if {k: v for k, v in here.items() if k != "python"} != {k: v for k, v in golden["machine"].items() if k != "python"}:
+        pytest.skip(f"digests recorded on {golden['machine']}, this machine is {here}: float rounding may differ")
+    assert not diff["differ"], f"{len(diff['differ'])} of {len(got)} files changed content: {diff['differ'][:20]}"
 
 
 def test_rerun_of_finished_target_is_a_quick_noop(tiny_run):

@@ -52,7 +52,7 @@ def test_amn_round1_artifacts_and_summary(tmp_path):
 def check_amn_run(run: Path) -> None:
     """Assertions on a finished tiny `method: amn` round1 run folder."""
     from conta_core.data.manifest import Manifest
-    from conta_core.io import load_cam, load_torch
+    from conta_core.fileio import load_cam, load_torch
 
     m = Manifest.load(run / "data/manifest.json")
     n_train = len(m.ids("train"))

@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from conta_core.layout import RunLayout
-from conta_core.io import read_json, write_csv  # noqa: E402
+from conta_core.fileio import read_json, write_csv  # noqa: E402
 from conta_core.summary import round_row  # noqa: E402
 
 SHARED = ("data", "pretrain", "round0")  # what every run takes from the base run

@@ -28,7 +28,7 @@ One deliberate difference: AMN's `Net.train()` override never calls `nn.Module.t
 `model.eval()` leaves its Dropout(0.1) active and make_amn_cam's maps change from run to
 run (no fixed target exists). The goldens are made with that Dropout switched off, which is
 what `amn.inference_dropout: false` does in this project (`true` reproduces the quirk).
-The reference's CAM .npy files (pickled dicts) are read with conta_core.io.read_irnet_cam,
+The reference's CAM .npy files (pickled dicts) are read with conta_core.fileio.read_irnet_cam,
 the restricted reader of `conta import-cams` (numpy arrays and torch tensors only).
 """
 
@@ -56,8 +56,9 @@ IR_THRESHOLDS = (0.30, 0.05)  # IRNet conf_fg_thres, conf_bg_thres
 RW = {"beta": 10, "exp_times": 8, "sem_seg_bg_thres": 0.25}  # IRNet make_sem_seg_labels defaults
 
 
-def voc_ids() -> list[str]:
-    return [f"2007_{i + 1:06d}" for i in range(len(fx.IMAGE_SIZES))]
+def voc_ids(n: int | None = None) -> list[str]:
+    """VOC-style ids of the fixture images (the first n; all of IMAGE_SIZES by default)."""
+    return [f"2007_{i + 1:06d}" for i in range(len(fx.IMAGE_SIZES) if n is None else n)]
 
 
 def our_cam_state() -> dict:
@@ -122,23 +123,25 @@ def multi_hot(keys: np.ndarray) -> np.ndarray:
     return y
 
 
-def msf_dataset(scales: tuple[float, ...]):
+def msf_dataset(scales: tuple[float, ...], keys: list[np.ndarray] | None = None):
+    """IRNet's multi-scale dataset over the fixture ids (keys: the classes; fixture_keys() by default)."""
     import voc12.dataloader as dl
 
+    keys = fx.fixture_keys() if keys is None else keys
     ds = dl.VOC12ClassificationDatasetMSF.__new__(dl.VOC12ClassificationDatasetMSF)
-    ds.img_name_list = np.array([int(i.replace("_", "")) for i in voc_ids()])
+    ds.img_name_list = np.array([int(i.replace("_", "")) for i in voc_ids(len(keys))])
     ds.voc12_root = "fixture"
     ds.img_normal = dl.TorchvisionNormalize()
     ds.scales = scales
-    ds.label_list = [multi_hot(k) for k in fx.fixture_keys()]
+    ds.label_list = [multi_hot(k) for k in keys]
     return ds
 
 
-def image_dataset():
+def image_dataset(n: int | None = None):
     import voc12.dataloader as dl
 
     ds = dl.VOC12ImageDataset.__new__(dl.VOC12ImageDataset)
-    ds.img_name_list = np.array([int(i.replace("_", "")) for i in voc_ids()])
+    ds.img_name_list = np.array([int(i.replace("_", "")) for i in voc_ids(n)])
     ds.voc12_root = "fixture"
     ds.img_normal = None
     ds.to_torch = False
@@ -180,42 +183,27 @@ def read_png(path: Path) -> np.ndarray:
 
 def read_ref_cam(path: Path) -> dict:
     """The reference's CAM .npy dict, through the project's restricted reader (no pickle.load)."""
-    from conta_core.io import read_irnet_cam
+    from conta_core.fileio import read_irnet_cam
 
     return read_irnet_cam(path)
 
 
-def part_irn(out: Path) -> None:
-    """IRNet: make_cam -> cam_to_ir_label -> make_sem_seg_labels on the fixtures."""
-    import torch
-
-    images = dict(zip(voc_ids(), fx.fixture_images()))
-    install_shims(images)
+def reference_cam_model():
+    """IRNet's net.resnet50_cam.CAM with the recipe weights (run inside the IRNet checkout)."""
     import net.resnet50_cam as cam_net
-    import net.resnet50_irn as irn_net
-    import step.cam_to_ir_label as s_ir
-    import step.make_cam as s_cam
-    import step.make_sem_seg_labels as s_rw
-
-    scratch = Path(tempfile.mkdtemp(prefix="irn_parity_"))
-    args = types.SimpleNamespace(
-        num_workers=2, cam_out_dir=str(scratch / "cam"), ir_label_out_dir=str(scratch / "ir"),
-        sem_seg_out_dir=str(scratch / "sem"), conf_fg_thres=IR_THRESHOLDS[0], conf_bg_thres=IR_THRESHOLDS[1],
-        beta=RW["beta"], exp_times=RW["exp_times"], sem_seg_bg_thres=RW["sem_seg_bg_thres"],
-    )
-    for d in (args.cam_out_dir, args.ir_label_out_dir, args.sem_seg_out_dir):
-        os.makedirs(d)
 
     state = our_cam_state()
     model = cam_net.CAM()
     missing, unexpected = model.resnet50.load_state_dict(backbone_to_resnet(state), strict=False)
     assert not unexpected and all(k.startswith("fc.") for k in missing), (missing, unexpected)
     model.classifier.weight.data.copy_(state["classifier.weight"])
-    model.eval()
-    with timed("IRNet make_cam"):
-        s_cam._work(0, model, [msf_dataset(CAM_SCALES)], args)
-    with timed("IRNet cam_to_ir_label"):
-        s_ir._work(0, [image_dataset()], args)
+    model.eval()  # IRNet's Net.train() override returns None, so eval() does too
+    return model
+
+
+def reference_edge_model():
+    """IRNet's net.resnet50_irn.EdgeDisplacement with the recipe weights of the project's EdgeNet."""
+    import net.resnet50_irn as irn_net
 
     edge_state = our_edge_state()
     edge = irn_net.EdgeDisplacement()
@@ -229,6 +217,35 @@ def part_irn(out: Path) -> None:
     edge.fc_edge6.weight.data.copy_(edge_state["edge_out.weight"])
     edge.fc_edge6.bias.data.copy_(edge_state["edge_out.bias"])
     edge.eval()
+    return edge
+
+
+def part_irn(out: Path) -> None:
+    """IRNet: make_cam -> cam_to_ir_label -> make_sem_seg_labels on the fixtures."""
+    import torch
+
+    images = dict(zip(voc_ids(), fx.fixture_images()))
+    install_shims(images)
+    import step.cam_to_ir_label as s_ir
+    import step.make_cam as s_cam
+    import step.make_sem_seg_labels as s_rw
+
+    scratch = Path(tempfile.mkdtemp(prefix="irn_parity_"))
+    args = types.SimpleNamespace(
+        num_workers=2, cam_out_dir=str(scratch / "cam"), ir_label_out_dir=str(scratch / "ir"),
+        sem_seg_out_dir=str(scratch / "sem"), conf_fg_thres=IR_THRESHOLDS[0], conf_bg_thres=IR_THRESHOLDS[1],
+        beta=RW["beta"], exp_times=RW["exp_times"], sem_seg_bg_thres=RW["sem_seg_bg_thres"],
+    )
+    for d in (args.cam_out_dir, args.ir_label_out_dir, args.sem_seg_out_dir):
+        os.makedirs(d)
+
+    model = reference_cam_model()
+    with timed("IRNet make_cam"):
+        s_cam._work(0, model, [msf_dataset(CAM_SCALES)], args)
+    with timed("IRNet cam_to_ir_label"):
+        s_ir._work(0, [image_dataset()], args)
+
+    edge = reference_edge_model()
     s_rw.DataLoader = _scalar_size_loader(s_rw.DataLoader)
     with timed("IRNet make_sem_seg_labels"):
         s_rw._work(0, edge, [msf_dataset((1.0,))], args)

@@ -24,7 +24,7 @@ from conta_core.config import load_config
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.evaluate import evaluate_label_maps
-from conta_core.io import CAM_SUFFIX, IGNORE_LABEL, load_cam, load_image, load_label_png
+from conta_core.fileio import CAM_SUFFIX, IGNORE_LABEL, load_cam, load_image, load_label_png
 from conta_core.ir_label import cam_to_ir_label
 from conta_core.random_walk import make_pseudo_masks
 

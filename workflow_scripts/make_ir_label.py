@@ -24,7 +24,7 @@ from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.io import CAM_SUFFIX
+from conta_core.fileio import CAM_SUFFIX
 from conta_core.data.artifacts import index_artifacts
 from conta_core.ir_label import make_ir_labels
 from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup

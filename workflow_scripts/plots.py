@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     cfg, _ = setup(args, needs_device=False)
     if "dpi" not in cfg:
-        raise SystemExit("--cfg: report.dpi is missing")
+        raise SystemExit("config key report.dpi: missing (--cfg)")
     dpi = int(cfg["dpi"])
     if args.figure == "miou":
         plots.plot_miou(args.summary, args.out, dpi)

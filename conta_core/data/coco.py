@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import IGNORE_LABEL, save_label_png
+from conta_core.fileio import IGNORE_LABEL, save_label_png
 from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.data.coco")

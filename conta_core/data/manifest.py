@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conta_core.io import write_json
+from conta_core.fileio import write_json
 
 MANIFEST_VERSION = 1
 

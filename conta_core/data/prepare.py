@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import IGNORE_LABEL, load_label_png
+from conta_core.fileio import IGNORE_LABEL, load_label_png
 from conta_core.runtime import Progress
 
 log = logging.getLogger("conta.data.prepare")

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import IGNORE_LABEL, atomic_path, save_label_png, write_text
+from conta_core.fileio import IGNORE_LABEL, atomic_path, save_label_png, write_text
 from conta_core.runtime import track
 
 log = logging.getLogger("conta.data.synthetic")

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.io
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import IGNORE_LABEL, load_label_png, save_label_png
+from conta_core.fileio import IGNORE_LABEL, load_label_png, save_label_png
 from conta_core.runtime import track
 
 VOC_CLASSES = [

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from conta_core.io import load_torch
+from conta_core.checkpoint import load_model
 from conta_core.config import require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.classifier import CAMNet
@@ -169,9 +169,7 @@ def init_from_classifier(model: AMNNet, cls_state: dict, source: str = "classifi
 
 def load_amn(path: str | Path, device: torch.device | str = "cpu") -> AMNNet:
     """Rebuild an AMNNet from a train_amn checkpoint; eval mode, on `device`."""
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not an AMN checkpoint (needs 'state_dict' and 'config')")
+    ckpt = load_model(path, "amn")
     cfg = ckpt["config"]
     if "amn" not in cfg or "num_fg" not in cfg:
         raise ValueError(f"{path}: AMN checkpoint config lacks 'amn' / 'num_fg'")

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from conta_core.io import load_torch
+from conta_core.fileio import load_torch
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 

@@ -29,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conta_core.config import config_error, require_keys
 from conta_core.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
-from conta_core.io import load_torch
+from conta_core.checkpoint import load_model
 from conta_core.models.backbone import ResNetBackbone
 
 log = logging.getLogger("conta.classifier")
@@ -51,28 +52,26 @@ def parse_blocks(block: int | str) -> tuple[int, ...]:
     except (TypeError, ValueError):
         b = None
     if b not in CONTEXT_BLOCKS:
-        raise ValueError(f"context.block: expected one of {CONTEXT_BLOCKS} or 'dense', got {block!r}")
+        raise config_error("context.block", f"expected one of {CONTEXT_BLOCKS} or 'dense', got {block!r}")
     return (b,)
 
 
 def validate_context_cfg(context: dict) -> None:
     """Raise ValueError naming the context.* key that is missing or invalid."""
-    for key in ("mode", "block", "size", "xm_encoding"):
-        if key not in context:
-            raise ValueError(f"context.{key}: missing from the context config")
+    require_keys(context, ("mode", "block", "size", "xm_encoding"), "context")
     if context["mode"] not in CONTEXT_MODES:
-        raise ValueError(f"context.mode: expected one of {CONTEXT_MODES}, got {context['mode']!r}")
+        raise config_error("context.mode", f"expected one of {CONTEXT_MODES}, got {context['mode']!r}")
     parse_blocks(context["block"])
     size = context["size"]
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(int(s) > 0 for s in size)):
-        raise ValueError(f"context.size: expected [h, w] of positive ints, got {size!r}")
+        raise config_error("context.size", f"expected [h, w] of positive ints, got {size!r}")
     if context["xm_encoding"] not in XM_ENCODINGS:
-        raise ValueError(f"context.xm_encoding: expected one of {XM_ENCODINGS}, got {context['xm_encoding']!r}")
+        raise config_error("context.xm_encoding", f"expected one of {XM_ENCODINGS}, got {context['xm_encoding']!r}")
     scale = context.get("m_scale", 1.0)
     if scale != "auto" and not (isinstance(scale, (int, float)) and scale > 0):
-        raise ValueError(f"context.m_scale: expected a positive number or 'auto', got {scale!r}")
+        raise config_error("context.m_scale", f"expected a positive number or 'auto', got {scale!r}")
     if context.get("prior", "uniform") not in CONTEXT_PRIORS:
-        raise ValueError(f"context.prior: only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
+        raise config_error("context.prior", f"only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
 
 
 def context_active(context_cfg: dict | None, xm_files, confounder_path, step: str) -> bool:
@@ -254,8 +253,7 @@ class CAMNet(nn.Module):
 
 
 def _require(cfg: dict, key: str, section: str):
-    if key not in cfg:
-        raise ValueError(f"{section}.{key}: missing from the {section} config")
+    require_keys(cfg, (key,), section)
     return cfg[key]
 
 
@@ -290,9 +288,7 @@ def build_classifier(
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> CAMNet:
     """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`."""
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not a classifier checkpoint (needs 'state_dict' and 'config')")
+    ckpt = load_model(path, "classifier")
     cfg = ckpt["config"]
     # The ImageNet weights are superseded by the state_dict: do not read them again.
     cls_cfg = {**cfg["classifier"], "pretrained": None}

@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.config import require_keys
+from conta_core.config import config_error, require_keys
 from conta_core.data.transforms import INPUT_NORMS
-from conta_core.io import load_torch
+from conta_core.checkpoint import load_model, model_checkpoint
 from conta_core.models.backbone import ResNetBackbone
 
 log = logging.getLogger("conta.deeplab")
@@ -147,11 +147,11 @@ def msc_extra_scales(cfg_seg: dict) -> tuple[float, ...]:
     """The MSC input scales besides 1.0, from `segmentation.msc_scales` (which must contain 1.0)."""
     scales = [float(s) for s in cfg_seg["msc_scales"]]
     if 1.0 not in scales:
-        raise ValueError(f"config: segmentation.msc_scales must contain 1.0, got {cfg_seg['msc_scales']}")
+        raise config_error("segmentation.msc_scales", f"must contain 1.0, got {cfg_seg['msc_scales']}")
     extra = [s for s in scales if s != 1.0]
     bad = [s for s in extra if s <= 0]
     if bad:
-        raise ValueError(f"config: segmentation.msc_scales must be positive, got {cfg_seg['msc_scales']}")
+        raise config_error("segmentation.msc_scales", f"must be positive, got {cfg_seg['msc_scales']}")
     return tuple(extra)
 
 
@@ -185,16 +185,13 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
 
 
 def checkpoint_dict(model: MSC, cfg_seg: dict, num_classes: int, **meta: Any) -> dict:
-    """The checkpoint layout: {"state_dict", "config", "num_classes", **plain metadata}."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return {"state_dict": state, "config": cfg_seg, "num_classes": int(num_classes), **meta}
+    """The segmentation checkpoint (conta_core.checkpoint layout, kind segmentation, num_classes in meta)."""
+    return model_checkpoint("segmentation", model, cfg_seg, num_classes=int(num_classes), **meta)
 
 
 def load_deeplab(path: str | Path, device: torch.device) -> MSC:
     """Rebuild the MSC(DeepLabV2) saved at `path` from its own config; returned in eval mode on `device`."""
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or not {"state_dict", "config", "num_classes"} <= set(ckpt):
-        raise ValueError(f"{path}: not a segmentation checkpoint (needs state_dict, config, num_classes)")
+    ckpt = load_model(path, "segmentation", required=("config", "num_classes"))
     model = build_deeplab(ckpt["config"], int(ckpt["num_classes"]), load_pretrained=False)
     try:
         model.load_state_dict(ckpt["state_dict"])

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.io import load_torch
+from conta_core.checkpoint import load_model
 from conta_core.models.backbone import ResNetBackbone
 
 EDGE_CHANNELS = 32  # IRNet: each level is reduced to 32 channels
@@ -129,10 +129,8 @@ def load_backbone_from_classifier(edge_net: EdgeNet, cls_state_dict: dict) -> No
 
 
 def edge_net_from_checkpoint(path: str | Path, device: torch.device) -> EdgeNet:
-    """Rebuild an EdgeNet from an IRN checkpoint {"state_dict", "config"} (eval mode, on device)."""
-    ckpt = load_torch(path)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path}: not an IRN checkpoint (expected keys 'state_dict' and 'config')")
+    """Rebuild an EdgeNet from an IRN checkpoint (conta_core.checkpoint, kind irn); eval mode, on device."""
+    ckpt = load_model(path, "irn")
     cfg = ckpt["config"]
     for key in ("backbone", "freeze_bn"):
         if key not in cfg:

@@ -12,9 +12,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:  # pandas is imported by the modules that write tables
+    import pandas
 from PIL import Image
 
 from conta_core.layout import CAM_SUFFIX  # CAM artifacts: <id>.npz of named arrays, read without pickle
@@ -66,7 +69,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
-def write_csv(path: str | os.PathLike, df: "pandas.DataFrame") -> None:  # noqa: F821
+def write_csv(path: str | os.PathLike, df: pandas.DataFrame) -> None:
     """Write a pandas DataFrame as CSV atomically (no index column)."""
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)

@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from conta_core import inspect
-from conta_core.io import save_label_png, save_torch
+from conta_core import inspection as inspect
+from conta_core.fileio import save_label_png, save_torch
 from conta_core.shards import shard_ids
 from test_visualize import make_manifest, write_cam  # tests/ is on sys.path (pytest rootdir insertion)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from conta_core.data.manifest import Manifest
-from conta_core.io import read_json
+from conta_core.fileio import read_json
 from conta_core.layout import (CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS, MODEL_FILE, MODELS, RESUME_SUFFIX, STAGES,
                                RunLayout, Stage, for_method, resume_steps)
 from conta_core.shards import shard_ids
