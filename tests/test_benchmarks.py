@@ -63,3 +63,33 @@ def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
     (row,) = result["rows"]
     assert row["shards"] == 2 and row["jobs"] > 10 and row["outputs"] >= row["jobs"] - 2  # targets have no output
     assert row["noop_s"] > 0 and result["job_startup_s"] > 0 and result["snakemake_startup_s"] > 0
+
+
+def test_levers_benchmark_compares_each_lever_with_eager(tmp_path):
+    out = tmp_path / "levers.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_levers.py"), "--step", "make_cam", "--size", "48",
+           "--images", "1", "--threads", "1", "--levers", "eager,bn_fold+channels_last,production", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = {r["lever"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(records) == {"eager", "bn_fold+channels_last", "production"}
+    assert records["eager"]["max_abs_diff"] == 0.0
+    assert all(r["max_abs_diff"] < 1e-4 and r["s_per_image"] > 0 for r in records.values())
+
+
+def test_reference_benchmark_walk_of_the_project_alone(tmp_path):
+    """bench_reference.py without IRNet's code: --walk-project-only grids (the sizes the dense
+    reference cannot hold) need only a folder that looks like the checkout."""
+    fake = tmp_path / "irn"
+    (fake / "step").mkdir(parents=True)
+    (fake / "step" / "make_sem_seg_labels.py").write_text("")
+    out = tmp_path / "walk.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_reference.py"), "--irn", str(fake), "--threads", "1",
+           "--walk", "--walk-project-only", "12x16", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (rec,) = map(json.loads, out.read_text().splitlines())
+    assert rec["code"] == "project" and rec["nodes"] == 192 and rec["seconds"] > 0 and rec["peak_rss_mib"] > 0
+    assert "| 12x16 | 192 | project |" in proc.stdout
+    bad = subprocess.run([*cmd[:3], str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "not a checkout of jiwoon-ahn/irn" in bad.stderr
