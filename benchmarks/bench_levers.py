@@ -11,7 +11,7 @@ Weights: the fixed-seed recipe of tests/parity_fixtures.py; images: its generato
 Levers (each applied to the backbone only, in a fresh subprocess, so they do not interact):
 * eager: what the project runs on the CPU (fp32, contiguous NCHW);
 * bn_fold: every eval BatchNorm folded into the convolution before it
-  (torch.nn.utils.fusion.fuse_conv_bn_eval);
+  (conta_core.device.fold_batchnorm, the one the production path uses);
 * channels_last: model and input in channels_last;
 * mkldnn: torch.utils.mkldnn.to_mkldnn (oneDNN weight layout, prepacked once); the stage
   input is converted to an MKLDNN tensor and the stage outputs back;
@@ -48,39 +48,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
 
 LEVERS = ("eager", "bn_fold", "channels_last", "mkldnn", "jit_freeze", "compile", "bn_fold+channels_last",
           "production")
-RESULT_TAG = "RESULT "
 CAM_SCALES = [1.0, 0.5, 1.5, 2.0]
 SEG_SCALES = [1.0]  # config/voc12.yaml segmentation.infer: one MSC pass (1.0, 0.75, 0.5, max), no flip
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    h, _, w = text.lower().partition("x")
-    return int(h), int(w or h)
-
-
-def fold_bn(module):
-    """Fold every eval BatchNorm2d that directly follows a Conv2d (by attribute pairing in
-    torchvision Bottlenecks, the stem and downsample Sequentials) into that conv."""
-    import torch.nn as nn
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    for name, child in list(module.named_children()):
-        fold_bn(child)
-    if isinstance(module, nn.Sequential):
-        keys = list(module._modules)
-        for a, b in zip(keys, keys[1:]):
-            conv, bn = module._modules[a], module._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                module._modules[a], module._modules[b] = fuse_conv_bn_eval(conv, bn), nn.Identity()
-    for i in (1, 2, 3):
-        conv, bn = getattr(module, f"conv{i}", None), getattr(module, f"bn{i}", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            setattr(module, f"conv{i}", fuse_conv_bn_eval(conv, bn))
-            setattr(module, f"bn{i}", nn.Identity())
-    return module
 
 
 class _Mkldnn:
@@ -107,7 +82,9 @@ def apply_lever(lever: str, stages, example):
     if lever in ("eager", "production"):
         return stages
     if lever == "bn_fold":
-        return fold_bn(stages)
+        from conta_core.device import fold_batchnorm
+
+        return fold_batchnorm(stages)
     if lever == "channels_last":  # the input: compute_cams_batch / predict_batch feed NCHW; the first conv converts
         return stages.to(memory_format=torch.channels_last)
     if lever == "mkldnn":
@@ -250,8 +227,7 @@ def main() -> None:
         print(f"| {r['lever']} | {r['s_per_image']:.2f} | {r.get('speedup', float('nan')):.2f}x | "
               f"{r.get('max_abs_diff', float('nan')):.1e} | {r['first_image_s']:.1f} |")
     if args.json:
-        with open(args.json, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        append_jsonl(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -57,24 +57,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-RESULT_TAG = "RESULT "
+from common import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
+
 STEPS = ("make_cam", "cam_to_ir_label", "make_sem_seg_labels")
 CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
 RW_CFG = {"radius": 5, "beta": 10, "exp_times": 8, "bg_threshold": 0.25, "pad_size": 512}
 IR_THRESHOLDS = (0.30, 0.05)
 WALK_SEED = 0
 MIB = 1024.0 * 1024.0
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'96' -> (96, 96); '375x500' -> (375, 500) (height x width)."""
-    parts = text.lower().split("x")
-    if len(parts) == 1:
-        return int(parts[0]), int(parts[0])
-    if len(parts) == 2:
-        return int(parts[0]), int(parts[1])
-    raise argparse.ArgumentTypeError(f"size {text!r}: give H or HxW")
 
 
 def _rss_mib() -> float:
@@ -370,8 +362,7 @@ def main() -> None:
                   f"({ref_r['peak_rss_mib'] - ref_r['rss_before_mib']:+.0f}) | {our_r['peak_rss_mib']:.0f} "
                   f"({our_r['peak_rss_mib'] - our_r['rss_before_mib']:+.0f}) | {agree.get(step, '')} |")
     if args.json:
-        with open(args.json, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+        append_jsonl(args.json, records)
 
 
 if __name__ == "__main__":

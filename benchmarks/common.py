@@ -188,6 +188,25 @@ def make_cam_files(manifest_path: Path, ids: list[str], out_dir: Path, seed: int
     return out_dir
 
 
+# --------------------------------------------------------------------------- shared by the standalone scripts
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'96' -> (96, 96); '375x500' -> (375, 500) (height x width); an argparse type."""
+    parts = text.lower().split("x")
+    if len(parts) == 1:
+        return int(parts[0]), int(parts[0])
+    if len(parts) == 2:
+        return int(parts[0]), int(parts[1])
+    raise argparse.ArgumentTypeError(f"size {text!r}: give H or HxW")
+
+
+def append_jsonl(path: str | os.PathLike, records: list[dict]) -> None:
+    """Append one JSON object per line to `path` (the --json FILE of every benchmark)."""
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
 # --------------------------------------------------------------------------- machine
 
 
@@ -547,5 +566,4 @@ def main(step: Step, script: str) -> None:
                    "repeat": args.repeat, "speedup_vs_naive": speedup, "prepare_s": prep_s, "date": stamp,
                    "load_avg": os.getloadavg(), "machine": info,
                    "command": " ".join(["python", *sys.argv]), **s}  # fmt: skip
-            with open(args.json, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_jsonl(args.json, [rec])

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from conta_core.cam import NORM_EPS, context_batch, multiscale_sum
-from conta_core.config import require_keys
+from conta_core.config import config_error, require_keys
 from conta_core.confounder import load_confounder
 from conta_core.context import encode_xm_batch, load_xm
 from conta_core.data.manifest import Manifest
@@ -150,7 +150,7 @@ def check_train_cfg(cfg: dict) -> None:
     check_model_cfg(cfg)
     require_keys(cfg, TRAIN_KEYS, "amn")
     if not 0.0 <= float(cfg["label_smoothing"]) < 1.0:
-        raise ValueError(f"config key amn.label_smoothing: expected [0, 1), got {cfg['label_smoothing']!r}")
+        raise config_error("amn.label_smoothing", f"expected [0, 1), got {cfg['label_smoothing']!r}")
 
 
 def make_optimizer(model: AMNNet, cfg: dict) -> torch.optim.Adam:
@@ -213,7 +213,7 @@ def train_amn(
     batch_size = int(cfg["batch_size"])
     loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
     if len(loader) == 0:
-        raise ValueError(f"config key amn.batch_size: {batch_size} exceeds the {len(dataset)} training images")
+        raise config_error("amn.batch_size", f"{batch_size} exceeds the {len(dataset)} training images")
     optimizer = make_optimizer(model, cfg)
     epochs = int(cfg["epochs"])
     resume = Resume(out_path, checkpoint, fingerprint("train_amn", cfg, ctx, list(ids), seed, str(confounder_path)))

@@ -125,13 +125,13 @@ def predict_files(model_path: Path, images: list[Path], out_dir: Path, device, s
                   no_flip: bool = False, crf: bool = False) -> list[tuple[Path, Path]]:
     """Segment each image; write out_dir/<stem>_mask.png and <stem>_overlay.png. Returns the pairs."""
     from conta_core.checkpoint import load_model
-    from conta_core.models.deeplab import load_deeplab
+    from conta_core.models.deeplab import deeplab_from_checkpoint
     from conta_core.segment import predict_labels
     from conta_core.visualize import overlay_label
 
-    ckpt = load_model(model_path, "segmentation")
+    ckpt = load_model(model_path, "segmentation", required=("config", "num_classes"))  # read once
     scales, flip, crf_params = predict_settings(ckpt["config"], scales, no_flip, crf, model_path)
-    model = load_deeplab(model_path, device)
+    model = deeplab_from_checkpoint(ckpt, model_path, device)
     stems = [p.stem for p in images]
     if len(set(stems)) != len(stems):
         raise ValueError(f"conta predict: two input images share a file stem ({stems}); outputs would collide")

@@ -57,14 +57,14 @@ def validate_schema(cfg: dict) -> None:
         lines = []
         for e in errors[:10]:
             key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
-            lines.append(f"config key {key}: {e.message}")
+            lines.append(str(config_error(key, e.message)))
         raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
 
 
 def _check_range(cfg: dict, section: str, key: str) -> None:
     lo, hi = cfg[section][key]
     if lo > hi:
-        raise ConfigError(f"config key {section}.{key}: lower bound {lo} > upper bound {hi}")
+        raise config_error(f"{section}.{key}", f"lower bound {lo} > upper bound {hi}")
 
 
 def _check_path(value: str | None, key: str, kind: str = "file") -> None:
@@ -73,7 +73,7 @@ def _check_path(value: str | None, key: str, kind: str = "file") -> None:
     p = Path(value)
     ok = p.is_file() if kind == "file" else p.is_dir()
     if not ok:
-        raise ConfigError(f"config key {key}: {kind} not found: {p}")
+        raise config_error(key, f"{kind} not found: {p}")
 
 
 def check_config(cfg: dict) -> None:
@@ -81,7 +81,7 @@ def check_config(cfg: dict) -> None:
     ds = cfg["dataset"]
     if ds["kind"] != "synthetic":
         if not ds.get("root"):
-            raise ConfigError(f"config key dataset.root: required for dataset.kind={ds['kind']}")
+            raise config_error("dataset.root", f"required for dataset.kind={ds['kind']}")
         _check_path(ds["root"], "dataset.root", "dir")
         for key in ("sbd_root", "masks_dir"):
             if ds.get(key):
@@ -91,34 +91,31 @@ def check_config(cfg: dict) -> None:
     else:
         syn = ds.get("synthetic", {})
         if syn.get("min_objects", 1) > syn.get("max_objects", 1):
-            raise ConfigError("config key dataset.synthetic.min_objects: larger than max_objects")
+            raise config_error("dataset.synthetic.min_objects", "larger than max_objects")
         if syn.get("min_object_frac", 0) > syn.get("max_object_frac", 1):
-            raise ConfigError("config key dataset.synthetic.min_object_frac: larger than max_object_frac")
+            raise config_error("dataset.synthetic.min_object_frac", "larger than max_object_frac")
     for section in ("classifier", "irn", "segmentation"):
         _check_path(cfg[section].get("pretrained"), f"{section}.pretrained")
         if "scale_range" in cfg[section]:
             _check_range(cfg, section, "scale_range")
     if cfg["irn"]["backbone_init"] == "pretrained" and not cfg["irn"].get("pretrained"):
-        raise ConfigError("config key irn.pretrained: required when irn.backbone_init = pretrained")
+        raise config_error("irn.pretrained", "required when irn.backbone_init = pretrained")
     if cfg["irn"]["backbone_init"] == "classifier" and cfg["irn"]["backbone"] != cfg["classifier"]["backbone"]:
-        raise ConfigError(
-            "config key irn.backbone: must equal classifier.backbone when irn.backbone_init = classifier"
-        )
+        raise config_error("irn.backbone", "must equal classifier.backbone when irn.backbone_init = classifier")
     if cfg["method"] == "amn":
         _check_amn(cfg)
     _check_pretrain(cfg)
     start, stop, step = cfg["cam"]["sweep"]
     if start > stop or step <= 0:
-        raise ConfigError("config key cam.sweep: expected [start, stop >= start, step > 0]")
+        raise config_error("cam.sweep", "expected [start, stop >= start, step > 0]")
     if cfg["ir_label"]["bg_threshold"] > cfg["ir_label"]["fg_threshold"]:
-        raise ConfigError("config key ir_label.bg_threshold: larger than ir_label.fg_threshold")
+        raise config_error("ir_label.bg_threshold", "larger than ir_label.fg_threshold")
     if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
-        raise ConfigError("config key segmentation.crf: required when segmentation.infer.crf is true")
+        raise config_error("segmentation.crf", "required when segmentation.infer.crf is true")
     seg = cfg["segmentation"]
     if seg.get("resnet_style") == "caffe" and seg["backbone"] not in ("resnet50", "resnet101"):
-        raise ConfigError(
-            f"config key segmentation.resnet_style: 'caffe' needs backbone resnet50 or resnet101, got {seg['backbone']}"
-        )
+        raise config_error("segmentation.resnet_style",
+                           f"'caffe' needs backbone resnet50 or resnet101, got {seg['backbone']}")
 
 
 PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<backbone>.pth
@@ -136,33 +133,29 @@ def _check_pretrain(cfg: dict) -> None:
     if not pre.get("enabled"):
         return
     if cfg["dataset"]["kind"] != "synthetic":
-        raise ConfigError(
-            "config key pretrain.enabled: the generated pre-training only stands in for ImageNet on "
-            "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys"
-        )
+        raise config_error("pretrain.enabled", "the generated pre-training only stands in for ImageNet on "
+                           "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys")
     for section in pretrain_targets(cfg):
         if cfg[section]["backbone"] != pre["backbone"]:
-            raise ConfigError(
-                f"config key {section}.backbone: {cfg[section]['backbone']} differs from pretrain.backbone "
-                f"{pre['backbone']} (set {section}.pretrained, or make them equal)"
-            )
+            raise config_error(f"{section}.backbone", f"{cfg[section]['backbone']} differs from pretrain.backbone "
+                               f"{pre['backbone']} (set {section}.pretrained, or make them equal)")
     lo, hi = pre["object_frac"]
     if not 0 < lo <= hi:
-        raise ConfigError("config key pretrain.object_frac: need 0 < low <= high")
+        raise config_error("pretrain.object_frac", "need 0 < low <= high")
 
 
 def _check_amn(cfg: dict) -> None:
     amn = cfg.get("amn")
     if not amn:
-        raise ConfigError("config key amn: required when method = amn")
+        raise config_error("amn", "required when method = amn")
     _check_range(cfg, "amn", "scale_range")
     _check_path(amn.get("pretrained"), "amn.pretrained")
     if amn["backbone_init"] == "pretrained" and not amn.get("pretrained"):
-        raise ConfigError("config key amn.pretrained: required when amn.backbone_init = pretrained")
+        raise config_error("amn.pretrained", "required when amn.backbone_init = pretrained")
     if amn["backbone_init"] == "classifier" and amn["backbone"] != cfg["classifier"]["backbone"]:
-        raise ConfigError("config key amn.backbone: must equal classifier.backbone when amn.backbone_init = classifier")
+        raise config_error("amn.backbone", "must equal classifier.backbone when amn.backbone_init = classifier")
     if amn["ir_bg_threshold"] > amn["ir_fg_threshold"]:
-        raise ConfigError("config key amn.ir_bg_threshold: larger than amn.ir_fg_threshold")
+        raise config_error("amn.ir_bg_threshold", "larger than amn.ir_fg_threshold")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict | None = None) -> dict:
@@ -194,14 +187,14 @@ def checkpoint_settings(cfg: dict | None) -> dict:
     out = dict(CHECKPOINT_DEFAULTS)
     for key, value in (cfg or {}).items():
         if key not in out:
-            raise ValueError(f"config key checkpoint.{key}: unknown (known: {', '.join(out)})")
+            raise config_error(f"checkpoint.{key}", f"unknown (known: {', '.join(out)})")
         out[key] = value
     if not isinstance(out["every"], int) or isinstance(out["every"], bool) or out["every"] < 0:
-        raise ValueError(f"config key checkpoint.every: expected an integer >= 0, got {out['every']!r}")
+        raise config_error("checkpoint.every", f"expected an integer >= 0, got {out['every']!r}")
     if not isinstance(out["minutes"], (int, float)) or out["minutes"] < 0:
-        raise ValueError(f"config key checkpoint.minutes: expected a number >= 0, got {out['minutes']!r}")
+        raise config_error("checkpoint.minutes", f"expected a number >= 0, got {out['minutes']!r}")
     if not isinstance(out["keep"], bool):
-        raise ValueError(f"config key checkpoint.keep: expected true or false, got {out['keep']!r}")
+        raise config_error("checkpoint.keep", f"expected true or false, got {out['keep']!r}")
     return out
 
 

@@ -120,7 +120,7 @@ def inference_autocast(device: torch.device | str) -> contextlib.AbstractContext
 # (max abs 4e-6 on [0, 1] CAMs).
 CPU_FAST_MIN_PIXELS = 256 * 256  # per-input H x W from which the CPU uses the folded channels_last copy
 FAST_CPU_ENV = "CONTA_FAST_CPU"  # "0": always the model as loaded (eager NCHW), e.g. to compare
-_FAST_COPIES: weakref.WeakKeyDictionary | None = None  # model -> (weights version, folded channels_last copy)
+_FAST_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (weights version, folded copy)
 
 
 def fold_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
@@ -153,14 +153,11 @@ def inference_model(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.
     channels_last, made once per model and kept while the model lives; the batch in channels_last.
     CPU, smaller inputs (or $CONTA_FAST_CPU=0): the model and the batch as given.
     """
-    global _FAST_COPIES
     if batch.device.type == "cuda":
         return model, batch.contiguous(memory_format=torch.channels_last)
     small = batch.shape[-2] * batch.shape[-1] < CPU_FAST_MIN_PIXELS
     if small or model.training or os.environ.get(FAST_CPU_ENV, "1") == "0":
         return model, batch
-    if _FAST_COPIES is None:
-        _FAST_COPIES = weakref.WeakKeyDictionary()
     # the copy is remade when any parameter or buffer was modified since (optimizer steps, loads)
     version = tuple(t._version for t in (*model.parameters(), *model.buffers()))
     cached = _FAST_COPIES.get(model)

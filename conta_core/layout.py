@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from conta_core.config import config_error
+
 CAM_SUFFIX = ".npz"  # CAM artifacts (conta_core.fileio.save_cam)
 CONFOUNDER_FILE = "confounder.h5"  # round<t>/: the confounder set of round t (conta_core.confounder)
 DIAGNOSTICS_FILE = "context_diagnostics.json"  # round<t>/: conta_core.context_diagnostics
@@ -112,7 +114,7 @@ def resume_steps(out_path: str | Path) -> list[tuple[int, Path]]:
 def for_method(table: dict, method: str) -> list:
     """The entries of STAGES / MODELS / EVALS that `method` produces, in table order."""
     if method not in METHODS:
-        raise ValueError(f"config key method: {method!r} is not one of {METHODS}")
+        raise config_error("method", f"{method!r} is not one of {METHODS}")
     return [v for v in table.values() if method in v.methods]
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from conta_core.config import config_error
 from conta_core.data import synthetic
 from conta_core.data.transforms import normalize
 from conta_core.checkpoint import cpu_state, save_model
@@ -51,14 +52,14 @@ def check_cfg(cfg: dict) -> None:
     """Raise ValueError naming the `pretrain.*` key that is missing or out of range."""
     for key in CFG_KEYS:
         if key not in cfg:
-            raise ValueError(f"config key pretrain.{key}: missing")
+            raise config_error(f"pretrain.{key}", "missing")
     lo, hi = cfg["object_frac"]
     if not 0 < lo <= hi <= 1:
-        raise ValueError(f"config key pretrain.object_frac: need 0 < low <= high <= 1, got {cfg['object_frac']}")
+        raise config_error("pretrain.object_frac", f"need 0 < low <= high <= 1, got {cfg['object_frac']}")
     if int(cfg["num_images"]) < int(cfg["batch_size"]):
-        raise ValueError("config key pretrain.num_images: fewer images than pretrain.batch_size")
+        raise config_error("pretrain.num_images", "fewer images than pretrain.batch_size")
     if int(cfg["image_size"]) < 16:
-        raise ValueError("config key pretrain.image_size: must be >= 16")
+        raise config_error("pretrain.image_size", "must be >= 16")
 
 
 def source_images(cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -51,11 +51,11 @@ def _relativise(obj: Any, root: str) -> Any:
     return obj
 
 
-def file_digest(path: Path, run_root: Path) -> str | None:
-    """sha256 hex of one file's content (table above); None for a file that is left out."""
+def file_digest(path: Path, root: str) -> str | None:
+    """sha256 hex of one file's content (table above); None for a file that is left out.
+    root: the run folder's absolute path, replaced by RUN_PLACEHOLDER in JSON and text."""
     h = hashlib.sha256()
     suffix = path.suffix.lower()
-    root = str(run_root.resolve())
     if suffix in SKIP_SUFFIXES:
         return None
     if suffix in (".png", ".jpg", ".jpeg"):
@@ -107,12 +107,13 @@ def file_digest(path: Path, run_root: Path) -> str | None:
 def run_digests(run_dir: str | Path) -> dict[str, str]:
     """{relative path: digest} of every result file under run_dir (results/<run>)."""
     run_dir = Path(run_dir)
+    root = str(run_dir.resolve())
     out = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir)
         if not path.is_file() or rel.parts[0] in SKIP_DIRS or any(p.endswith(".resume") for p in rel.parts):
             continue
-        digest = file_digest(path, run_dir)
+        digest = file_digest(path, root)
         if digest is not None:
             out[rel.as_posix()] = digest
     return out
@@ -137,7 +138,7 @@ def machine_fingerprint() -> dict[str, str]:
 
     flags = cpuinfo_field("flags")
     return {
-        "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+        "machine": platform.machine(), "torch": torch.__version__,
         "numpy": np.__version__, "scipy": scipy.__version__, "pillow": PIL.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16],

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from conta_core.config import config_error
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.device import claim_device, seed_everything, set_threads
@@ -339,7 +340,7 @@ def loader_options(num_workers: int, device: torch.device | str, seed: int) -> d
     number of workers or on which worker loads it.
     """
     if num_workers < 0:
-        raise ValueError(f"config key loader_workers: expected an integer >= 0, got {num_workers}")
+        raise config_error("loader_workers", f"expected an integer >= 0, got {num_workers}")
     return {
         "num_workers": int(num_workers),
         "pin_memory": torch.device(device).type == "cuda",

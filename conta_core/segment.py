@@ -188,7 +188,7 @@ def crf_input_image(img_u8: np.ndarray, crf_image: str) -> np.ndarray:
         return np.ascontiguousarray(img_u8)
     if crf_image == "deeplab_pytorch":
         return caffe_crf_image(img_u8)
-    raise ValueError(f"config key segmentation.crf_image: expected one of {CRF_IMAGES}, got {crf_image!r}")
+    raise config_error("segmentation.crf_image", f"expected one of {CRF_IMAGES}, got {crf_image!r}")
 
 
 def predict(

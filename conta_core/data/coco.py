@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
 from conta_core.fileio import IGNORE_LABEL, save_label_png
 from conta_core.runtime import Progress
@@ -152,7 +153,7 @@ def prepare_coco14(root: Path, out_dir: Path, workers: int = 1) -> Manifest:
     """
     root, out_dir = Path(root).resolve(), Path(out_dir).resolve()
     if not (root / "annotations").is_dir():
-        raise ValueError(f"config key dataset.root: {root} has no annotations/ folder (COCO 2014 layout)")
+        raise config_error("dataset.root", f"{root} has no annotations/ folder (COCO 2014 layout)")
     class_names: list[str] | None = None
     splits: dict[str, list[str]] = {}
     images, masks, labels = {}, {}, {}

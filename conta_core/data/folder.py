@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
 
 log = logging.getLogger("conta.data.folder")
@@ -49,7 +50,7 @@ def _class_list(df: pd.DataFrame, class_names: list[str] | None) -> list[str]:
     if not names or names[0] != "background":
         names = ["background"] + [n for n in names if n != "background"]
     if len(set(names)) != len(names):
-        raise ValueError(f"config key dataset.class_names: duplicate class names in {class_names}")
+        raise config_error("dataset.class_names", f"duplicate class names in {class_names}")
     return names
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
 from conta_core.fileio import IGNORE_LABEL, load_label_png
 from conta_core.runtime import Progress
@@ -29,11 +30,11 @@ def _path_key(dataset_cfg: dict, key: str, required: bool) -> Path | None:
     value = dataset_cfg.get(key)
     if value in (None, ""):
         if required:
-            raise ValueError(f"config key dataset.{key}: required for dataset.kind={dataset_cfg.get('kind')}")
+            raise config_error(f"dataset.{key}", f"required for dataset.kind={dataset_cfg.get('kind')}")
         return None
     path = Path(value).expanduser()
     if not path.exists():
-        raise ValueError(f"config key dataset.{key}: path {path} does not exist")
+        raise config_error(f"dataset.{key}", f"path {path} does not exist")
     return path
 
 
@@ -41,12 +42,12 @@ def load_source(dataset_cfg: dict, out_dir: Path, workers: int = 1) -> Manifest:
     """Build (not validate) the manifest of the configured source; generated data -> out_dir."""
     kind = dataset_cfg.get("kind")
     if kind not in KINDS:
-        raise ValueError(f"config key dataset.kind: {kind!r} is not one of {KINDS}")
+        raise config_error("dataset.kind", f"{kind!r} is not one of {KINDS}")
     if kind == "synthetic":
         from conta_core.data.synthetic import generate_synthetic
 
         if not isinstance(dataset_cfg.get("synthetic"), dict):
-            raise ValueError("config key dataset.synthetic: required for dataset.kind=synthetic")
+            raise config_error("dataset.synthetic", "required for dataset.kind=synthetic")
         return generate_synthetic(out_dir / "synthetic", dataset_cfg["synthetic"])
     root = _path_key(dataset_cfg, "root", required=True)
     if kind == "voc12":

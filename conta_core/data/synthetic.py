@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
 from conta_core.fileio import IGNORE_LABEL, atomic_path, save_label_png, write_text
 from conta_core.runtime import track
@@ -102,7 +103,7 @@ class SynthConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"config key dataset.synthetic.{unknown[0]}: unknown key (known: {sorted(known)})")
+            raise config_error(f"dataset.synthetic.{unknown[0]}", f"unknown key (known: {sorted(known)})")
         try:
             sc = cls(**{k: v for k, v in cfg.items() if v is not None})
         except TypeError as e:
@@ -112,16 +113,16 @@ class SynthConfig:
 
     def check(self) -> None:
         """Raise ValueError naming the config key of an invalid value."""
-        key = "config key dataset.synthetic."
+        key = "dataset.synthetic."
         for k in KNOBS + ("min_object_frac", "max_object_frac", "min_visible_frac"):
             if not 0.0 <= getattr(self, k) <= 1.0:
-                raise ValueError(f"{key}{k}: must lie in [0, 1], got {getattr(self, k)}")
+                raise config_error(key + k, f"must lie in [0, 1], got {getattr(self, k)}")
         if not 1 <= self.min_objects <= self.max_objects:
-            raise ValueError(f"{key}min_objects: need 1 <= min_objects <= max_objects")
+            raise config_error(key + "min_objects", "need 1 <= min_objects <= max_objects")
         if self.max_objects > len(CLASS_CATALOGUE):
-            raise ValueError(f"{key}max_objects: at most {len(CLASS_CATALOGUE)} (one object per class)")
+            raise config_error(key + "max_objects", f"at most {len(CLASS_CATALOGUE)} (one object per class)")
         if self.min_object_frac > self.max_object_frac or self.min_object_frac <= 0:
-            raise ValueError(f"{key}min_object_frac: need 0 < min_object_frac <= max_object_frac")
+            raise config_error(key + "min_object_frac", "need 0 < min_object_frac <= max_object_frac")
         if self.num_train < 1 or self.num_val < 1 or self.image_size < 16:
             raise ValueError(f"{key}num_train/num_val/image_size: need >= 1, >= 1, >= 16")
         for pair in self.cooccurrence_pairs:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from conta_core.config import config_error
 from conta_core.fileio import IGNORE_LABEL
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -63,7 +64,7 @@ def rescale_image(img: np.ndarray, size: tuple[int, int], mode: str = "bilinear"
         return resize_image(img, size)
     if mode == "pil_bicubic":
         return pil_resize_image(img, size)
-    raise ValueError(f"config key cam.resize: expected one of {IMAGE_RESIZES}, got {mode!r}")
+    raise config_error("cam.resize", f"expected one of {IMAGE_RESIZES}, got {mode!r}")
 
 
 def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

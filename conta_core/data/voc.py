@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
 from conta_core.fileio import IGNORE_LABEL, load_label_png, save_label_png
 from conta_core.runtime import track
@@ -68,7 +69,7 @@ def _voc_dir(root: Path) -> Path:
     if (root / "VOC2012" / "JPEGImages").is_dir():
         return root / "VOC2012"
     if not (root / "JPEGImages").is_dir():
-        raise ValueError(f"config key dataset.root: {root} has no JPEGImages/ (expected VOCdevkit/VOC2012)")
+        raise config_error("dataset.root", f"{root} has no JPEGImages/ (expected VOCdevkit/VOC2012)")
     return root
 
 
@@ -76,7 +77,7 @@ def _sbd_dir(sbd_root: Path) -> Path:
     sbd_root = Path(sbd_root)
     d = sbd_root / "dataset" if (sbd_root / "dataset" / "cls").is_dir() else sbd_root
     if not (d / "cls").is_dir():
-        raise ValueError(f"config key dataset.sbd_root: {sbd_root} has no cls/ or dataset/cls/ (SBD benchmark_RELEASE)")
+        raise config_error("dataset.sbd_root", f"{sbd_root} has no cls/ or dataset/cls/ (SBD benchmark_RELEASE)")
     return d
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from conta_core.checkpoint import load_model
-from conta_core.config import require_keys
+from conta_core.config import config_error, require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.classifier import CAMNet
 from conta_core.models.deeplab import ASPP
@@ -112,7 +112,7 @@ def check_model_cfg(cfg: dict) -> None:
     require_keys(cfg, MODEL_KEYS, "amn")
     check_backbone_init(cfg, "amn")
     if not 0.0 <= float(cfg["dropout"]) < 1.0:
-        raise ValueError(f"config key amn.dropout: expected a probability in [0, 1), got {cfg['dropout']!r}")
+        raise config_error("amn.dropout", f"expected a probability in [0, 1), got {cfg['dropout']!r}")
 
 
 def build_amn(

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from conta_core.config import config_error
 from conta_core.fileio import load_torch
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -107,11 +108,9 @@ def check_backbone_init(cfg: dict, section: str) -> None:
     """ValueError unless `<section>.backbone_init` is one of BACKBONE_INITS and
     `<section>.pretrained` names weights when it is 'pretrained'."""
     if cfg["backbone_init"] not in BACKBONE_INITS:
-        raise ValueError(
-            f"config key {section}.backbone_init: expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}"
-        )
+        raise config_error(f"{section}.backbone_init", f"expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}")
     if cfg["backbone_init"] == "pretrained" and not cfg["pretrained"]:
-        raise ValueError(f"config key {section}.pretrained: required when {section}.backbone_init is 'pretrained'")
+        raise config_error(f"{section}.pretrained", f"required when {section}.backbone_init is 'pretrained'")
 
 
 CAFFE_BRANCHES = {  # deeplab-pytorch _Bottleneck module -> torchvision Bottleneck module

@@ -165,7 +165,7 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
     style = str(cfg_seg.get("resnet_style", "torchvision"))  # absent in checkpoints made before the key
     norm = str(cfg_seg.get("input_norm", "imagenet"))
     if norm not in INPUT_NORMS:
-        raise ValueError(f"config key segmentation.input_norm: expected one of {INPUT_NORMS}, got {norm!r}")
+        raise config_error("segmentation.input_norm", f"expected one of {INPUT_NORMS}, got {norm!r}")
     base = DeepLabV2(
         num_classes,
         backbone=cfg_seg["backbone"],
@@ -191,7 +191,11 @@ def checkpoint_dict(model: MSC, cfg_seg: dict, num_classes: int, **meta: Any) ->
 
 def load_deeplab(path: str | Path, device: torch.device) -> MSC:
     """Rebuild the MSC(DeepLabV2) saved at `path` from its own config; returned in eval mode on `device`."""
-    ckpt = load_model(path, "segmentation", required=("config", "num_classes"))
+    return deeplab_from_checkpoint(load_model(path, "segmentation", required=("config", "num_classes")), path, device)
+
+
+def deeplab_from_checkpoint(ckpt: dict, path: str | Path, device: torch.device) -> MSC:
+    """`load_deeplab` of a checkpoint dict already read (and checked) by load_model from `path`."""
     model = build_deeplab(ckpt["config"], int(ckpt["num_classes"]), load_pretrained=False)
     try:
         model.load_state_dict(ckpt["state_dict"])
