@@ -26,7 +26,11 @@ Every lever but `production` runs with $CONTA_FAST_CPU=0.
 Reported per lever: median seconds per image over --images images after one warm-up image
 (the warm-up also triggers compile's compilations), speed-up over eager, and the largest
 absolute difference of the step's outputs from eager (CAM maps in [0, 1]; segmentation
-class probabilities).
+class probabilities); and the arithmetic rate, GFLOP/s = the step's convolution and matmul
+FLOPs per image (torch.utils.flop_counter, counted once on the eager network: 2 x MACs) /
+seconds per image, beside `conv_peak`, the best rate this machine reaches on single fp32
+channels_last convolutions of ResNet shapes (CONV_PEAK_SHAPES, the same threads). A lever
+cannot take a step past conv_peak without doing fewer FLOPs or lowering the precision.
 
 CLI: python benchmarks/bench_levers.py [--step make_cam|infer_seg] [--size 375x500]
      [--images 3] [--levers eager,bn_fold,...] [--threads 2] [--json FILE]
@@ -54,6 +58,8 @@ from common import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
 
 LEVERS = ("eager", "bn_fold", "channels_last", "mkldnn", "jit_freeze", "compile", "bn_fold+channels_last",
           "production")
+CONV_PEAK_SHAPES = [  # (channels, kernel, spatial): ResNet bottleneck convolutions, batch 1
+    (256, 1, 64), (1024, 1, 64), (2048, 1, 64), (256, 3, 64), (512, 3, 64), (512, 3, 32)]
 CAM_SCALES = [1.0, 0.5, 1.5, 2.0]
 SEG_SCALES = [1.0]  # config/voc12.yaml segmentation.infer: one MSC pass (1.0, 0.75, 0.5, max), no flip
 
@@ -132,6 +138,9 @@ def worker(args) -> None:
     import parity_fixtures as fx
 
     torch.set_num_threads(args.threads)
+    if args.lever == "conv_peak":
+        print(RESULT_TAG + json.dumps({"gflops": conv_peak_gflops()}), flush=True)
+        return
     cpu = torch.device("cpu")
     imgs = fx.fixture_images(sizes=[args.size] * (args.images + 1))
     keys = fx.fixture_keys(n=args.images + 1)
@@ -164,6 +173,14 @@ def worker(args) -> None:
     if "channels_last" in args.lever.split("+"):
         net.to(memory_format=torch.channels_last)
         example = example.contiguous(memory_format=torch.channels_last)
+    flops = None
+    if args.lever == "eager":  # the same FLOPs under every lever (folded BatchNorm is not counted)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            run(0)
+        flops = counter.get_total_flops()
     t0 = time.perf_counter()
     apply_lever(args.lever, stages, example)
     prep_s = time.perf_counter() - t0
@@ -178,7 +195,26 @@ def worker(args) -> None:
             times.append(time.perf_counter() - t0)
     np.savez(args.out, *outs)
     print(RESULT_TAG + json.dumps({"s_per_image": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times],
-                                   "prepare_s": round(prep_s, 2), "first_image_s": round(warm_s, 2)}), flush=True)
+                                   "prepare_s": round(prep_s, 2), "first_image_s": round(warm_s, 2),
+                                   **({"gflop_per_image": round(flops / 1e9, 2)} if flops else {})}), flush=True)
+
+
+def conv_peak_gflops(repeat: int = 10) -> float:
+    """The best fp32 rate (GFLOP/s) of one channels_last convolution over CONV_PEAK_SHAPES."""
+    import torch
+    import torch.nn.functional as F
+
+    best = 0.0
+    with torch.inference_mode():
+        for c, k, hw in CONV_PEAK_SHAPES:
+            x = torch.randn(1, c, hw, hw).contiguous(memory_format=torch.channels_last)
+            w = torch.randn(c, c, k, k).contiguous(memory_format=torch.channels_last)
+            F.conv2d(x, w, padding=k // 2)
+            t0 = time.perf_counter()
+            for _ in range(repeat):
+                F.conv2d(x, w, padding=k // 2)
+            best = max(best, 2 * c * hw * hw * c * k * k * repeat / (time.perf_counter() - t0) / 1e9)
+    return round(best, 1)
 
 
 def main() -> None:
@@ -197,7 +233,7 @@ def main() -> None:
         return
     work = Path(tempfile.mkdtemp(prefix="bench_levers_"))
     rows = []
-    for lever in args.levers.split(","):
+    for lever in args.levers.split(",") + ["conv_peak"]:
         out = work / f"{lever}.npz"
         cmd = [sys.executable, __file__, "--step", args.step, "--size", f"{args.size[0]}x{args.size[1]}", "--images",
                str(args.images), "--threads", str(args.threads), "--lever", lever, "--out", str(out)]
@@ -212,20 +248,32 @@ def main() -> None:
         print(f"{lever}: {res}", flush=True)
     eager = next((r for r in rows if r["lever"] == "eager" and "error" not in r), None)
     ref = dict(np.load(work / "eager.npz")) if eager else None
-    print(f"\n{args.step} at {args.size[0]}x{args.size[1]}, {args.images} images after 1 warm-up, {args.threads} threads")
-    print("| lever | s / image | speed-up vs eager | max abs diff vs eager | first image s (compile) |")
-    print("| --- | --- | --- | --- | --- |")
+    peak = next((r["gflops"] for r in rows if r["lever"] == "conv_peak" and "error" not in r), None)
+    gflop = eager.get("gflop_per_image") if eager else None
+    print(f"\n{args.step} at {args.size[0]}x{args.size[1]}, {args.images} images after 1 warm-up, {args.threads} threads;"
+          f" {gflop} GFLOP per image; conv_peak {peak} GFLOP/s")
+    print("| lever | s / image | speed-up vs eager | max abs diff vs eager | first image s (compile) | GFLOP/s | % of conv_peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         r.update({"step": args.step, "size": f"{args.size[0]}x{args.size[1]}", "threads": args.threads})
         if "error" in r:
-            print(f"| {r['lever']} | failed: {r['error'][:80]} | | | |")
+            print(f"| {r['lever']} | failed: {r['error'][:80]} | | | | | |")
+            continue
+        if r["lever"] == "conv_peak":
             continue
         if ref is not None:
             got = dict(np.load(work / f"{r['lever']}.npz"))
             r["max_abs_diff"] = float(max(np.abs(got[k] - ref[k]).max() for k in ref))
             r["speedup"] = round(eager["s_per_image"] / r["s_per_image"], 2)
+        rate = pct = ""
+        if gflop:
+            r["gflops"] = round(gflop / r["s_per_image"], 1)
+            rate = f"{r['gflops']:.0f}"
+            if peak:
+                r["pct_of_conv_peak"] = round(100 * r["gflops"] / peak, 1)
+                pct = f"{r['pct_of_conv_peak']:.0f} %"
         print(f"| {r['lever']} | {r['s_per_image']:.2f} | {r.get('speedup', float('nan')):.2f}x | "
-              f"{r.get('max_abs_diff', float('nan')):.1e} | {r['first_image_s']:.1f} |")
+              f"{r.get('max_abs_diff', float('nan')):.1e} | {r['first_image_s']:.1f} | {rate} | {pct} |")
     if args.json:
         append_jsonl(args.json, rows)
 

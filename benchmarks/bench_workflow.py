@@ -9,6 +9,13 @@ empty files, so nothing is trained); and the fixed cost of one job: a workflow s
 start-up (interpreter + torch + conta_core imports, `--help`), and Snakemake's own start-up
 (`snakemake --version`), which every dry run and no-op pays.
 
+Snakemake's start-up includes `scontrol show config`, which the SLURM executor plugin runs when
+Snakemake imports it (every run, whatever the executor). Where the SLURM client is configured
+but its controller does not answer (a slurm.conf left on a workstation, a login node cut off
+from slurmctld), that command retries for about 9 s; without scontrol, or with a live
+controller, it returns at once. The benchmark therefore also reports the wall time of that
+command (`scontrol_s`, null without scontrol on PATH).
+
 CLI: python benchmarks/bench_workflow.py [--shards 2 16 64] [--rounds 3] [--json FILE]
 """
 
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,6 +85,15 @@ def snakemake_startup_s() -> float:
     return round(time.perf_counter() - t0, 2)
 
 
+def scontrol_s() -> float | None:
+    """Wall time of `scontrol show config` (what the SLURM plugin runs at import), None without scontrol."""
+    if shutil.which("scontrol") is None:
+        return None
+    t0 = time.perf_counter()
+    subprocess.run(["scontrol", "show", "config"], capture_output=True)
+    return round(time.perf_counter() - t0, 2)
+
+
 def job_startup_s(repeat: int = 3) -> float:
     """Median wall time of `python workflow_scripts/make_cam.py --help` (imports torch and conta_core)."""
     times = []
@@ -95,14 +112,19 @@ def main(argv=None) -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     rows = [measure(s, a.rounds) for s in a.shards]
-    startup, smk = job_startup_s(), snakemake_startup_s()
+    startup, smk, sctl = job_startup_s(), snakemake_startup_s(), scontrol_s()
     print("| shards | rounds | jobs | dry run s | no-op rerun s |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shards']} | {r['rounds']} | {r['jobs']} | {r['dry_run_s']} | {r['noop_s']} |")
     print(f"\njob start-up (interpreter + torch + conta_core, --help): {startup} s")
     print(f"snakemake --version (Snakemake's own start-up, in every row above): {smk} s")
+    print("scontrol show config (run by the SLURM plugin at import): "
+          + ("no scontrol on PATH" if sctl is None else f"{sctl} s"))
+    if sctl is not None and sctl > 2:
+        print("  (the SLURM client's controller does not answer: every snakemake call waits for it)")
     if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "job_startup_s": startup, "snakemake_startup_s": smk}, indent=1) + "\n")
+        a.json.write_text(json.dumps({"rows": rows, "job_startup_s": startup, "snakemake_startup_s": smk,
+                                      "scontrol_s": sctl}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def _build_for_training(manifest: Manifest, cfg: dict, context_cfg: dict | None,
         model = build_amn(cfg, context_cfg, manifest.num_fg, confounder)
     if cfg["backbone_init"] == "classifier":
         if classifier_path is None:
-            raise ValueError("config key amn.backbone_init is 'classifier' but no classifier checkpoint was given")
+            raise config_error("amn.backbone_init", "is 'classifier' but no classifier checkpoint was given")
         state = load_model(classifier_path, "classifier", required=())["state_dict"]
         copied = init_from_classifier(model, state, str(classifier_path))
         log.info("initialised %d tensors from the CAM classifier %s", len(copied), classifier_path)

@@ -31,7 +31,7 @@ from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment, resize_label
 from conta_core.checkpoint import load_model, save_model
 from conta_core.fileio import IGNORE_LABEL, load_image, load_label_png, write_csv
-from conta_core.config import require_keys
+from conta_core.config import config_error, require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.irn import EdgeNet, load_backbone_from_classifier
 from conta_core.runtime import loader_options
@@ -235,7 +235,7 @@ def build_edge_net(cfg: dict, init_state: dict | None, seed: int) -> EdgeNet:
     check_irn_config(cfg)
     init = cfg["backbone_init"]
     if init == "classifier" and init_state is None:
-        raise ValueError("config key irn.backbone_init is 'classifier' but no classifier state was given")
+        raise config_error("irn.backbone_init", "is 'classifier' but no classifier checkpoint was given")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = EdgeNet(cfg["backbone"], pretrained=cfg["pretrained"] if init == "pretrained" else None,

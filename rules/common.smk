@@ -139,28 +139,40 @@ def confounder_masks_of(w) -> list[str]:
 
 
 # --- per-image stages ----------------------------------------------------------------------
+# A per-shard job of the train split (make_ir_label, random_walk, make_amn_cam,
+# make_amn_ir_label: wildcard `shard`) reads only its own shard of the previous per-image
+# step: every such step shards the same sorted train ids the same way (conta_core.shards), so
+# shard k's images are all in shard k's folder. Shard k can start as soon as its own input
+# shard is done, and the DAG has one edge per shard instead of shards^2 (1327 jobs at 64
+# shards). A job without the wildcard (eval_cam, train_irn, ...) reads every shard. X_m is
+# not narrowed (xm_of): the placebo context reads a partner image's X_m from any shard.
+
+
+def shards_of(w) -> list:
+    """[w.shard] for a per-shard job, else every shard."""
+    return [w.shard] if "shard" in w.keys() else SHARDS
 
 
 def cams_of(w) -> list[str]:
-    return L.shard_dirs(w.t, "cam", SHARDS)
+    return L.shard_dirs(w.t, "cam", shards_of(w))
 
 
 def ir_labels_of(w) -> list[str]:
-    return L.shard_dirs(w.t, "ir_label", SHARDS)
+    return L.shard_dirs(w.t, "ir_label", shards_of(w))
 
 
 def amn_cams_of(w) -> list[str]:
-    return L.shard_dirs(w.t, "amn_cam", SHARDS)
+    return L.shard_dirs(w.t, "amn_cam", shards_of(w))
 
 
 def seed_labels_of(w) -> list[str]:
     """IR label folders IRNet trains on: ir_label (irn) or amn_ir_label (amn)."""
-    return L.shard_dirs(w.t, "amn_ir_label" if AMN else "ir_label", SHARDS)
+    return L.shard_dirs(w.t, "amn_ir_label" if AMN else "ir_label", shards_of(w))
 
 
 def walk_cams_of(w) -> list[str]:
     """Map folders the random walk propagates: cam (irn) or amn_cam (amn)."""
-    return L.shard_dirs(w.t, "amn_cam" if AMN else "cam", SHARDS)
+    return L.shard_dirs(w.t, "amn_cam" if AMN else "cam", shards_of(w))
 
 
 def pseudo_masks_of(w) -> list[str]:

@@ -63,6 +63,7 @@ def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
     (row,) = result["rows"]
     assert row["shards"] == 2 and row["jobs"] > 10 and row["outputs"] >= row["jobs"] - 2  # targets have no output
     assert row["noop_s"] > 0 and result["job_startup_s"] > 0 and result["snakemake_startup_s"] > 0
+    assert "scontrol_s" in result  # None without scontrol on PATH
 
 
 def test_levers_benchmark_compares_each_lever_with_eager(tmp_path):
@@ -72,9 +73,12 @@ def test_levers_benchmark_compares_each_lever_with_eager(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["lever"]: r for r in map(json.loads, out.read_text().splitlines())}
+    peak = records.pop("conv_peak")
     assert set(records) == {"eager", "bn_fold+channels_last", "production"}
     assert records["eager"]["max_abs_diff"] == 0.0
     assert all(r["max_abs_diff"] < 1e-4 and r["s_per_image"] > 0 for r in records.values())
+    assert peak["gflops"] > 0 and records["eager"]["gflop_per_image"] > 0
+    assert all(r["gflops"] > 0 and r["pct_of_conv_peak"] > 0 for r in records.values())
 
 
 def test_reference_benchmark_walk_of_the_project_alone(tmp_path):

@@ -184,3 +184,20 @@ def test_part_copy_rate_follows_knob(tmp_path: Path) -> None:
 def test_bad_config_names_the_key(bad: dict, key: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"dataset.synthetic.{key}"):
         generate_synthetic(tmp_path, _cfg(**bad))
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({k: v for k, v in BASE.items() if k != "seed"}, "config key dataset.synthetic.seed: missing"),
+        ({**BASE, "seed": None}, "config key dataset.synthetic.seed: missing"),
+        ({**BASE, "colour": 1}, "config key dataset.synthetic.colour: unknown key"),
+        ({**BASE, "min_objects": 3, "max_objects": 2}, "config key dataset.synthetic.min_objects: need"),
+        ({**BASE, "image_size": 8}, "config key dataset.synthetic.image_size: need >= 16"),
+        ({**BASE, "part_classes": ["cow"]}, "config key dataset.synthetic.part_classes: 'cow' has no part"),
+    ],
+)
+def test_config_errors_name_the_key_once(cfg, message) -> None:
+    with pytest.raises(ValueError) as err:
+        SynthConfig.from_dict(cfg)
+    assert str(err.value).startswith(message) and str(err.value).count("config key") == 1, str(err.value)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import copy_run, run_snakemake, write_config
+from conftest import copy_run, dry_run_jobs, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results/tiny")
@@ -29,6 +29,29 @@ def test_dry_run_round3_prints_plan(tmp_path):
     no_pre = write_config(tmp_path / "n.yaml", Path("results"), extra={"rounds": 3, "pretrain": {"enabled": False}})
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", run_snakemake(tmp_path, no_pre, "-n", "round3").stdout, flags=re.M))
     assert "pretrain" not in counts and counts["train_cls"] == "4"
+
+
+def test_per_shard_jobs_read_only_their_own_shard(tmp_path):
+    """make_ir_label / random_walk shard k read cam/k (the same sorted train ids, sharded the
+    same way); eval_cam and train_irn read every shard; make_cam reads all of round t-1's X_m
+    (the placebo partner may sit in any shard)."""
+    cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"rounds": 1, "shards": 3})
+    plan = run_snakemake(tmp_path, cfg, "-n", "round1").stdout
+    seen = set()
+    for job in dry_run_jobs(plan):
+        rule, ins, output = job["rule"], job["input"].split(", "), job["output"]
+        if rule in ("make_ir_label", "random_walk"):
+            shard = output.rsplit("/", 1)[1]
+            t = re.search(r"round(\d+)/", output).group(1)
+            assert [i for i in ins if "/cam/" in i] == [f"results/tiny/round{t}/cam/{shard}"], (rule, ins)
+            seen.add(rule)
+        if rule in ("eval_cam", "train_irn"):
+            assert len([i for i in ins if re.search(r"/(cam|ir_label)/\d+$", i)]) == 3, (rule, ins)
+            seen.add(rule)
+        if rule == "make_cam" and "round1/" in output:
+            assert len([i for i in ins if "round0/seg_pred/train/" in i]) == 3, ins
+            seen.add(rule)
+    assert seen == {"make_ir_label", "random_walk", "eval_cam", "train_irn", "make_cam"}
 
 
 def test_training_jobs_log_their_command_with_the_round_seed(tiny_run):

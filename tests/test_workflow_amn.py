@@ -28,8 +28,9 @@ def test_dry_run_routes_irnet_and_walk_through_amn(tmp_path):
     assert counts["train_amn"] == "2" and counts["make_amn_cam"] == "4" and counts["eval_amn_cam"] == "2"
     assert counts["make_amn_ir_label"] == "4" and counts["make_ir_label"] == "4"  # first-stage seeds still made
     jobs = dry_run_jobs(out)
-    walk = [j["input"] for j in jobs if j["rule"] == "random_walk"]
-    assert walk and all("/amn_cam/0" in i and not re.search(r"/round\d+/cam/", i) for i in walk)
+    walk = [j for j in jobs if j["rule"] == "random_walk"]
+    assert walk and all(re.search(r"/amn_cam/(\d+)", j["input"]).group(1) == j["output"].rsplit("/", 1)[1]
+                        and not re.search(r"/round\d+/cam/", j["input"]) for j in walk)  # its own shard
     irn = [j["input"] for j in jobs if j["rule"] == "train_irn"]
     assert irn and all("/amn_ir_label/1" in i and not re.search(r"/round\d+/ir_label/", i) for i in irn)
     amn_r1 = [j["input"] for j in jobs if j["rule"] == "train_amn" and "t=1" in j["wildcards"]]

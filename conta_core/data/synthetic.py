@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conta_core.config import config_error
+from conta_core.config import config_error, require_keys
 from conta_core.data.manifest import Manifest
 from conta_core.fileio import IGNORE_LABEL, atomic_path, save_label_png, write_text
 from conta_core.runtime import track
@@ -104,10 +104,10 @@ class SynthConfig:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise config_error(f"dataset.synthetic.{unknown[0]}", f"unknown key (known: {sorted(known)})")
-        try:
-            sc = cls(**{k: v for k, v in cfg.items() if v is not None})
-        except TypeError as e:
-            raise ValueError(f"config section dataset.synthetic: {e}") from e
+        given = {k: v for k, v in cfg.items() if v is not None}
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        require_keys(given, required, "dataset.synthetic")
+        sc = cls(**given)
         sc.check()
         return sc
 
@@ -123,17 +123,18 @@ class SynthConfig:
             raise config_error(key + "max_objects", f"at most {len(CLASS_CATALOGUE)} (one object per class)")
         if self.min_object_frac > self.max_object_frac or self.min_object_frac <= 0:
             raise config_error(key + "min_object_frac", "need 0 < min_object_frac <= max_object_frac")
-        if self.num_train < 1 or self.num_val < 1 or self.image_size < 16:
-            raise ValueError(f"{key}num_train/num_val/image_size: need >= 1, >= 1, >= 16")
+        for k, low in (("num_train", 1), ("num_val", 1), ("image_size", 16)):
+            if getattr(self, k) < low:
+                raise config_error(key + k, f"need >= {low}, got {getattr(self, k)}")
         for pair in self.cooccurrence_pairs:
             if len(pair) != 2 or any(c not in CLASS_CATALOGUE for c in pair) or pair[0] == pair[1]:
-                raise ValueError(f"{key}cooccurrence_pairs: bad pair {pair} (classes: {list(CLASS_CATALOGUE)})")
+                raise config_error(key + "cooccurrence_pairs", f"bad pair {pair} (classes: {list(CLASS_CATALOGUE)})")
         for c, t in self.context_textures.items():
             if c not in CLASS_CATALOGUE or t not in TEXTURES:
-                raise ValueError(f"{key}context_textures: bad entry {c}: {t} (textures: {list(TEXTURES)})")
+                raise config_error(key + "context_textures", f"bad entry {c}: {t} (textures: {list(TEXTURES)})")
         for c in self.part_classes:
             if c not in CLASS_CATALOGUE or not _has_part(CLASS_CATALOGUE[c]["shape"]):
-                raise ValueError(f"{key}part_classes: {c!r} has no part (classes with parts: car)")
+                raise config_error(key + "part_classes", f"{c!r} has no part (classes with parts: car)")
 
     def knobs(self) -> dict[str, float]:
         """Effective knob values (all 0 under control)."""
