@@ -16,6 +16,12 @@ from slurmctld), that command retries for about 9 s; without scontrol, or with a
 controller, it returns at once. The benchmark therefore also reports the wall time of that
 command (`scontrol_s`, null without scontrol on PATH).
 
+The other fixed cost of a CNN job is its model load: `model_load_s` times `load_classifier`
+(ResNet-50 CAM net) and `load_deeplab` (DeepLab-v2 ResNet-101 MSC) of the VOC config
+(config/voc12.yaml on config/config.yaml, random weights) in a fresh process each, after the
+imports; the checkpoint file was just written, so it is read from the page cache (a cold
+cluster file system adds its read time, size in `model_mib`).
+
 CLI: python benchmarks/bench_workflow.py [--shards 2 16 64] [--rounds 3] [--json FILE]
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,6 +101,47 @@ def scontrol_s() -> float | None:
     return round(time.perf_counter() - t0, 2)
 
 
+_WRITE_MODELS = """
+import sys
+from pathlib import Path
+from conta_core.checkpoint import save_model
+from conta_core.config import deep_merge, load_yaml
+from conta_core.models.classifier import build_classifier
+from conta_core.models.deeplab import build_deeplab, checkpoint_dict
+from conta_core.fileio import save_torch
+repo, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = deep_merge(load_yaml(repo / "config/config.yaml"), load_yaml(repo / "config/voc12.yaml"))
+cls_cfg = {**cfg["classifier"], "pretrained": None}
+save_model(out / "cls.pth", "classifier", build_classifier(cls_cfg, None, 20),
+           {"classifier": cls_cfg, "context": None, "num_fg": 20})
+seg_cfg = {**cfg["segmentation"], "pretrained": None}
+save_torch(out / "seg.pth", checkpoint_dict(build_deeplab(seg_cfg, 21, load_pretrained=False), seg_cfg, 21))
+"""
+_LOAD_MODEL = """
+import sys, time
+from conta_core.models.classifier import load_classifier
+from conta_core.models.deeplab import load_deeplab
+kind, path = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+(load_classifier if kind == "cls" else load_deeplab)(path, "cpu")
+print(time.perf_counter() - t0)
+"""
+
+
+def model_load_s() -> dict:
+    """Seconds to load the VOC config's CAM net and DeepLab (fresh process each, after imports)."""
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run([sys.executable, "-c", _WRITE_MODELS, str(REPO), d], check=True, capture_output=True, env=env)
+        out = {}
+        for kind, name in (("cls", "classifier_r50"), ("seg", "deeplab_r101")):
+            proc = subprocess.run([sys.executable, "-c", _LOAD_MODEL, kind, str(Path(d) / f"{kind}.pth")], check=True,
+                                  capture_output=True, text=True, env=env)
+            out[f"{name}_s"] = round(float(proc.stdout.strip().splitlines()[-1]), 2)
+            out[f"{name}_model_mib"] = round((Path(d) / f"{kind}.pth").stat().st_size / 2**20, 1)
+        return out
+
+
 def job_startup_s(repeat: int = 3) -> float:
     """Median wall time of `python workflow_scripts/make_cam.py --help` (imports torch and conta_core)."""
     times = []
@@ -112,11 +160,14 @@ def main(argv=None) -> None:
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     rows = [measure(s, a.rounds) for s in a.shards]
-    startup, smk, sctl = job_startup_s(), snakemake_startup_s(), scontrol_s()
+    startup, smk, sctl, loads = job_startup_s(), snakemake_startup_s(), scontrol_s(), model_load_s()
     print("| shards | rounds | jobs | dry run s | no-op rerun s |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['shards']} | {r['rounds']} | {r['jobs']} | {r['dry_run_s']} | {r['noop_s']} |")
     print(f"\njob start-up (interpreter + torch + conta_core, --help): {startup} s")
+    print(f"model load (VOC config, after imports): CAM net R50 {loads['classifier_r50_s']} s "
+          f"({loads['classifier_r50_model_mib']} MiB), DeepLab-v2 R101 {loads['deeplab_r101_s']} s "
+          f"({loads['deeplab_r101_model_mib']} MiB)")
     print(f"snakemake --version (Snakemake's own start-up, in every row above): {smk} s")
     print("scontrol show config (run by the SLURM plugin at import): "
           + ("no scontrol on PATH" if sctl is None else f"{sctl} s"))
@@ -124,7 +175,7 @@ def main(argv=None) -> None:
         print("  (the SLURM client's controller does not answer: every snakemake call waits for it)")
     if a.json:
         a.json.write_text(json.dumps({"rows": rows, "job_startup_s": startup, "snakemake_startup_s": smk,
-                                      "scontrol_s": sctl}, indent=1) + "\n")
+                                      "scontrol_s": sctl, "model_load_s": loads}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
     assert row["shards"] == 2 and row["jobs"] > 10 and row["outputs"] >= row["jobs"] - 2  # targets have no output
     assert row["noop_s"] > 0 and result["job_startup_s"] > 0 and result["snakemake_startup_s"] > 0
     assert "scontrol_s" in result  # None without scontrol on PATH
+    loads = result["model_load_s"]
+    assert loads["classifier_r50_s"] > 0 and loads["deeplab_r101_s"] > 0 and loads["deeplab_r101_model_mib"] > 100
 
 
 def test_levers_benchmark_compares_each_lever_with_eager(tmp_path):
