@@ -134,13 +134,13 @@ def worker(args) -> None:
     # the project's own CPU fast path (device.inference_model) is itself the lever "production";
     # every other lever starts from the model as loaded, in NCHW
     os.environ["CONTA_FAST_CPU"] = "1" if args.lever == "production" else "0"
+    torch.set_num_threads(args.threads)
+    if args.lever == "conv_peak":  # the machine's rate, no network or images
+        print(RESULT_TAG + json.dumps({"gflops": conv_peak_gflops()}), flush=True)
+        return
 
     import parity_fixtures as fx
 
-    torch.set_num_threads(args.threads)
-    if args.lever == "conv_peak":
-        print(RESULT_TAG + json.dumps({"gflops": conv_peak_gflops()}), flush=True)
-        return
     cpu = torch.device("cpu")
     imgs = fx.fixture_images(sizes=[args.size] * (args.images + 1))
     keys = fx.fixture_keys(n=args.images + 1)

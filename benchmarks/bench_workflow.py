@@ -84,33 +84,36 @@ def measure(shards: int, rounds: int) -> dict:
             "touch_s": round(touch_s, 2), "noop_s": round(noop_s, 2)}
 
 
+def wall_s(cmd: list[str], check: bool = True) -> float:
+    """Wall time of one command, its output captured."""
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=check, capture_output=True)
+    return time.perf_counter() - t0
+
+
 def snakemake_startup_s() -> float:
     """Wall time of `snakemake --version`: Snakemake's own start-up, which every dry run and
     no-op rerun pays before reading the Snakefile."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "snakemake", "--version"], check=True, capture_output=True)
-    return round(time.perf_counter() - t0, 2)
+    return round(wall_s([sys.executable, "-m", "snakemake", "--version"]), 2)
 
 
 def scontrol_s() -> float | None:
     """Wall time of `scontrol show config` (what the SLURM plugin runs at import), None without scontrol."""
     if shutil.which("scontrol") is None:
         return None
-    t0 = time.perf_counter()
-    subprocess.run(["scontrol", "show", "config"], capture_output=True)
-    return round(time.perf_counter() - t0, 2)
+    return round(wall_s(["scontrol", "show", "config"], check=False), 2)
 
 
 _WRITE_MODELS = """
 import sys
 from pathlib import Path
 from conta_core.checkpoint import save_model
-from conta_core.config import deep_merge, load_yaml
+from conta_core.config import DEFAULT_CONFIG, deep_merge, load_yaml
 from conta_core.models.classifier import build_classifier
 from conta_core.models.deeplab import build_deeplab, checkpoint_dict
 from conta_core.fileio import save_torch
-repo, out = Path(sys.argv[1]), Path(sys.argv[2])
-cfg = deep_merge(load_yaml(repo / "config/config.yaml"), load_yaml(repo / "config/voc12.yaml"))
+out = Path(sys.argv[1])
+cfg = deep_merge(load_yaml(DEFAULT_CONFIG), load_yaml(DEFAULT_CONFIG.parent / "voc12.yaml"))
 cls_cfg = {**cfg["classifier"], "pretrained": None}
 save_model(out / "cls.pth", "classifier", build_classifier(cls_cfg, None, 20),
            {"classifier": cls_cfg, "context": None, "num_fg": 20})
@@ -132,7 +135,7 @@ def model_load_s() -> dict:
     """Seconds to load the VOC config's CAM net and DeepLab (fresh process each, after imports)."""
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        subprocess.run([sys.executable, "-c", _WRITE_MODELS, str(REPO), d], check=True, capture_output=True, env=env)
+        subprocess.run([sys.executable, "-c", _WRITE_MODELS, d], check=True, capture_output=True, env=env)
         out = {}
         for kind, name in (("cls", "classifier_r50"), ("seg", "deeplab_r101")):
             proc = subprocess.run([sys.executable, "-c", _LOAD_MODEL, kind, str(Path(d) / f"{kind}.pth")], check=True,
@@ -144,12 +147,7 @@ def model_load_s() -> dict:
 
 def job_startup_s(repeat: int = 3) -> float:
     """Median wall time of `python workflow_scripts/make_cam.py --help` (imports torch and conta_core)."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "workflow_scripts/make_cam.py"), "--help"], check=True,
-                       capture_output=True)
-        times.append(time.perf_counter() - t0)
+    times = [wall_s([sys.executable, str(REPO / "workflow_scripts/make_cam.py"), "--help"]) for _ in range(repeat)]
     return round(sorted(times)[len(times) // 2], 2)
 
 
