@@ -104,6 +104,8 @@ def check_config(cfg: dict) -> None:
         raise config_error("irn.backbone", "must equal classifier.backbone when irn.backbone_init = classifier")
     if cfg["method"] == "amn":
         _check_amn(cfg)
+        if cfg["context"].get("adjustment", "nwgm") != "nwgm":
+            raise config_error("context.adjustment", "method amn implements only nwgm (the AMN head is not linear in M)")
     _check_pretrain(cfg)
     start, stop, step = cfg["cam"]["sweep"]
     if start > stop or step <= 0:

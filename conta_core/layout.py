@@ -11,6 +11,7 @@ the summary and the tools read them from here.
         <eval>.csv                     .eval_csv(t, name), .seg_eval_csv(t, split)
         confounder.h5                  .confounder(t)
         context_diagnostics.json       .diagnostics(t)
+        confounding_<stage>.json       .confounding(t, stage)
         summary.csv, figures/          .summary(t), .figures(t)
       summary.csv                      .summary()
     results_dir/pretrain_cache/        PRETRAIN_CACHE: generated pre-training shared by runs
@@ -33,6 +34,7 @@ from conta_core.config import config_error
 CAM_SUFFIX = ".npz"  # CAM artifacts (conta_core.fileio.save_cam)
 CONFOUNDER_FILE = "confounder.h5"  # round<t>/: the confounder set of round t (conta_core.confounder)
 DIAGNOSTICS_FILE = "context_diagnostics.json"  # round<t>/: conta_core.context_diagnostics
+CONFOUNDING_STAGES = ("cam", "pseudo_mask", "seg_train", "seg_val")  # round<t>/confounding_<stage>.json
 SUMMARY_FILE = "summary.csv"
 MODEL_FILE = "model.pth"  # round<t>/<model folder>/: the trained weights
 TRAIN_LOG_FILE = "train_log.csv"  # round<t>/<model folder>/: one row per training step
@@ -189,6 +191,11 @@ class RunLayout:
 
     def diagnostics(self, t) -> str:
         return f"{self.round_dir(t)}/{DIAGNOSTICS_FILE}"
+
+    def confounding(self, t, stage) -> str:
+        """round<t>/confounding_<stage>.json: conta_core.confounding measures of a stage
+        (CONFOUNDING_STAGES; stage may be the wildcard "{stage}")."""
+        return f"{self.round_dir(t)}/confounding_{stage}.json"
 
     def summary(self, t=None) -> str:
         return self._p(SUMMARY_FILE) if t is None else f"{self.round_dir(t)}/{SUMMARY_FILE}"

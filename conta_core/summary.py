@@ -7,6 +7,10 @@ Reads the evaluation CSVs of each round:
   a final row class == "mean", written by conta_core.evaluate.evaluate_to_csv;
 - method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
   reported in the extra columns AMN_COLUMNS, which appear only when a round has that file;
+- `round<t>/confounding_<stage>.json` (conta_core.confounding): per stage the pair confusion
+  `cf_<stage>_pair` (mean m(k->c) over the co-occurring pairs) and the background leak
+  `cf_<stage>_bg` (bg_leak_context), and the pseudo-masks' boundary F `cf_pseudo_mask_bf`;
+  ratios, not percentages; columns appear when a round has the files (CONFOUNDING_COLUMNS);
 - context rounds (conta / placebo, t > 0): `round<t>/context_diagnostics.json`
   (conta_core.context_diagnostics), reported in CONTEXT_COLUMNS (alpha entropy, M across-image
   coefficient of variation, CAM change under another image's M, inert flag).
@@ -19,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from conta_core.fileio import read_json, write_csv
-from conta_core.layout import CONFOUNDER_FILE, DIAGNOSTICS_FILE, EVALS
+from conta_core.layout import CONFOUNDER_FILE, CONFOUNDING_STAGES, DIAGNOSTICS_FILE, EVALS
 
 SUMMARY_COLUMNS = [
     "round",
@@ -52,6 +56,21 @@ def cam_scores(path: Path) -> tuple[float, float, float]:
 
 
 CONTEXT_COLUMNS = ["ctx_alpha_entropy_mean", "ctx_m_cv", "ctx_cam_change", "ctx_inert"]  # context_diagnostics.json
+CONFOUNDING_KEYS = {"pair": "pair_confusion_mean", "bg": "bg_leak_context"}  # column suffix -> JSON key
+CONFOUNDING_COLUMNS = [f"cf_{s}_{k}" for s in CONFOUNDING_STAGES for k in CONFOUNDING_KEYS] + ["cf_pseudo_mask_bf"]
+
+
+def confounding_values(round_dir: Path) -> dict:
+    """The cf_* columns of a round from its confounding_<stage>.json files (absent: left out)."""
+    row = {}
+    for stage in CONFOUNDING_STAGES:
+        path = round_dir / f"confounding_{stage}.json"
+        if path.exists():
+            d = read_json(path)
+            row.update({f"cf_{stage}_{k}": d[key] for k, key in CONFOUNDING_KEYS.items()})
+            if stage == "pseudo_mask":
+                row["cf_pseudo_mask_bf"] = d["boundary_f"]
+    return row
 
 
 def round_row(round_dir: Path, t: int) -> dict:
@@ -67,6 +86,7 @@ def round_row(round_dir: Path, t: int) -> dict:
         p = round_dir / EVALS[name].file
         if p.exists():
             row[key] = _mean_row(p)
+    row.update(confounding_values(round_dir))
     diag = round_dir / DIAGNOSTICS_FILE
     if diag.exists():
         d = read_json(diag)
@@ -98,11 +118,14 @@ def summarize(run_dir: Path, rounds: list[int], ground_truth: bool = True) -> pd
         return pd.DataFrame(rows).reindex(columns=columns)
     rows = [round_row(run_dir / f"round{t}", t) for t in rounds]
     columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
+    columns += [c for c in CONFOUNDING_COLUMNS if any(c in r for r in rows)]
     columns += CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else []
     df = pd.DataFrame(rows).reindex(columns=columns)
     for c in columns:
         if c.endswith("miou"):
             df[c] = (df[c] * 100).round(2)
+        elif c.startswith("cf_"):
+            df[c] = df[c].astype(float).round(4)
     return df
 
 

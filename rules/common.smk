@@ -7,7 +7,7 @@ import json
 import os
 
 from conta_core.config import checkpoint_settings, has_ground_truth, pretrain_targets
-from conta_core.layout import RunLayout
+from conta_core.layout import CONFOUNDING_STAGES, RunLayout
 
 R = f"{config['results_dir']}/{config['run']}"
 L = RunLayout(R)
@@ -183,6 +183,20 @@ def seg_preds_of(w) -> list[str]:
     return [L.seg_pred_dir(w.t, w.split, s) for s in SHARDS]
 
 
+def confounding_preds_of(w) -> list[str]:
+    """Shard folders of the stage the confounding measures read (CONFOUNDING_STAGES)."""
+    if w.stage == "cam":
+        return cams_of(w)
+    if w.stage == "pseudo_mask":
+        return pseudo_masks_of(w)
+    return [L.seg_pred_dir(w.t, w.stage.removeprefix("seg_"), s) for s in SHARDS]
+
+
+def confounding_split_of(w) -> str:
+    """The manifest split a stage is measured on: val for seg_val, else train_eval."""
+    return "val" if w.stage == "seg_val" else "train_eval"
+
+
 def seg_stage_of(w) -> str:
     return f"seg_{w.split}"
 
@@ -269,6 +283,8 @@ def round_evals(t: int | str) -> list[str]:
             ]
             if AMN:  # method amn: the AMN map sweep too (summary columns amn_cam_*)
                 files.append(L.eval_csv(r, "amn_cam"))
+            # the confounding measures (summary columns cf_*, conta_core.confounding)
+            files += [L.confounding(r, s) for s in CONFOUNDING_STAGES]
         else:
             files += round_products(r)
         if (

@@ -31,3 +31,29 @@ use rule round_summary as summary with:
         run_dir=run_dir_param,
         rounds=list(range(T + 1)),
         no_ground_truth=not HAS_GT,
+
+
+# Measures of the confounding (conta_core.confounding): pair confusion m(k->c), background
+# and texture leak, part misses, boundary F of every evaluated stage; summary columns cf_*.
+
+
+rule confounding:
+    input:
+        manifest=MANIFEST,
+        pred_dir=confounding_preds_of,
+    output:
+        out=L.confounding("{t}", "{stage}"),
+    log:
+        L.log("confounding", "round{t}_{stage}"),
+    benchmark:
+        L.benchmark("confounding", "round{t}_{stage}")
+    wildcard_constraints:
+        stage="|".join(CONFOUNDING_STAGES),
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        cfg=json.dumps({"cam_threshold": config["cam"]["eval_threshold"]}),
+        split=confounding_split_of,
+    script:
+        "../workflow_scripts/confounding.py"

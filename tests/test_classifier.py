@@ -113,3 +113,47 @@ def test_mode_none_builds_plain_and_bad_block_raises():
         build_classifier(CLS_CFG, _ctx(6), NUM_FG)
     with pytest.raises(ValueError, match="classifier.backbone"):
         build_classifier({}, None, NUM_FG)
+
+
+def _exact_and_nwgm(scale=3.0):
+    nwgm = _net({**_ctx(5), "m_scale": scale, "init_std": 0.5}).eval()
+    nwgm.set_confounder(torch.rand(NUM_FG, *SIZE, generator=torch.Generator().manual_seed(7)))
+    with torch.no_grad():
+        nwgm.classifier.weight[:, -1, 0, 0] = torch.tensor([2.0, -1.5, 0.7])  # M matters
+    exact = _net({**_ctx(5), "m_scale": scale, "init_std": 0.5, "adjustment": "exact"}).eval()
+    exact.load_state_dict(nwgm.state_dict())
+    return nwgm, exact
+
+
+def test_exact_adjustment_is_the_prior_weighted_mixture_of_the_strata():
+    """context.adjustment exact: P = sum_i P(c_i) sigmoid(logit(M = alpha_i c_i)), checked against
+    the nwgm network fed each stratum as its M through the ordinary concatenation path."""
+    nwgm, exact = _exact_and_nwgm()
+    x, xm = _inputs()
+    with torch.no_grad():
+        alpha = nwgm.context.attention(xm, nwgm.confounder)
+        per_logit, per_cam = [], []
+        for i in range(NUM_FG):
+            m_i = (alpha[:, i, None, None] * nwgm.confounder[i])[:, None]  # [B, 1, h, w]
+            feats = nwgm.features(x, m_i)
+            per_logit.append(nwgm.classifier(feats.mean(dim=(2, 3), keepdim=True)).flatten(1))
+            per_cam.append(torch.relu(nwgm.classifier(feats)))
+        p = torch.stack([torch.sigmoid(lg) for lg in per_logit]).mean(0)
+        torch.testing.assert_close(torch.sigmoid(exact(x, xm)), p, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(exact.cam_maps(x, xm), torch.stack(per_cam).mean(0), rtol=1e-5, atol=1e-6)
+        # the NWGM feeds the mean stratum once: same map, different network output
+        assert not torch.allclose(nwgm(x, xm), exact(x, xm))
+
+
+def test_exact_adjustment_trains_and_needs_block5():
+    _, exact = _exact_and_nwgm()
+    exact.train()
+    x, xm = _inputs()
+    loss = torch.nn.functional.multilabel_soft_margin_loss(exact(x, xm), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    loss.backward()
+    assert exact.context.w1.weight.grad.abs().sum() > 0
+    assert exact.classifier.weight.grad[:, -1].abs().sum() > 0
+    with pytest.raises(ValueError, match="context.adjustment"):
+        _net({**_ctx(4), "adjustment": "exact"})
+    with pytest.raises(ValueError, match="context.adjustment"):
+        _net({**_ctx(5), "adjustment": "median"})

@@ -14,6 +14,22 @@ the concatenation is followed by a bias-free 1x1 conv (C_k + 1 -> C_k) initialis
 identity on the feature channels and zero on M, so the network starts as the plain one.
 "dense" = all of 2..5 with one shared M.
 
+Adjustment (context.adjustment): the paper's Eq. 1 is the backdoor sum
+P(Y|do(X)) = sum_i P(Y | X, M = f(X, c_i)) P(c_i), and its implementation feeds the expected
+context once (the normalised weighted geometric mean, NWGM: M = sum_i P(c_i) alpha_i c_i,
+conta_core.context.ContextModule). "nwgm" is that approximation (the paper's setting).
+"exact" [OURS: the paper states the sum but never runs it] evaluates the head once per
+stratum with M_i = f(X, c_i) = alpha_i c_i (so E_c[M_i] is the NWGM map): block-5 features
+F are computed once, logit_i = W_F GAP(F) + w_M GAP(g M_i), and the prediction is the
+P(c)-weighted mixture P = sum_i P(c_i) sigmoid(logit_i), returned as the logit of P so the
+multilabel soft-margin loss is the cross-entropy of the mixture. CAMs are the same mixture,
+CAM = sum_i P(c_i) ReLU(W_F F + w_M g M_i). Cost: one [B, n, C, h, w] tensor for the CAMs
+(n = C strata); the backbone runs once, so training and CAM time grow by a few percent.
+Only block 5 (the head is then linear in M; at earlier blocks every stratum would need its
+own pass through the later stages). Because the head is linear and the logit sees M only
+through its spatial mean, the two adjustments differ only by the sigmoid of the mixture:
+docs/context.md measures whether that matters.
+
 [OURS] frozen stages: the backbone detaches the outputs of frozen stages (IRNet); once M has
 been injected before a frozen stage, that stage's output is no longer detached so that the
 gradient reaches the context module (the stage's own parameters stay frozen).
@@ -41,6 +57,7 @@ CONTEXT_BLOCKS = (2, 3, 4, 5)
 CONTEXT_MODES = ("conta", "placebo", "none")
 ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 CONTEXT_PRIORS = ("uniform",)
+ADJUSTMENTS = ("nwgm", "exact")  # context.adjustment: NWGM approximation (paper) | exact backdoor sum
 
 
 def parse_blocks(block: int | str) -> tuple[int, ...]:
@@ -72,6 +89,12 @@ def validate_context_cfg(context: dict) -> None:
         raise config_error("context.m_scale", f"expected a positive number or 'auto', got {scale!r}")
     if context.get("prior", "uniform") not in CONTEXT_PRIORS:
         raise config_error("context.prior", f"only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
+    adjustment = context.get("adjustment", "nwgm")
+    if adjustment not in ADJUSTMENTS:
+        raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
+    if adjustment == "exact" and parse_blocks(context["block"]) != (5,):
+        raise config_error("context.adjustment", f"exact needs context.block 5 (got {context['block']!r}): "
+                                                 "the per-stratum head is evaluated on the block-5 features")
 
 
 def context_active(context_cfg: dict | None, xm_files, confounder_path, step: str) -> bool:
@@ -143,6 +166,7 @@ class CAMNet(nn.Module):
             validate_context_cfg(context)
         self.context_cfg: dict | None = dict(context) if active else None
         self.blocks: tuple[int, ...] = parse_blocks(context["block"]) if active else ()
+        self.exact = active and context.get("adjustment", "nwgm") == "exact"
         extra = 1 if 5 in self.blocks else 0
         self.classifier = nn.Conv2d(self.backbone.channels[-1] + extra, self.num_fg, kernel_size=1, bias=False)
         if active:
@@ -224,15 +248,59 @@ class CAMNet(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, xm: torch.Tensor | None = None) -> torch.Tensor:
+        if self.exact:
+            return self._exact_logits(x, xm)
         ctx = self.context_map(xm)
         feats = self.features(x, None if ctx is None else ctx[0])
         pooled = feats.mean(dim=(2, 3), keepdim=True)
         return self.classifier(pooled).flatten(1)
 
     def cam_maps(self, x: torch.Tensor, xm: torch.Tensor | None = None) -> torch.Tensor:
+        if self.exact:
+            return self._exact_cams(x, xm)
         ctx = self.context_map(xm)
         feats = self.features(x, None if ctx is None else ctx[0])
         return F.relu(self.classifier(feats))
+
+    # --- context.adjustment: exact (the backdoor sum over the confounder strata) ---------------
+
+    def _strata(self, x: torch.Tensor, xm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(block-5 features F: float32[B, C_last, h, w], g * M_i: float32[B, n, h, w]) with
+        M_i = alpha_i c_i resized to the feature size and g the M gain (context.m_scale)."""
+        if xm is None:
+            raise ValueError("CAMNet: the context classifier needs xm (the encoded X_m map)")
+        alpha = self.context.attention(xm, self.confounder)  # [B, n]
+        strata = alpha[:, :, None, None] * self.confounder[None]  # [B, n, h', w']
+        feats = self.features(x, None)
+        mk = F.interpolate(strata, size=feats.shape[-2:], mode="bilinear", align_corners=False)
+        return feats, (mk * self._gain(feats, mk)).to(feats.dtype)
+
+    def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_F: [C, C_last], w_M: [C]) of the bias-free 1x1 classifier over [F; M]."""
+        w = self.classifier.weight[:, :, 0, 0]
+        return w[:, :-1], w[:, -1]
+
+    def _exact_logits(self, x: torch.Tensor, xm: torch.Tensor | None) -> torch.Tensor:
+        """logit of P = sum_i P(c_i) sigmoid(logit_i): float32[B, C] (log P - log(1 - P), stable)."""
+        feats, gm = self._strata(x, xm)
+        w_f, w_m = self._head_weights()
+        base = feats.mean(dim=(2, 3)) @ w_f.t()  # [B, C]
+        logits = base[:, None, :] + gm.mean(dim=(2, 3))[:, :, None] * w_m  # [B, n, C]
+        log_prior = torch.log(self.context.prior.to(logits.dtype))[None, :, None]
+        log_p = torch.logsumexp(log_prior + F.logsigmoid(logits), dim=1)
+        log_q = torch.logsumexp(log_prior + F.logsigmoid(-logits), dim=1)
+        return log_p - log_q
+
+    def _exact_cams(self, x: torch.Tensor, xm: torch.Tensor | None) -> torch.Tensor:
+        """sum_i P(c_i) ReLU(W_F F + w_M g M_i): float32[B, C, h, w]."""
+        feats, gm = self._strata(x, xm)
+        w_f, w_m = self._head_weights()
+        base = torch.einsum("kc,bchw->bkhw", w_f, feats)  # [B, C, h, w]
+        prior = self.context.prior.to(base.dtype)
+        out = torch.zeros_like(base)
+        for i in range(gm.shape[1]):  # one stratum at a time: [B, C, h, w] of memory, not n times that
+            out = out + prior[i] * F.relu(base + w_m[None, :, None, None] * gm[:, i : i + 1])
+        return out
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
         """(backbone, new layers: classifier + adapters, context module W_1/W_2), trainable only."""
