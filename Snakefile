@@ -18,7 +18,7 @@ configfile: f"{workflow.basedir}/config/config.yaml"
 
 validate(config, f"{workflow.basedir}/config/schema.yaml")
 
-from conta_core.config import ConfigError, check_config  # noqa: E402
+from conta_core.infra.config import ConfigError, check_config  # noqa: E402
 
 try:
     check_config(config)

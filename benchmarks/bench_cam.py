@@ -3,13 +3,13 @@
 
 naive: IRNet's loop, one image at a time, one scale at a time, the image and its flip as
        two separate forward passes (batch 1) under torch.no_grad.
-fast:  conta_core.cam.make_cams (the production function).
+fast:  conta_core.steps.cam.make_cams (the production function).
 
 Inputs: --images synthetic images (seed 0) of --size px, a random-init resnet18 classifier
 (seed 0), the config's cam.scales / cam.flip.
 
 CLI: python benchmarks/bench_cam.py [--images 8] [--size 96] [--device auto|cpu|cuda]
-     [--repeat 3] [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/common.py)
+     [--repeat 3] [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/harness.py)
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-
-from common import Step, load_config, main, make_classifier, make_dataset, train_ids
+from fixtures import load_config, make_classifier, make_dataset, train_ids
+from harness import Step, main
 
 
 def prepare(work: Path, args) -> dict:
@@ -38,7 +38,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize, resize_image
-    from conta_core.fileio import CAM_SUFFIX, load_image, save_cam
+    from conta_core.infra.fileio import CAM_SUFFIX, load_image, save_cam
     from conta_core.models.classifier import load_classifier
 
     manifest = Manifest.load(spec["manifest"])
@@ -65,8 +65,8 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
-    from conta_core.cam import make_cams
     from conta_core.data.manifest import Manifest
+    from conta_core.steps.cam import make_cams
 
     make_cams(Manifest.load(spec["manifest"]), ids, spec["model"], out, spec["cam"], device)
 

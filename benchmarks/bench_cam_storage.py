@@ -3,7 +3,7 @@
 
 1. Storage at VOC size (500 x 375, K foreground classes, keys + stride-4 cam + high_res):
    the old pickled-dict .npy (IRNet's format, written only to measure it), the .npz of
-   conta_core.fileio.save_cam (float32), and two options not taken: float16 high_res and a
+   conta_core.infra.fileio.save_cam (float32), and two options not taken: float16 high_res and a
    compressed .npz. The maps are smooth blobs in [0, 1] (compressed sizes depend on content;
    uncompressed ones do not).
 2. With --round-dir (a finished round of a run) and --manifest: the CAM sweep mIoU of the
@@ -43,7 +43,7 @@ def _maps(k: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def storage(k: int) -> dict[str, int]:
     """Bytes per image of each format for K classes at VOC size."""
-    from conta_core.fileio import save_cam
+    from conta_core.infra.fileio import save_cam
 
     high = _maps(k, H, W)
     cam = high[:, ::4, ::4].copy()
@@ -55,8 +55,10 @@ def storage(k: int) -> dict[str, int]:
         sizes["pickled_npy_float32"] = buf.getbuffer().nbytes
         save_cam(Path(d) / "x.npz", keys, cam, high)
         sizes["npz_float32"] = (Path(d) / "x.npz").stat().st_size
-        for name, saver, h in (("npz_float16_high_res", np.savez, high.astype(np.float16)),
-                               ("npz_compressed_float32", np.savez_compressed, high)):
+        for name, saver, h in (
+            ("npz_float16_high_res", np.savez, high.astype(np.float16)),
+            ("npz_compressed_float32", np.savez_compressed, high),
+        ):
             buf = io.BytesIO()
             saver(buf, keys=keys, cam=cam, high_res=h)
             sizes[name] = buf.getbuffer().nbytes
@@ -65,11 +67,11 @@ def storage(k: int) -> dict[str, int]:
 
 def float16_effect(round_dir: Path, manifest_path: Path) -> dict:
     """CAM sweep mIoU (percent) with float32 and float16-rounded high_res on train_eval."""
-    import conta_core.cam as cam_mod
-    from conta_core.config import load_config
+    import conta_core.steps.cam as cam_mod
     from conta_core.data.artifacts import index_artifacts
     from conta_core.data.manifest import Manifest
-    from conta_core.fileio import CAM_SUFFIX, load_cam
+    from conta_core.infra.config import load_config
+    from conta_core.infra.fileio import CAM_SUFFIX, load_cam
 
     manifest = Manifest.load(manifest_path)
     cfg = load_config(REPO / "config/config.yaml")
@@ -90,8 +92,12 @@ def float16_effect(round_dir: Path, manifest_path: Path) -> dict:
     finally:
         cam_mod.load_cam = original
     diff = (rounded["miou"] - full["miou"]).abs() * 100
-    return {"images": len(ids), "thresholds": len(thresholds), "max_abs_miou_diff_points": float(diff.max()),
-            "at_eval_threshold": float(diff[np.isclose(full["threshold"], float(cfg["cam"]["eval_threshold"]))].max())}
+    return {
+        "images": len(ids),
+        "thresholds": len(thresholds),
+        "max_abs_miou_diff_points": float(diff.max()),
+        "at_eval_threshold": float(diff[np.isclose(full["threshold"], float(cfg["cam"]["eval_threshold"]))].max()),
+    }
 
 
 def main(argv=None) -> None:

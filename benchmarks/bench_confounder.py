@@ -4,7 +4,7 @@
 naive: per image and per class, the binary class map resized on its own (one area
        interpolation per class) and accumulated; then per image (batch 1) X_m encoding
        and the context module's attention M = sum_i alpha_i c_i P(c_i).
-fast:  conta_core.confounder.build_confounder (the production function) and the context
+fast:  conta_core.steps.confounder.build_confounder (the production function) and the context
        module on batches of images (as the classifier sees it in training / CAM inference).
 
 Inputs: --images synthetic images (seed 0) of --size px whose GT masks stand in for the
@@ -12,7 +12,7 @@ segmentation predictions X_m; the config's context section (size, xm_encoding,
 confounder_resize); a ContextModule with weights from seed 0.
 
 CLI: python benchmarks/bench_confounder.py [--images 8] [--size 96] [--repeat 3]
-     [--threads 2] [--json FILE] (see benchmarks/common.py)
+     [--threads 2] [--json FILE] (see benchmarks/harness.py)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from common import MODEL_SEED, Step, load_config, main, make_dataset, train_ids
+from fixtures import MODEL_SEED, load_config, make_dataset, train_ids
+from harness import Step, main
 
 CONTEXT_BATCH = 16  # images per context-module call in the fast variant (classifier.batch_size)
 
@@ -34,8 +34,8 @@ def prepare(work: Path, args) -> dict:
 def _setup(spec: dict, ids: list[str]):
     import torch
 
-    from conta_core.context import ContextModule
     from conta_core.data.manifest import Manifest
+    from conta_core.steps.context import ContextModule
 
     manifest = Manifest.load(spec["manifest"])
     size = tuple(int(s) for s in spec["context"]["size"])
@@ -51,9 +51,9 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from conta_core.confounder import save_confounder
-    from conta_core.context import encode_xm
-    from conta_core.fileio import load_label_png
+    from conta_core.infra.fileio import load_label_png
+    from conta_core.steps.confounder import save_confounder
+    from conta_core.steps.context import encode_xm
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     sums = np.zeros((manifest.num_fg, *size))
@@ -77,9 +77,9 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     import torch
 
-    from conta_core.confounder import build_confounder, save_confounder
-    from conta_core.context import encode_xm
-    from conta_core.fileio import load_label_png
+    from conta_core.infra.fileio import load_label_png
+    from conta_core.steps.confounder import build_confounder, save_confounder
+    from conta_core.steps.context import encode_xm
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     c, counts = build_confounder(masks, labels, manifest.num_fg, size, spec["context"]["confounder_resize"])

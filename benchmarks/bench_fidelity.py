@@ -48,11 +48,11 @@ def main() -> None:
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from conta_core.cam import compute_cams_batch
     from conta_core.models.classifier import CAMNet
     from conta_core.models.deeplab import MSC, DeepLabV2
     from conta_core.models.irn import EdgeNet
-    from conta_core.random_walk import boundary_map
+    from conta_core.steps.cam import compute_cams_batch
+    from conta_core.steps.random_walk import boundary_map
 
     cpu = torch.device("cpu")
     imgs, keys = fx.fixture_images(), fx.fixture_keys()
@@ -64,39 +64,61 @@ def main() -> None:
     edge.eval()
 
     def cams(resize):
-        return lambda: [compute_cams_batch(cam_net, [im], [k], [1.0, 0.5, 1.5, 2.0], True, cpu, resize=resize)
-                        for im, k in zip(imgs, keys)]
+        return lambda: [
+            compute_cams_batch(cam_net, [im], [k], [1.0, 0.5, 1.5, 2.0], True, cpu, resize=resize)
+            for im, k in zip(imgs, keys)
+        ]
 
     def edges(pad):
         return lambda: [boundary_map(edge, im, cpu, pad) for im in imgs]
 
     def deeplab(style):
         net = MSC(DeepLabV2(fx.DEEPLAB_CLASSES, "resnet101", resnet_style=style), (0.75, 0.5)).eval()
-        x = torch.from_numpy(np.ascontiguousarray(np.random.default_rng(0).normal(size=(1, 3, 160, 161)),
-                                                  dtype=np.float32))
+        x = torch.from_numpy(
+            np.ascontiguousarray(np.random.default_rng(0).normal(size=(1, 3, 160, 161)), dtype=np.float32)
+        )
 
         def run():
             with torch.no_grad():
                 net(x)
+
         return run
 
     rows = [
         ("make_cam (8 images)", "cam.resize", "pil_bicubic", cams("pil_bicubic"), "bilinear", cams("bilinear")),
         ("boundary map (8 images)", "random_walk.pad_size", "512", edges(512), "null", edges(None)),
-        ("DeepLab-v2 R101 MSC forward (160x161)", "segmentation.resnet_style", "caffe", deeplab("caffe"),
-         "torchvision", deeplab("torchvision")),
+        (
+            "DeepLab-v2 R101 MSC forward (160x161)",
+            "segmentation.resnet_style",
+            "caffe",
+            deeplab("caffe"),
+            "torchvision",
+            deeplab("torchvision"),
+        ),
     ]
     records = []
     for step, key, ref_v, ref_fn, alt_v, alt_fn in rows:
         t_ref, t_alt = _median_time(ref_fn, args.repeat), _median_time(alt_fn, args.repeat)
-        records.append({"step": step, "key": key, "reference": ref_v, "reference_s": round(t_ref, 3),
-                        "alternative": alt_v, "alternative_s": round(t_alt, 3), "ratio": round(t_ref / t_alt, 2),
-                        "threads": args.threads, "repeat": args.repeat})
+        records.append(
+            {
+                "step": step,
+                "key": key,
+                "reference": ref_v,
+                "reference_s": round(t_ref, 3),
+                "alternative": alt_v,
+                "alternative_s": round(t_alt, 3),
+                "ratio": round(t_ref / t_alt, 2),
+                "threads": args.threads,
+                "repeat": args.repeat,
+            }
+        )
     print("| step | key | reference value: s | alternative value: s | reference / alternative |")
     print("| --- | --- | --- | --- | --- |")
     for r in records:
-        print(f"| {r['step']} | `{r['key']}` | {r['reference']}: {r['reference_s']:.2f} | "
-              f"{r['alternative']}: {r['alternative_s']:.2f} | {r['ratio']:.2f}x |")
+        print(
+            f"| {r['step']} | `{r['key']}` | {r['reference']}: {r['reference_s']:.2f} | "
+            f"{r['alternative']}: {r['alternative_s']:.2f} | {r['ratio']:.2f}x |"
+        )
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in records))
 

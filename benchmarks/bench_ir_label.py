@@ -3,14 +3,14 @@
 
 naive: IRNet's cam_to_ir_label in one process: per image, a fresh dense CRF for the
        fg-threshold map and another for the bg-threshold map.
-fast:  conta_core.ir_label.make_ir_labels with workers = --threads (spawn pool; the fg and
+fast:  conta_core.steps.ir_label.make_ir_labels with workers = --threads (spawn pool; the fg and
        bg CRFs of an image share one CRF object, i.e. one permutohedral lattice).
 
 Inputs: --images synthetic images (seed 0) of --size px and CAMs derived from their GT
 masks (blurred class masks + noise, seed 0); the config's ir_label section.
 
 CLI: python benchmarks/bench_ir_label.py [--images 8] [--size 96] [--repeat 3]
-     [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/common.py)
+     [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/harness.py)
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from common import Step, load_config, main, make_cam_files, make_dataset, train_ids
+from fixtures import load_config, make_cam_files, make_dataset, train_ids
+from harness import Step, main
 
 
 def prepare(work: Path, args) -> dict:
@@ -30,7 +30,7 @@ def prepare(work: Path, args) -> dict:
 
 
 def _naive_label(img: np.ndarray, keys: np.ndarray, high_res: np.ndarray, cfg: dict) -> np.ndarray:
-    from conta_core.crf import crf_inference_label
+    from conta_core.steps.crf import crf_inference_label
 
     class_ids = np.concatenate([[0], keys + 1])
     maps = []
@@ -43,7 +43,7 @@ def _naive_label(img: np.ndarray, keys: np.ndarray, high_res: np.ndarray, cfg: d
 
 def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.manifest import Manifest
-    from conta_core.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
+    from conta_core.infra.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
 
     manifest = Manifest.load(spec["manifest"])
     for image_id in ids:
@@ -54,9 +54,9 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
-    from conta_core.fileio import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
-    from conta_core.ir_label import make_ir_labels
+    from conta_core.infra.fileio import CAM_SUFFIX
+    from conta_core.steps.ir_label import make_ir_labels
 
     cams = index_artifacts([Path(spec["cams"])], CAM_SUFFIX)
     make_ir_labels(Manifest.load(spec["manifest"]), ids, cams, out, spec["cfg"], workers=threads)

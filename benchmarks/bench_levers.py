@@ -11,7 +11,7 @@ Weights: the fixed-seed recipe of tests/parity_fixtures.py; images: its generato
 Levers (each applied to the backbone only, in a fresh subprocess, so they do not interact):
 * eager: what the project runs on the CPU (fp32, contiguous NCHW);
 * bn_fold: every eval BatchNorm folded into the convolution before it
-  (conta_core.device.fold_batchnorm, the one the production path uses);
+  (conta_core.infra.device.fold_batchnorm, the one the production path uses);
 * channels_last: model and input in channels_last;
 * mkldnn: torch.utils.mkldnn.to_mkldnn (oneDNN weight layout, prepacked once); the stage
   input is converted to an MKLDNN tensor and the stage outputs back;
@@ -54,12 +54,17 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
+from records import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
 
-LEVERS = ("eager", "bn_fold", "channels_last", "mkldnn", "jit_freeze", "compile", "bn_fold+channels_last",
-          "production")
+LEVERS = ("eager", "bn_fold", "channels_last", "mkldnn", "jit_freeze", "compile", "bn_fold+channels_last", "production")
 CONV_PEAK_SHAPES = [  # (channels, kernel, spatial): ResNet bottleneck convolutions, batch 1
-    (256, 1, 64), (1024, 1, 64), (2048, 1, 64), (256, 3, 64), (512, 3, 64), (512, 3, 32)]
+    (256, 1, 64),
+    (1024, 1, 64),
+    (2048, 1, 64),
+    (256, 3, 64),
+    (512, 3, 64),
+    (512, 3, 32),
+]
 CAM_SCALES = [1.0, 0.5, 1.5, 2.0]
 SEG_SCALES = [1.0]  # config/voc12.yaml segmentation.infer: one MSC pass (1.0, 0.75, 0.5, max), no flip
 
@@ -88,7 +93,7 @@ def apply_lever(lever: str, stages, example):
     if lever in ("eager", "production"):
         return stages
     if lever == "bn_fold":
-        from conta_core.device import fold_batchnorm
+        from conta_core.infra.device import fold_batchnorm
 
         return fold_batchnorm(stages)
     if lever == "channels_last":  # the input: compute_cams_batch / predict_batch feed NCHW; the first conv converts
@@ -145,8 +150,8 @@ def worker(args) -> None:
     imgs = fx.fixture_images(sizes=[args.size] * (args.images + 1))
     keys = fx.fixture_keys(n=args.images + 1)
     if args.step == "make_cam":
-        from conta_core.cam import compute_cams_batch
         from conta_core.models.classifier import CAMNet
+        from conta_core.steps.cam import compute_cams_batch
 
         net = CAMNet(fx.NUM_FG, backbone="resnet50", frozen_stages=0)
         net.load_state_dict(fx.fill_state_dict(net.state_dict()))
@@ -155,12 +160,13 @@ def worker(args) -> None:
         example = torch.zeros(2, 3, *args.size)
 
         def run(i):
-            ((cam, high_res),) = compute_cams_batch(net, [imgs[i]], [keys[i]], CAM_SCALES, True, cpu,
-                                                    resize="pil_bicubic")
+            ((cam, high_res),) = compute_cams_batch(
+                net, [imgs[i]], [keys[i]], CAM_SCALES, True, cpu, resize="pil_bicubic"
+            )
             return high_res
     else:
         from conta_core.models.deeplab import MSC, DeepLabV2
-        from conta_core.segment import predict_batch
+        from conta_core.steps.segment import predict_batch
 
         base = DeepLabV2(fx.DEEPLAB_CLASSES, "resnet101", resnet_style="caffe")
         base.load_state_dict(fx.fill_state_dict(base.state_dict()))
@@ -170,6 +176,7 @@ def worker(args) -> None:
 
         def run(i):
             return predict_batch(net, [imgs[i]], SEG_SCALES, False, cpu, norm="caffe")[0]
+
     if "channels_last" in args.lever.split("+"):
         net.to(memory_format=torch.channels_last)
         example = example.contiguous(memory_format=torch.channels_last)
@@ -194,9 +201,19 @@ def worker(args) -> None:
             outs.append(run(i))
             times.append(time.perf_counter() - t0)
     np.savez(args.out, *outs)
-    print(RESULT_TAG + json.dumps({"s_per_image": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times],
-                                   "prepare_s": round(prep_s, 2), "first_image_s": round(warm_s, 2),
-                                   **({"gflop_per_image": round(flops / 1e9, 2)} if flops else {})}), flush=True)
+    print(
+        RESULT_TAG
+        + json.dumps(
+            {
+                "s_per_image": round(statistics.median(times), 3),
+                "runs_s": [round(t, 3) for t in times],
+                "prepare_s": round(prep_s, 2),
+                "first_image_s": round(warm_s, 2),
+                **({"gflop_per_image": round(flops / 1e9, 2)} if flops else {}),
+            }
+        ),
+        flush=True,
+    )
 
 
 def conv_peak_gflops(repeat: int = 10) -> float:
@@ -235,24 +252,42 @@ def main() -> None:
     rows = []
     for lever in args.levers.split(",") + ["conv_peak"]:
         out = work / f"{lever}.npz"
-        cmd = [sys.executable, __file__, "--step", args.step, "--size", f"{args.size[0]}x{args.size[1]}", "--images",
-               str(args.images), "--threads", str(args.threads), "--lever", lever, "--out", str(out)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--step",
+            args.step,
+            "--size",
+            f"{args.size[0]}x{args.size[1]}",
+            "--images",
+            str(args.images),
+            "--threads",
+            str(args.threads),
+            "--lever",
+            lever,
+            "--out",
+            str(out),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
             rows.append({"lever": lever, "error": " / ".join(tail)})
             print(f"{lever}: failed: {rows[-1]['error']}", flush=True)
             continue
-        res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)][-1][len(RESULT_TAG):])
+        res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)][-1][len(RESULT_TAG) :])
         rows.append({"lever": lever, **res})
         print(f"{lever}: {res}", flush=True)
     eager = next((r for r in rows if r["lever"] == "eager" and "error" not in r), None)
     ref = dict(np.load(work / "eager.npz")) if eager else None
     peak = next((r["gflops"] for r in rows if r["lever"] == "conv_peak" and "error" not in r), None)
     gflop = eager.get("gflop_per_image") if eager else None
-    print(f"\n{args.step} at {args.size[0]}x{args.size[1]}, {args.images} images after 1 warm-up, {args.threads} threads;"
-          f" {gflop} GFLOP per image; conv_peak {peak} GFLOP/s")
-    print("| lever | s / image | speed-up vs eager | max abs diff vs eager | first image s (compile) | GFLOP/s | % of conv_peak |")
+    print(
+        f"\n{args.step} at {args.size[0]}x{args.size[1]}, {args.images} images after 1 warm-up, {args.threads} threads;"
+        f" {gflop} GFLOP per image; conv_peak {peak} GFLOP/s"
+    )
+    print(
+        "| lever | s / image | speed-up vs eager | max abs diff vs eager | first image s (compile) | GFLOP/s | % of conv_peak |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         r.update({"step": args.step, "size": f"{args.size[0]}x{args.size[1]}", "threads": args.threads})
@@ -272,8 +307,10 @@ def main() -> None:
             if peak:
                 r["pct_of_conv_peak"] = round(100 * r["gflops"] / peak, 1)
                 pct = f"{r['pct_of_conv_peak']:.0f} %"
-        print(f"| {r['lever']} | {r['s_per_image']:.2f} | {r.get('speedup', float('nan')):.2f}x | "
-              f"{r.get('max_abs_diff', float('nan')):.1e} | {r['first_image_s']:.1f} | {rate} | {pct} |")
+        print(
+            f"| {r['lever']} | {r['s_per_image']:.2f} | {r.get('speedup', float('nan')):.2f}x | "
+            f"{r.get('max_abs_diff', float('nan')):.1e} | {r['first_image_s']:.1f} | {rate} | {pct} |"
+        )
     if args.json:
         append_jsonl(args.json, rows)
 

@@ -4,13 +4,13 @@
 naive: IRNet's make_sem_seg_labels loop: per image, the boundary map of [image, flip],
        the dense N x N affinity matrix (N = stride-4 pixels) from the pair affinities,
        T = column-normalised A^beta squared exp_times times (T^(2^exp_times)), then v T.
-fast:  conta_core.random_walk.make_pseudo_masks (sparse walk, 2^exp_times sparse steps).
+fast:  conta_core.steps.random_walk.make_pseudo_masks (sparse walk, 2^exp_times sparse steps).
 
 Inputs: --images synthetic images (seed 0) of --size px, CAMs derived from their GT masks
 (seed 0), a random-init resnet18 IRNet boundary net (seed 0); config random_walk section.
 
 CLI: python benchmarks/bench_random_walk.py [--images 8] [--size 96] [--device auto|cpu|cuda]
-     [--repeat 3] [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/common.py)
+     [--repeat 3] [--threads 2] [--shards 1|2] [--json FILE] (see benchmarks/harness.py)
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from common import Step, load_config, main, make_cam_files, make_dataset, make_edge_net, train_ids
+from fixtures import load_config, make_cam_files, make_dataset, make_edge_net, train_ids
+from harness import Step, main
 
 
 def prepare(work: Path, args) -> dict:
@@ -35,7 +35,7 @@ def dense_walk(cams, boundary, beta: float, exp_times: int, radius: int):
     """IRNet's dense random walk: float32[P, h, w] planes, float32[h, w] boundary -> [P, h, w]."""
     import torch
 
-    from conta_core.irn import build_pair_index, pair_affinity
+    from conta_core.steps.irn import build_pair_index, pair_affinity
 
     h, w = boundary.shape
     n = h * w
@@ -58,7 +58,7 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
     from conta_core.data.manifest import Manifest
     from conta_core.data.transforms import normalize
-    from conta_core.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
+    from conta_core.infra.fileio import CAM_SUFFIX, load_cam, load_image, save_label_png
     from conta_core.models.irn import edge_net_from_checkpoint
 
     manifest = Manifest.load(spec["manifest"])
@@ -83,9 +83,9 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
 
 def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     from conta_core.data.artifacts import index_artifacts
-    from conta_core.fileio import CAM_SUFFIX
     from conta_core.data.manifest import Manifest
-    from conta_core.random_walk import make_pseudo_masks
+    from conta_core.infra.fileio import CAM_SUFFIX
+    from conta_core.steps.random_walk import make_pseudo_masks
 
     cams = index_artifacts([Path(spec["cams"])], CAM_SUFFIX)
     make_pseudo_masks(Manifest.load(spec["manifest"]), ids, cams, Path(spec["irn"]), out, spec["cfg"], device)

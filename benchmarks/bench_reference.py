@@ -18,7 +18,7 @@ as for tools/make_parity_goldens.py: `git clone https://github.com/jiwoon-ahn/ir
 * walk: the random walk alone on a random boundary map and random CAMs of a stride-4 grid,
       python benchmarks/bench_reference.py --irn /tmp/ref/irn --walk 94x125 120x160
   reference = IRNet's `misc.indexing.propagate_to_edge` (dense N x N transition matrix
-  squared exp_times times); project = `conta_core.random_walk.random_walk` (sparse, 2^exp_times
+  squared exp_times times); project = `conta_core.steps.random_walk.random_walk` (sparse, 2^exp_times
   matrix-vector products). `--walk-project-only` grids run only the project (the sizes where
   the dense matrix no longer fits), for the memory scaling.
 
@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from common import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
+from records import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
 
 STEPS = ("make_cam", "cam_to_ir_label", "make_sem_seg_labels")
 CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -97,9 +97,15 @@ def _reference_step(step: str, work: Path, size: tuple[int, int], n: int):
     ref.install_shims(dict(zip(ref.voc_ids(n), imgs)))
     out = work / "reference"
     args = types.SimpleNamespace(
-        num_workers=0, cam_out_dir=str(out / "cam"), ir_label_out_dir=str(out / "ir"), sem_seg_out_dir=str(out / "sem"),
-        conf_fg_thres=IR_THRESHOLDS[0], conf_bg_thres=IR_THRESHOLDS[1], beta=RW_CFG["beta"],
-        exp_times=RW_CFG["exp_times"], sem_seg_bg_thres=RW_CFG["bg_threshold"],
+        num_workers=0,
+        cam_out_dir=str(out / "cam"),
+        ir_label_out_dir=str(out / "ir"),
+        sem_seg_out_dir=str(out / "sem"),
+        conf_fg_thres=IR_THRESHOLDS[0],
+        conf_bg_thres=IR_THRESHOLDS[1],
+        beta=RW_CFG["beta"],
+        exp_times=RW_CFG["exp_times"],
+        sem_seg_bg_thres=RW_CFG["bg_threshold"],
     )
     for d in (args.cam_out_dir, args.ir_label_out_dir, args.sem_seg_out_dir):
         os.makedirs(d, exist_ok=True)
@@ -122,11 +128,11 @@ def _reference_step(step: str, work: Path, size: tuple[int, int], n: int):
 
 def _project_step(step: str, work: Path, size: tuple[int, int], n: int):
     """Prepare one project step (the reference conventions); returns the call to time."""
+    import make_parity_goldens as ref
     import torch
 
-    import make_parity_goldens as ref
-    from conta_core.config import DEFAULT_CONFIG, load_yaml
-    from conta_core.fileio import load_cam, save_cam, save_label_png
+    from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
+    from conta_core.infra.fileio import load_cam, save_cam, save_label_png
 
     cpu = torch.device("cpu")
     imgs, keys = _inputs(size, n)
@@ -135,9 +141,10 @@ def _project_step(step: str, work: Path, size: tuple[int, int], n: int):
     for d in ("cam", "ir", "sem"):
         (out / d).mkdir(parents=True, exist_ok=True)
     if step == "make_cam":
-        from conta_core.cam import compute_cams_batch, size_batches
-        from conta_core.models.classifier import CAMNet
         import parity_fixtures as fx
+
+        from conta_core.models.classifier import CAMNet
+        from conta_core.steps.cam import compute_cams_batch, size_batches
 
         net = CAMNet(fx.NUM_FG, backbone="resnet50", frozen_stages=0)
         net.load_state_dict(fx.fill_state_dict(net.state_dict()))
@@ -145,13 +152,21 @@ def _project_step(step: str, work: Path, size: tuple[int, int], n: int):
 
         def run():
             for batch in size_batches([im.shape for im in imgs], list(CAM_SCALES), True):
-                res = compute_cams_batch(net, [imgs[i] for i in batch], [keys[i] for i in batch], list(CAM_SCALES),
-                                         True, cpu, resize="pil_bicubic")
+                res = compute_cams_batch(
+                    net,
+                    [imgs[i] for i in batch],
+                    [keys[i] for i in batch],
+                    list(CAM_SCALES),
+                    True,
+                    cpu,
+                    resize="pil_bicubic",
+                )
                 for i, (cam, high_res) in zip(batch, res):
                     save_cam(out / "cam" / f"{ids[i]}.npz", keys[i], cam, high_res)
+
         return run
     if step == "cam_to_ir_label":
-        from conta_core.ir_label import cam_to_ir_label
+        from conta_core.steps.ir_label import cam_to_ir_label
 
         crf = load_yaml(DEFAULT_CONFIG)["ir_label"]["crf"]
 
@@ -160,10 +175,12 @@ def _project_step(step: str, work: Path, size: tuple[int, int], n: int):
                 cam = load_cam(out / "cam" / f"{name}.npz")
                 label = cam_to_ir_label(img, cam["keys"], cam["high_res"], *IR_THRESHOLDS, crf)
                 save_label_png(out / "ir" / f"{name}.png", label, palette=False)
+
         return run
-    from conta_core.models.irn import EdgeNet
-    from conta_core.random_walk import boundary_maps, pseudo_mask_from_cam
     import parity_fixtures as fx
+
+    from conta_core.models.irn import EdgeNet
+    from conta_core.steps.random_walk import boundary_maps, pseudo_mask_from_cam
 
     edge = EdgeNet("resnet50")
     edge.load_state_dict(fx.fill_state_dict(edge.state_dict()))
@@ -174,6 +191,7 @@ def _project_step(step: str, work: Path, size: tuple[int, int], n: int):
             (boundary,) = boundary_maps(edge, [img], cpu, RW_CFG["pad_size"])
             mask = pseudo_mask_from_cam(img, load_cam(out / "cam" / f"{name}.npz"), edge, RW_CFG, cpu, boundary)
             save_label_png(out / "sem" / f"{name}.png", mask, palette=False)
+
     return run
 
 
@@ -184,7 +202,9 @@ def _walk_inputs(grid: tuple[int, int]):
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     boundary = 1.0 / (1.0 + np.exp(-8.0 * (np.sin(9 * yy + 3 * np.cos(7 * xx)) - 0.6)))
     boundary = np.clip(boundary + rng.uniform(0, 0.05, (h, w)), 0, 1).astype(np.float32)
-    cams = np.stack([np.exp(-((yy - 0.3) ** 2 + (xx - 0.4) ** 2) * 20), np.exp(-((yy - 0.6) ** 2 + (xx - 0.7) ** 2) * 15)])
+    cams = np.stack(
+        [np.exp(-((yy - 0.3) ** 2 + (xx - 0.4) ** 2) * 20), np.exp(-((yy - 0.6) ** 2 + (xx - 0.7) ** 2) * 15)]
+    )
     return boundary, (cams * rng.uniform(0.8, 1.0, cams.shape)).astype(np.float32)
 
 
@@ -201,17 +221,29 @@ def _walk_step(code: str, work: Path, grid: tuple[int, int]):
 
         def run():
             with torch.no_grad():
-                rw = indexing.propagate_to_edge(torch.from_numpy(cams), torch.from_numpy(boundary)[None],
-                                                beta=RW_CFG["beta"], exp_times=RW_CFG["exp_times"], radius=RW_CFG["radius"])
+                rw = indexing.propagate_to_edge(
+                    torch.from_numpy(cams),
+                    torch.from_numpy(boundary)[None],
+                    beta=RW_CFG["beta"],
+                    exp_times=RW_CFG["exp_times"],
+                    radius=RW_CFG["radius"],
+                )
             np.save(out, rw[:, 0].numpy())
+
         return run
-    from conta_core.random_walk import random_walk
+    from conta_core.steps.random_walk import random_walk
 
     def run():
         with torch.inference_mode():
-            rw = random_walk(torch.from_numpy(cams), torch.from_numpy(boundary), RW_CFG["beta"], RW_CFG["exp_times"],
-                             RW_CFG["radius"])
+            rw = random_walk(
+                torch.from_numpy(cams),
+                torch.from_numpy(boundary),
+                RW_CFG["beta"],
+                RW_CFG["exp_times"],
+                RW_CFG["radius"],
+            )
         np.save(out, rw.numpy())
+
     return run
 
 
@@ -233,8 +265,13 @@ def worker(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     fn()
     seconds = time.perf_counter() - t0
-    print(RESULT_TAG + json.dumps({"seconds": round(seconds, 3), "rss_before_mib": round(before, 1),
-                                   "peak_rss_mib": round(_peak_mib(), 1)}), flush=True)
+    print(
+        RESULT_TAG
+        + json.dumps(
+            {"seconds": round(seconds, 3), "rss_before_mib": round(before, 1), "peak_rss_mib": round(_peak_mib(), 1)}
+        ),
+        flush=True,
+    )
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -247,20 +284,27 @@ def _run_worker(base: list[str], code: str, step: str, extra: list[str]) -> dict
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"bench_reference: {code} {step} failed (exit {proc.returncode}); command: {' '.join(cmd)}")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
 def _agreement(work: Path, n: int) -> dict[str, str]:
     """How the two codes' outputs agree, per step."""
     import make_parity_goldens as ref
-    from conta_core.fileio import load_cam, read_irnet_cam
+
+    from conta_core.infra.fileio import load_cam, read_irnet_cam
 
     ids = ref.voc_ids(n)
     cam_diff = 0.0
     for name in ids:
-        a, b = load_cam(work / "project" / "cam" / f"{name}.npz"), read_irnet_cam(work / "reference" / "cam" / f"{name}.npy")
-        cam_diff = max(cam_diff, float(np.abs(a["cam"] - np.asarray(b["cam"])).max()),
-                       float(np.abs(a["high_res"] - np.asarray(b["high_res"])).max()))
+        a, b = (
+            load_cam(work / "project" / "cam" / f"{name}.npz"),
+            read_irnet_cam(work / "reference" / "cam" / f"{name}.npy"),
+        )
+        cam_diff = max(
+            cam_diff,
+            float(np.abs(a["cam"] - np.asarray(b["cam"])).max()),
+            float(np.abs(a["high_res"] - np.asarray(b["high_res"])).max()),
+        )
     out = {"make_cam": f"max abs diff {cam_diff:.1e}"}
     for step, folder in (("cam_to_ir_label", "ir"), ("make_sem_seg_labels", "sem")):
         same = total = 0
@@ -280,9 +324,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1, help="runs per code and step, alternating; the median is reported")
     p.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of " + ",".join(STEPS))
-    p.add_argument("--codes", default="reference,project", choices=["reference,project", "project", "reference"],
-                   help="run only one side, e.g. the project again after a change (--keep the folder with the "
-                        "other side's outputs, for the agreement)")
+    p.add_argument(
+        "--codes",
+        default="reference,project",
+        choices=["reference,project", "project", "reference"],
+        help="run only one side, e.g. the project again after a change (--keep the folder with the "
+        "other side's outputs, for the agreement)",
+    )
     p.add_argument("--walk", type=parse_size, nargs="*", default=None, help="walk mode: stride-4 grids HxW")
     p.add_argument("--walk-project-only", type=parse_size, nargs="*", default=[], help="grids for the project only")
     p.add_argument("--json", type=Path)
@@ -301,10 +349,23 @@ def main() -> None:
         raise SystemExit(f"--irn {args.irn}: not a checkout of jiwoon-ahn/irn (no step/make_sem_seg_labels.py)")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_reference_"))
     work.mkdir(parents=True, exist_ok=True)
-    base = [sys.executable, str(Path(__file__).resolve()), "--irn", str(args.irn), "--threads", str(args.threads),
-            "--work", str(work.resolve())]
-    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
-            "nproc": os.cpu_count(), "threads": args.threads, "load_avg_start": os.getloadavg()[0]}
+    base = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--irn",
+        str(args.irn),
+        "--threads",
+        str(args.threads),
+        "--work",
+        str(work.resolve()),
+    ]
+    meta = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "nproc": os.cpu_count(),
+        "threads": args.threads,
+        "load_avg_start": os.getloadavg()[0],
+    }
     records = []
     if args.walk is not None:
         jobs = [(code, g) for g in args.walk for code in ("reference", "project")]
@@ -324,8 +385,10 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in records:
             diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"
-            print(f"| {r['grid']} | {r['nodes']} | {r['code']} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | "
-                  f"{r['peak_rss_mib'] - r['rss_before_mib']:.0f} | {diff} |")
+            print(
+                f"| {r['grid']} | {r['nodes']} | {r['code']} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | "
+                f"{r['peak_rss_mib'] - r['rss_before_mib']:.0f} | {diff} |"
+            )
     else:
         size = f"{args.size[0]}x{args.size[1]}"
         extra = ["--size", size, "--images", str(args.images)]
@@ -340,27 +403,45 @@ def main() -> None:
                     runs[code].append(_run_worker(base, code, step, extra))
                     print(f"{code} {step} run {rep + 1}: {runs[code][-1]}", flush=True)
             for code, rs in runs.items():
-                r = {"seconds": statistics.median(x["seconds"] for x in rs), "runs_s": [x["seconds"] for x in rs],
-                     "rss_before_mib": min(x["rss_before_mib"] for x in rs),
-                     "peak_rss_mib": max(x["peak_rss_mib"] for x in rs)}
-                records.append({**meta, "mode": "steps", "code": code, "step": step, "size": size,
-                                "images": args.images, "repeat": args.repeat, **r})
+                r = {
+                    "seconds": statistics.median(x["seconds"] for x in rs),
+                    "runs_s": [x["seconds"] for x in rs],
+                    "rss_before_mib": min(x["rss_before_mib"] for x in rs),
+                    "peak_rss_mib": max(x["peak_rss_mib"] for x in rs),
+                }
+                records.append(
+                    {
+                        **meta,
+                        "mode": "steps",
+                        "code": code,
+                        "step": step,
+                        "size": size,
+                        "images": args.images,
+                        "repeat": args.repeat,
+                        **r,
+                    }
+                )
         agree = _agreement(work, args.images) if set(steps) == set(STEPS) else {}
         if args.codes != "reference,project":
             print(f"(--codes {args.codes}: no side-by-side table; agreement with the files in {work}: {agree})")
             steps = []
-        print("| step | size | images | reference s | project s | speed-up | reference peak RSS MiB (step) | "
-              "project peak RSS MiB (step) | agreement |")
+        print(
+            "| step | size | images | reference s | project s | speed-up | reference peak RSS MiB (step) | "
+            "project peak RSS MiB (step) | agreement |"
+        )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for step in steps:
-            ref_r, our_r = (next(r for r in records if r["step"] == step and r["code"] == c)
-                            for c in ("reference", "project"))
+            ref_r, our_r = (
+                next(r for r in records if r["step"] == step and r["code"] == c) for c in ("reference", "project")
+            )
             for r in (ref_r, our_r):
                 r["agreement"] = agree.get(step, "")
-            print(f"| {step} | {size} | {args.images} | {ref_r['seconds']:.2f} | {our_r['seconds']:.2f} | "
-                  f"**{ref_r['seconds'] / our_r['seconds']:.2f}x** | {ref_r['peak_rss_mib']:.0f} "
-                  f"({ref_r['peak_rss_mib'] - ref_r['rss_before_mib']:+.0f}) | {our_r['peak_rss_mib']:.0f} "
-                  f"({our_r['peak_rss_mib'] - our_r['rss_before_mib']:+.0f}) | {agree.get(step, '')} |")
+            print(
+                f"| {step} | {size} | {args.images} | {ref_r['seconds']:.2f} | {our_r['seconds']:.2f} | "
+                f"**{ref_r['seconds'] / our_r['seconds']:.2f}x** | {ref_r['peak_rss_mib']:.0f} "
+                f"({ref_r['peak_rss_mib'] - ref_r['rss_before_mib']:+.0f}) | {our_r['peak_rss_mib']:.0f} "
+                f"({our_r['peak_rss_mib'] - our_r['rss_before_mib']:+.0f}) | {agree.get(step, '')} |"
+            )
     if args.json:
         append_jsonl(args.json, records)
 

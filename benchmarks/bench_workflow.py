@@ -44,8 +44,20 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(work: Path, cfg: Path, *args: str) -> tuple[float, str]:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--configfile", str(cfg), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        "2",
+        *args,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -80,8 +92,15 @@ def measure(shards: int, rounds: int) -> dict:
         touch_s, _ = snakemake(work, work / "c.yaml", "--touch", f"round{rounds}")
         noop_s, out = snakemake(work, work / "c.yaml", f"round{rounds}")
         assert "Nothing to be done" in out, out[-2000:]
-    return {"shards": shards, "rounds": rounds, "jobs": jobs, "outputs": outputs, "dry_run_s": round(dry_s, 2),
-            "touch_s": round(touch_s, 2), "noop_s": round(noop_s, 2)}
+    return {
+        "shards": shards,
+        "rounds": rounds,
+        "jobs": jobs,
+        "outputs": outputs,
+        "dry_run_s": round(dry_s, 2),
+        "touch_s": round(touch_s, 2),
+        "noop_s": round(noop_s, 2),
+    }
 
 
 def wall_s(cmd: list[str], check: bool = True) -> float:
@@ -107,11 +126,11 @@ def scontrol_s() -> float | None:
 _WRITE_MODELS = """
 import sys
 from pathlib import Path
-from conta_core.checkpoint import save_model
-from conta_core.config import DEFAULT_CONFIG, deep_merge, load_yaml
+from conta_core.infra.checkpoint import save_model
+from conta_core.infra.config import DEFAULT_CONFIG, deep_merge, load_yaml
 from conta_core.models.classifier import build_classifier
 from conta_core.models.deeplab import build_deeplab, checkpoint_dict
-from conta_core.fileio import save_torch
+from conta_core.infra.fileio import save_torch
 out = Path(sys.argv[1])
 cfg = deep_merge(load_yaml(DEFAULT_CONFIG), load_yaml(DEFAULT_CONFIG.parent / "voc12.yaml"))
 cls_cfg = {**cfg["classifier"], "pretrained": None}
@@ -138,8 +157,13 @@ def model_load_s() -> dict:
         subprocess.run([sys.executable, "-c", _WRITE_MODELS, d], check=True, capture_output=True, env=env)
         out = {}
         for kind, name in (("cls", "classifier_r50"), ("seg", "deeplab_r101")):
-            proc = subprocess.run([sys.executable, "-c", _LOAD_MODEL, kind, str(Path(d) / f"{kind}.pth")], check=True,
-                                  capture_output=True, text=True, env=env)
+            proc = subprocess.run(
+                [sys.executable, "-c", _LOAD_MODEL, kind, str(Path(d) / f"{kind}.pth")],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             out[f"{name}_s"] = round(float(proc.stdout.strip().splitlines()[-1]), 2)
             out[f"{name}_model_mib"] = round((Path(d) / f"{kind}.pth").stat().st_size / 2**20, 1)
         return out
@@ -163,17 +187,32 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"| {r['shards']} | {r['rounds']} | {r['jobs']} | {r['dry_run_s']} | {r['noop_s']} |")
     print(f"\njob start-up (interpreter + torch + conta_core, --help): {startup} s")
-    print(f"model load (VOC config, after imports): CAM net R50 {loads['classifier_r50_s']} s "
-          f"({loads['classifier_r50_model_mib']} MiB), DeepLab-v2 R101 {loads['deeplab_r101_s']} s "
-          f"({loads['deeplab_r101_model_mib']} MiB)")
+    print(
+        f"model load (VOC config, after imports): CAM net R50 {loads['classifier_r50_s']} s "
+        f"({loads['classifier_r50_model_mib']} MiB), DeepLab-v2 R101 {loads['deeplab_r101_s']} s "
+        f"({loads['deeplab_r101_model_mib']} MiB)"
+    )
     print(f"snakemake --version (Snakemake's own start-up, in every row above): {smk} s")
-    print("scontrol show config (run by the SLURM plugin at import): "
-          + ("no scontrol on PATH" if sctl is None else f"{sctl} s"))
+    print(
+        "scontrol show config (run by the SLURM plugin at import): "
+        + ("no scontrol on PATH" if sctl is None else f"{sctl} s")
+    )
     if sctl is not None and sctl > 2:
         print("  (the SLURM client's controller does not answer: every snakemake call waits for it)")
     if a.json:
-        a.json.write_text(json.dumps({"rows": rows, "job_startup_s": startup, "snakemake_startup_s": smk,
-                                      "scontrol_s": sctl, "model_load_s": loads}, indent=1) + "\n")
+        a.json.write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "job_startup_s": startup,
+                    "snakemake_startup_s": smk,
+                    "scontrol_s": sctl,
+                    "model_load_s": loads,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ for step in $STEPS; do
 done
 
 # The local GPU claim: 2+ concurrent GPU jobs must land on different cards (the job logs
-# name the device each one claimed; conta_core.device.claim_device).
+# name the device each one claimed; conta_core.infra.device.claim_device).
 CLAIM="$OUT/claim.txt"
 if [ "$CUDA" -gt 1 ]; then
   WORK=$(mktemp -d)

@@ -15,16 +15,20 @@ from pathlib import Path
 
 def rows(records: list[dict]) -> list[str]:
     fp32 = {(r["step"], r["size"]): r["images_per_s"] for r in records if not r.get("autocast")}
-    out = ["| step | device | images | size | precision | median s | images/s | autocast vs fp32 | peak CUDA MiB | peak RSS MiB |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| step | device | images | size | precision | median s | images/s | autocast vs fp32 | peak CUDA MiB | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         amp = bool(r.get("autocast")) and str(r.get("device", "")).startswith("cuda")
         base = fp32.get((r["step"], r["size"]))
         gain = f"{r['images_per_s'] / base:.2f}x" if amp and base and r.get("images_per_s") else "-"
         cuda = "-" if r.get("cuda_peak_mib") is None else f"{r['cuda_peak_mib']:.0f}"
-        out.append(f"| {r['step']} | {r.get('device')} | {r.get('images')} | {r['size']} | "
-                   f"{'autocast' if amp else 'fp32'} | {r['median_s']:.3f} | {r['images_per_s']:.2f} | {gain} | "
-                   f"{cuda} | {r['rss_mib']:.0f} |")
+        out.append(
+            f"| {r['step']} | {r.get('device')} | {r.get('images')} | {r['size']} | "
+            f"{'autocast' if amp else 'fp32'} | {r['median_s']:.3f} | {r['images_per_s']:.2f} | {gain} | "
+            f"{cuda} | {r['rss_mib']:.0f} |"
+        )
     return out
 
 

@@ -1,21 +1,25 @@
 """The `conta` command (pyproject: conta = "conta_core.cli:main").
 
-    conta inspect results/<run> [--shards N]
-        what exists per round and stage (counts vs the manifest, missing shards,
-        checkpoints, confounder set, mIoU of the eval CSVs); exit status 0.
-    conta predict --model results/<run>/round<t>/seg/model.pth IMAGE [IMAGE ...]
-                  [--out-dir DIR] [--device auto] [--crf] [--scales S [S ...]] [--no-flip]
-        segments images with a trained DeepLab checkpoint; writes DIR/<stem>_mask.png
-        (VOC palette PNG, 0 bg, 1..C) and DIR/<stem>_overlay.png. Test scales and flip
-        default to the checkpoint's segmentation.infer settings; --crf applies the dense
-        CRF with the checkpoint's segmentation.crf parameters.
-    conta visualize results/<run> [--ids ID ...] [--num-images N] [--rounds T ...]
-                    [--out-dir DIR] [--seed S] [--tile-px P]
-        overview grids (conta_core.visualize) of chosen or sampled images.
-    conta import-cams SRC_DIR OUT_DIR
-        converts CAM files of IRNet / AMN (<id>.npy pickled dicts) into this pipeline's
-        <id>.npz (conta_core.fileio.save_cam), read with a restricted unpickler (numpy arrays and
-        torch tensors only); pickles are never loaded anywhere else. Existing outputs are kept.
+conta inspect results/<run> [--shards N]
+    what exists per round and stage (counts vs the manifest, missing shards,
+    checkpoints, confounder set, mIoU of the eval CSVs); exit status 0.
+conta predict --model results/<run>/round<t>/seg/model.pth IMAGE [IMAGE ...]
+              [--out-dir DIR] [--device auto] [--crf] [--scales S [S ...]] [--no-flip]
+    segments images with a trained DeepLab checkpoint; writes DIR/<stem>_mask.png
+    (VOC palette PNG, 0 bg, 1..C) and DIR/<stem>_overlay.png. Test scales and flip
+    default to the checkpoint's segmentation.infer settings; --crf applies the dense
+    CRF with the checkpoint's segmentation.crf parameters.
+conta visualize results/<run> [--ids ID ...] [--num-images N] [--rounds T ...]
+                [--out-dir DIR] [--seed S] [--tile-px P]
+    overview grids (conta_core.report.visualize) of chosen or sampled images.
+conta fetch voc12 [--dest resources] [--base-url URL] [--offline] [--only ITEM ...]
+    downloads VOC 2012, SBD, the torchvision ResNet-50/101 weights and DeepLab's init with
+    their checksums checked (resumable), extracts and checks the layout, and writes
+    DEST/voc12_paths.yaml for `--configfile` (conta_core.data.fetch).
+conta import-cams SRC_DIR OUT_DIR
+    converts CAM files of IRNet / AMN (<id>.npy pickled dicts) into this pipeline's
+    <id>.npz (conta_core.infra.fileio.save_cam), read with a restricted unpickler (numpy arrays and
+    torch tensors only); pickles are never loaded anywhere else. Existing outputs are kept.
 """
 
 from __future__ import annotations
@@ -23,13 +27,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from conta_core.fileio import atomic_path, load_image, save_label_png
+from conta_core.infra.fileio import atomic_path, load_image, save_label_png
 
 DEFAULT_NUM_IMAGES = 4
 MASK_SUFFIX = "_mask.png"
@@ -63,14 +67,33 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--seed", type=int, default=0)
     vis.add_argument("--tile-px", type=int, default=None)
 
+    fet = sub.add_parser("fetch", help="download and check the data and weights of a real-data run")
+    fet.add_argument("dataset", choices=["voc12"])
+    fet.add_argument("--dest", type=Path, default=Path("resources"), help="folder for the files (default: resources)")
+    fet.add_argument("--base-url", default=None, help="a mirror: every file is fetched as URL/<file name>")
+    fet.add_argument("--offline", action="store_true", help="download nothing; check the files already in --dest")
+    fet.add_argument("--only", nargs="+", default=None, help="items to fetch: voc sbd resnet50 resnet101 deeplab_init")
+
     imp = sub.add_parser("import-cams", help="convert IRNet/AMN CAM .npy files into this pipeline's .npz")
     imp.add_argument("src_dir", type=Path, help="folder of <id>.npy CAM dicts (IRNet make_cam.py output)")
     imp.add_argument("out_dir", type=Path, help="output folder of <id>.npz")
     return p
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from conta_core.data.fetch import FetchError, fetch
+
+    try:
+        path = fetch(args.dataset, args.dest, args.base_url, args.offline, args.only, sys.stderr.isatty())
+    except FetchError as e:
+        print(f"conta fetch: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
 def cmd_import_cams(args: argparse.Namespace) -> int:
-    from conta_core.fileio import CAM_SUFFIX, read_irnet_cam, save_cam
+    from conta_core.infra.fileio import CAM_SUFFIX, read_irnet_cam, save_cam
 
     files = sorted(args.src_dir.glob("*.npy"))
     if not files:
@@ -91,7 +114,7 @@ def cmd_import_cams(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from conta_core.inspection import format_inspection, inspect_run
+    from conta_core.report.inspection import format_inspection, inspect_run
 
     if not args.run_dir.is_dir():
         print(f"conta inspect: no run folder {args.run_dir}", file=sys.stderr)
@@ -104,8 +127,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- predict
 
 
-def predict_settings(cfg_seg: dict, scales: Sequence[float] | None, no_flip: bool, crf: bool,
-                     model_path: Path) -> tuple[list[float], bool, dict | None]:
+def predict_settings(
+    cfg_seg: dict, scales: Sequence[float] | None, no_flip: bool, crf: bool, model_path: Path
+) -> tuple[list[float], bool, dict | None]:
     """(scales, flip, crf params or None) from the checkpoint's segmentation config and the flags."""
     infer = cfg_seg.get("infer", {})
     if scales is None:
@@ -121,13 +145,20 @@ def predict_settings(cfg_seg: dict, scales: Sequence[float] | None, no_flip: boo
     return [float(s) for s in scales], flip, crf_params
 
 
-def predict_files(model_path: Path, images: list[Path], out_dir: Path, device, scales: Sequence[float] | None = None,
-                  no_flip: bool = False, crf: bool = False) -> list[tuple[Path, Path]]:
+def predict_files(
+    model_path: Path,
+    images: list[Path],
+    out_dir: Path,
+    device,
+    scales: Sequence[float] | None = None,
+    no_flip: bool = False,
+    crf: bool = False,
+) -> list[tuple[Path, Path]]:
     """Segment each image; write out_dir/<stem>_mask.png and <stem>_overlay.png. Returns the pairs."""
-    from conta_core.checkpoint import load_model
+    from conta_core.infra.checkpoint import load_model
     from conta_core.models.deeplab import deeplab_from_checkpoint
-    from conta_core.segment import predict_labels
-    from conta_core.visualize import overlay_label
+    from conta_core.report.visualize import overlay_label
+    from conta_core.steps.segment import predict_labels
 
     ckpt = load_model(model_path, "segmentation", required=("config", "num_classes"))  # read once
     scales, flip, crf_params = predict_settings(ckpt["config"], scales, no_flip, crf, model_path)
@@ -150,7 +181,7 @@ def predict_files(model_path: Path, images: list[Path], out_dir: Path, device, s
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from conta_core.device import claim_device, set_threads
+    from conta_core.infra.device import claim_device, set_threads
 
     missing = [str(p) for p in [args.model, *args.images] if not p.is_file()]
     if missing:
@@ -168,8 +199,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from conta_core.inspection import find_rounds
-    from conta_core.visualize import DEFAULT_TILE_PX, render_samples
+    from conta_core.report.inspection import find_rounds
+    from conta_core.report.visualize import DEFAULT_TILE_PX, render_samples
 
     rounds = args.rounds if args.rounds is not None else find_rounds(args.run_dir)
     if not rounds:
@@ -182,7 +213,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "predict": cmd_predict, "visualize": cmd_visualize, "import-cams": cmd_import_cams}
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "predict": cmd_predict,
+    "visualize": cmd_visualize,
+    "fetch": cmd_fetch,
+    "import-cams": cmd_import_cams,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

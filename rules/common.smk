@@ -1,13 +1,15 @@
 # Constants and named input functions shared by the rule files (included first by the
 # Snakefile, after the config is loaded and validated). The rule files hold only rules; every
-# artifact path comes from conta_core.layout.RunLayout (L), every option of a workflow script
-# from the rule's named input / output / params (conta_core.runtime.snakemake_argv).
+# artifact path comes from conta_core.infra.layout.RunLayout (L), every option of a workflow script
+# from the rule's named input / output / params (conta_core.infra.script.snakemake_argv).
 
 import json
 import os
 
-from conta_core.config import checkpoint_settings, has_ground_truth, pretrain_targets
-from conta_core.layout import CONFOUNDING_STAGES, RunLayout
+from conta_core.infra.config import has_ground_truth, pretrain_targets, with_pretrain
+from conta_core.steps.amn import random_walk_config
+from conta_core.steps.amn import rule_configs as amn_rule_configs
+from conta_core.infra.layout import CONFOUNDING_STAGES, RunLayout
 
 R = f"{config['results_dir']}/{config['run']}"
 L = RunLayout(R)
@@ -25,31 +27,21 @@ GPU = int(
 )  # `gpu` resource of GPU rules (0 on CPU-only clusters)
 # Without GT masks (a folder dataset without masks_dir) no evaluation job is planned: the
 # round targets build the pseudo-masks, segmentation model, predictions and confounder sets,
-# and the summary records "no ground truth" (conta_core.summary).
+# and the summary records "no ground truth" (conta_core.report.summary).
 HAS_GT = has_ground_truth(config)
-# The trainers read `checkpoint` at run time (conta_core.runtime.RUNTIME_CONFIG); checked here.
-config["checkpoint"] = checkpoint_settings(config["checkpoint"])
-
 # pretrain.enabled (synthetic data): the sections with `pretrained: null` start from the
-# generated weights of rule `pretrain`; their params (and checkpoints) name that file.
+# generated weights of rule `pretrain`; CFG (the config the rules pass on) names that file.
 PRETRAIN_SECTIONS = pretrain_targets(config)
 PRETRAIN_WEIGHTS = (
     L.pretrain(config["pretrain"]["backbone"]) if PRETRAIN_SECTIONS else None
 )
-for _section in PRETRAIN_SECTIONS:
-    config[_section]["pretrained"] = PRETRAIN_WEIGHTS
-
-if AMN and "amn" not in config:
-    raise WorkflowError("config key amn: required when method = amn")
-
-# amn.* keys used after training (inference, evaluation, IR labels, walk), not by train_amn.
-AMN_POST_KEYS = (
-    "eval_threshold",
-    "ir_fg_threshold",
-    "ir_bg_threshold",
-    "rw_power",
-    "inference_dropout",
-)
+CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
+# --cfg of the AMN rules and of random_walk (conta_core.steps.amn)
+AMN_JSON = {
+    k: json.dumps(v, sort_keys=True)
+    for k, v in (amn_rule_configs(config) if AMN else {}).items()
+}
+RANDOM_WALK_JSON = json.dumps(random_walk_config(config), sort_keys=True)
 
 # --cfg of the figure scripts: the `report` section (they rerun when it changes).
 REPORT_JSON = json.dumps(config["report"], sort_keys=True)
@@ -70,12 +62,12 @@ def pretrain_input(section: str) -> list[str]:
 
 def cfg_json(*sections: str) -> str:
     """The named config sections as one JSON object (a rule's params: reruns when they change)."""
-    return json.dumps({s: config[s] for s in sections}, sort_keys=True)
+    return json.dumps({s: CFG[s] for s in sections}, sort_keys=True)
 
 
 def section_json(section: str) -> str:
     """One config section as a JSON object (the step's own settings)."""
-    return json.dumps(config[section], sort_keys=True)
+    return json.dumps(CFG[section], sort_keys=True)
 
 
 def run_dir_param(wildcards, output) -> str:
@@ -141,7 +133,7 @@ def confounder_masks_of(w) -> list[str]:
 # --- per-image stages ----------------------------------------------------------------------
 # A per-shard job of the train split (make_ir_label, random_walk, make_amn_cam,
 # make_amn_ir_label: wildcard `shard`) reads only its own shard of the previous per-image
-# step: every such step shards the same sorted train ids the same way (conta_core.shards), so
+# step: every such step shards the same sorted train ids the same way (conta_core.infra.shards), so
 # shard k's images are all in shard k's folder. Shard k can start as soon as its own input
 # shard is done, and the DAG has one edge per shard instead of shards^2 (1327 jobs at 64
 # shards). A job without the wildcard (eval_cam, train_irn, ...) reads every shard. X_m is
@@ -206,57 +198,6 @@ def eval_split_of(w) -> str:
     return "train_eval" if w.split == "train" else w.split
 
 
-def random_walk_json() -> str:
-    """The random_walk section (+ cam_power = amn.rw_power for amn) as --cfg JSON."""
-    if not AMN:
-        return section_json("random_walk")
-    return json.dumps(
-        {**config["random_walk"], "cam_power": config["amn"]["rw_power"]},
-        sort_keys=True,
-    )
-
-
-# --- amn (called only when method = amn) -------------------------------------------------
-
-
-def amn_train_json() -> str:
-    """--cfg of train_amn: the amn training/model keys and the context section."""
-    amn = {k: v for k, v in config["amn"].items() if k not in AMN_POST_KEYS}
-    return json.dumps({"amn": amn, "context": config["context"]}, sort_keys=True)
-
-
-def amn_infer_json() -> str:
-    """--cfg of make_amn_cam: the cam section's scales, flip and resize, amn.inference_dropout."""
-    cfg = {
-        "scales": config["cam"]["scales"],
-        "flip": config["cam"]["flip"],
-        "resize": config["cam"]["resize"],
-        "inference_dropout": config["amn"].get("inference_dropout", False),
-    }
-    return json.dumps(cfg, sort_keys=True)
-
-
-def amn_eval_json() -> str:
-    """--cfg of eval_amn_cam: the cam sweep with amn.eval_threshold (same CSV layout)."""
-    return json.dumps(
-        {**config["cam"], "eval_threshold": config["amn"]["eval_threshold"]},
-        sort_keys=True,
-    )
-
-
-def amn_ir_label_json() -> str:
-    """--cfg of make_amn_ir_label: the ir_label section (CRF) with AMN's thresholds."""
-    cfg = {
-        **config["ir_label"],
-        "fg_threshold": config["amn"]["ir_fg_threshold"],
-        "bg_threshold": config["amn"]["ir_bg_threshold"],
-    }
-    return json.dumps(cfg, sort_keys=True)
-
-
-# --- summaries and figures ---------------------------------------------------------------
-
-
 # --- summaries and figures ---------------------------------------------------------------
 
 
@@ -283,7 +224,7 @@ def round_evals(t: int | str) -> list[str]:
             ]
             if AMN:  # method amn: the AMN map sweep too (summary columns amn_cam_*)
                 files.append(L.eval_csv(r, "amn_cam"))
-            # the confounding measures (summary columns cf_*, conta_core.confounding)
+            # the confounding measures (summary columns cf_*, conta_core.evaluation.confounding)
             files += [L.confounding(r, s) for s in CONFOUNDING_STAGES]
         else:
             files += round_products(r)
@@ -328,46 +269,15 @@ def sample_inputs_of(w) -> list[str]:
     return files
 
 
-def loss_logs(t: int | str) -> dict[str, str]:
-    """Training-log CSV of each stage of rounds 0..t, keyed 'stage:round'."""
-    return {
-        f"{stage}:{r}": L.train_log(r, stage)
-        for r in range(int(t) + 1)
-        for stage in LOSS_STAGES
-    }
+def loss_logs_of(w) -> list[str]:
+    """Training logs of every model of rounds 0..t (the figure labels come from the paths)."""
+    return [L.train_log(r, m) for r in range(int(w.t) + 1) for m in LOSS_STAGES]
 
 
-def iou_evals(t: int | str) -> dict[str, str]:
-    """Evaluation CSV of each stage of rounds 0..t, keyed 'round:stage'."""
-    return {
-        f"{r}:{name}": L.eval_csv(r, name)
-        for r in range(int(t) + 1)
-        for name in ["cam", *MASK_EVALS]
-    }
+def iou_evals_of(w) -> list[str]:
+    """Evaluation tables (CAM and masks) of rounds 0..t."""
+    return [L.eval_csv(r, n) for r in range(int(w.t) + 1) for n in ["cam", *MASK_EVALS]]
 
 
 def cam_evals_of(w) -> list[str]:
     return [L.eval_csv(r, "cam") for r in range(int(w.t) + 1)]
-
-
-def cam_curves_of(w) -> list[str]:
-    """--curve LABEL=cam_eval.csv of rounds 0..t."""
-    return [f"round {r}={p}" for r, p in enumerate(cam_evals_of(w))]
-
-
-def loss_logs_of(w) -> list[str]:
-    return list(loss_logs(w.t).values())
-
-
-def loss_specs_of(w) -> list[str]:
-    """--log STAGE:ROUND=train_log.csv of rounds 0..t."""
-    return [f"{k}={p}" for k, p in loss_logs(w.t).items()]
-
-
-def iou_evals_of(w) -> list[str]:
-    return list(iou_evals(w.t).values())
-
-
-def iou_specs_of(w) -> list[str]:
-    """--eval ROUND:STAGE=eval.csv of rounds 0..t."""
-    return [f"{k}={p}" for k, p in iou_evals(w.t).items()]

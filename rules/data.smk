@@ -21,7 +21,7 @@ rule prepare_data:
 
 # Step 0b (dataset.kind synthetic, pretrain.enabled): the stand-in for ImageNet weights, a
 # torchvision ResNet trained on generated isolated objects; classifier and segmentation with
-# `pretrained: null` start from it (conta_core/pretrain.py explains why and how).
+# `pretrained: null` start from it (conta_core/steps/pretrain.py explains why and how).
 
 
 rule pretrain:

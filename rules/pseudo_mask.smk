@@ -2,7 +2,7 @@
 # pseudo-masks, and their mIoU against GT on the training split.
 # method amn (rules/amn.smk): IRNet and the walk take the AMN maps and AMN IR labels instead,
 # and the walk starts from amn_cam ** amn.rw_power (seed_labels_of, walk_cams_of and
-# random_walk_json in rules/common.smk). With method irn nothing here changes.
+# RANDOM_WALK_JSON, conta_core.steps.amn.random_walk_config). With method irn nothing here changes.
 
 
 rule make_ir_label:
@@ -70,7 +70,7 @@ rule random_walk:
     resources:
         gpu=GPU,
     params:
-        cfg=random_walk_json(),
+        cfg=RANDOM_WALK_JSON,
         split="train",
         num_shards=len(SHARDS),
         device=config["device"],

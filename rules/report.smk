@@ -33,7 +33,7 @@ use rule round_summary as summary with:
         no_ground_truth=not HAS_GT,
 
 
-# Measures of the confounding (conta_core.confounding): pair confusion m(k->c), background
+# Measures of the confounding (conta_core.evaluation.confounding): pair confusion m(k->c), background
 # and texture leak, part misses, boundary F of every evaluated stage; summary columns cf_*.
 
 

@@ -68,7 +68,7 @@ rule figure_miou:
 
 rule figure_cam_sweep:
     input:
-        cam_evals_of,
+        curve=cam_evals_of,
     output:
         out=report(
             L.figure("{t}", "cam_sweep.png"),
@@ -84,14 +84,13 @@ rule figure_cam_sweep:
     params:
         cfg=REPORT_JSON,
         figure="cam-sweep",
-        curve=cam_curves_of,
     script:
         "../workflow_scripts/plots.py"
 
 
 rule figure_train_loss:
     input:
-        loss_logs_of,
+        train_log=loss_logs_of,
     output:
         out=report(
             L.figure("{t}", "train_loss.png"),
@@ -107,7 +106,6 @@ rule figure_train_loss:
     params:
         cfg=REPORT_JSON,
         figure="losses",
-        train_log=loss_specs_of,
     script:
         "../workflow_scripts/plots.py"
 
@@ -136,7 +134,7 @@ rule figure_confounder:
 
 rule table_per_class_iou:
     input:
-        iou_evals_of,
+        eval=iou_evals_of,
     output:
         out=report(
             L.figure("{t}", "per_class_iou.csv"),
@@ -152,7 +150,6 @@ rule table_per_class_iou:
     params:
         cfg=REPORT_JSON,
         figure="iou-table",
-        eval=iou_specs_of,
     script:
         "../workflow_scripts/plots.py"
 

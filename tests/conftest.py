@@ -14,13 +14,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Tiny but complete: every stage runs, each on a few 48 px images, in seconds. The settings
 # are the workflow's test config (.test/config.yaml) without its run name and results folder.
-TINY_OVERRIDES: dict = {k: v for k, v in yaml.safe_load((REPO / ".test/config.yaml").read_text()).items()
-                        if k not in ("run", "results_dir")}
+TINY_OVERRIDES: dict = {
+    k: v for k, v in yaml.safe_load((REPO / ".test/config.yaml").read_text()).items() if k not in ("run", "results_dir")
+}
 
 
 def write_config(path: Path, results_dir: Path, run: str = "tiny", extra: dict | None = None) -> Path:
     """Write a tiny overlay config (merged over config/config.yaml by Snakemake)."""
-    from conta_core.config import deep_merge
+    from conta_core.infra.config import deep_merge
 
     cfg = deep_merge(TINY_OVERRIDES, {"results_dir": str(results_dir), "run": run})
     if extra:
@@ -32,8 +33,18 @@ def write_config(path: Path, results_dir: Path, run: str = "tiny", extra: dict |
 def run_snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 1200):
     """Run the real workflow in `workdir` with `configfile`; returns the CompletedProcess."""
     cmd = [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(configfile), "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -80,3 +91,19 @@ def copy_run(src: Path, dst: Path) -> Path:
 
     shutil.copytree(src, dst, symlinks=True, copy_function=shutil.copy2)
     return dst
+
+
+WORKFLOW_MODULES = ("test_workflow", "test_resume", "test_slurm")  # modules that run the real workflow
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fast unit tests first, then the end-to-end workflow tests (marked e2e / slurm or in a
+    WORKFLOW_MODULES file), so a broken unit shows up in minutes; order within each kept."""
+
+    def slow(item) -> bool:
+        name = Path(str(item.fspath)).stem
+        return bool(item.get_closest_marker("e2e") or item.get_closest_marker("slurm")) or name.startswith(
+            WORKFLOW_MODULES
+        )
+
+    items[:] = [i for i in items if not slow(i)] + [i for i in items if slow(i)]

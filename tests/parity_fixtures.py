@@ -55,8 +55,10 @@ def fixture_images(seed: int = IMAGE_SEED, sizes: list[tuple[int, int]] | None =
 def fixture_keys(seed: int = IMAGE_SEED, n: int | None = None) -> list[np.ndarray]:
     """Sorted 0-based foreground classes of each fixture image (1 to 3 of NUM_FG); n images (default all)."""
     rng = np.random.Generator(np.random.PCG64(seed + 1))
-    return [np.sort(rng.choice(NUM_FG, size=int(rng.integers(1, 4)), replace=False)).astype(np.int64)
-            for _ in range(len(IMAGE_SIZES) if n is None else n)]
+    return [
+        np.sort(rng.choice(NUM_FG, size=int(rng.integers(1, 4)), replace=False)).astype(np.int64)
+        for _ in range(len(IMAGE_SIZES) if n is None else n)
+    ]
 
 
 def deeplab_image(seed: int = IMAGE_SEED) -> np.ndarray:
@@ -94,9 +96,16 @@ def fill_state_dict(state: dict[str, torch.Tensor], seed: int = WEIGHT_SEED) -> 
     return out
 
 
-_BRANCH = {"conv1": "reduce.conv", "bn1": "reduce.bn", "conv2": "conv3x3.conv", "bn2": "conv3x3.bn",
-           "conv3": "increase.conv", "bn3": "increase.bn", "downsample.0": "shortcut.conv",
-           "downsample.1": "shortcut.bn"}
+_BRANCH = {
+    "conv1": "reduce.conv",
+    "bn1": "reduce.bn",
+    "conv2": "conv3x3.conv",
+    "bn2": "conv3x3.bn",
+    "conv3": "increase.conv",
+    "bn3": "increase.bn",
+    "downsample.0": "shortcut.conv",
+    "downsample.1": "shortcut.bn",
+}
 
 
 def torchvision_to_caffe(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -109,7 +118,7 @@ def torchvision_to_caffe(state: dict[str, torch.Tensor], prefix: str = "") -> di
         if parts[0] in ("conv1", "bn1"):
             new = f"layer1.conv1.{'conv' if parts[0] == 'conv1' else 'bn'}.{parts[1]}"
         else:
-            layer, block = int(parts[0][len("layer"):]), int(parts[1])
+            layer, block = int(parts[0][len("layer") :]), int(parts[1])
             if parts[2] == "downsample":
                 module, leaf = f"downsample.{parts[3]}", parts[4]
             else:
@@ -123,7 +132,9 @@ def deeplab_torchvision_state(seed: int = WEIGHT_SEED) -> dict[str, torch.Tensor
     """Recipe weights of a ResNet-101 backbone under torchvision's key names (fc left out)."""
     import torchvision
 
-    state = {k: v for k, v in torchvision.models.resnet101(weights=None).state_dict().items() if not k.startswith("fc.")}
+    state = {
+        k: v for k, v in torchvision.models.resnet101(weights=None).state_dict().items() if not k.startswith("fc.")
+    }
     return fill_state_dict(state, seed)
 
 

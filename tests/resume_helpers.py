@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 
-from conta_core import training
-from conta_core.fileio import load_torch
-from conta_core.layout import resume_dir
+from conta_core.infra import training
+from conta_core.infra.fileio import load_torch
+from conta_core.infra.layout import resume_dir
 
 
 def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int, sig: int = signal.SIGUSR1) -> None:
@@ -27,8 +27,9 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int, sig: int = signal.S
     monkeypatch.setattr(training, "Progress", SignalAt)
 
 
-def stop_then_resume(monkeypatch: pytest.MonkeyPatch, train: Callable[[], None], out: Path, step: int,
-                     sig: int = signal.SIGUSR1) -> None:
+def stop_then_resume(
+    monkeypatch: pytest.MonkeyPatch, train: Callable[[], None], out: Path, step: int, sig: int = signal.SIGUSR1
+) -> None:
     """Run `train` until the signal after `step`, check its checkpoint, then run it again to the end."""
     with monkeypatch.context() as m:
         interrupt_at(m, step, sig)

@@ -1,7 +1,6 @@
-"""Tests of AMN (conta_core.models.amn, conta_core.amn): network, loss, training, AMN maps."""
+"""Tests of AMN (conta_core.models.amn, conta_core.steps.amn): network, loss, training, AMN maps."""
 
 import math
-
 import signal
 
 import numpy as np
@@ -9,8 +8,14 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from resume_helpers import assert_same_weights, stop_then_resume
 
-from conta_core.amn import (
+from conta_core.data.manifest import Manifest
+from conta_core.infra.fileio import load_cam, load_torch, save_label_png, save_torch
+from conta_core.models.amn import AMNNet, build_amn, init_from_classifier, load_amn
+from conta_core.models.classifier import build_classifier
+from conta_core.report.summary import AMN_COLUMNS, SUMMARY_COLUMNS, summarize
+from conta_core.steps.amn import (
     amn_loss,
     compute_amn_cam,
     make_amn_cams,
@@ -18,20 +23,30 @@ from conta_core.amn import (
     resize_ir_labels,
     train_amn,
 )
-from conta_core.confounder import save_confounder
-from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_cam, load_torch, save_label_png, save_torch
-from conta_core.models.amn import AMNNet, build_amn, init_from_classifier, load_amn
-from conta_core.models.classifier import build_classifier
-from conta_core.summary import AMN_COLUMNS, SUMMARY_COLUMNS, summarize
-from resume_helpers import assert_same_weights, stop_then_resume
+from conta_core.steps.confounder import save_confounder
 
 torch.set_num_threads(1)
 
-MODEL_CFG = {"backbone": "resnet18", "backbone_init": "random", "pretrained": None, "freeze_bn": False,
-             "frozen_stages": 0, "aspp_rates": [2, 4], "dropout": 0.1}
-TRAIN_CFG = {**MODEL_CFG, "label_smoothing": 0.1, "epochs": 4, "batch_size": 4, "lr": 1e-4, "lr_new_mult": 10,
-             "weight_decay": 1e-4, "crop_size": 32, "scale_range": [0.9, 1.1]}
+MODEL_CFG = {
+    "backbone": "resnet18",
+    "backbone_init": "random",
+    "pretrained": None,
+    "freeze_bn": False,
+    "frozen_stages": 0,
+    "aspp_rates": [2, 4],
+    "dropout": 0.1,
+}
+TRAIN_CFG = {
+    **MODEL_CFG,
+    "label_smoothing": 0.1,
+    "epochs": 4,
+    "batch_size": 4,
+    "lr": 1e-4,
+    "lr_new_mult": 10,
+    "weight_decay": 1e-4,
+    "crop_size": 32,
+    "scale_range": [0.9, 1.1],
+}
 CONTEXT = {"mode": "conta", "block": 5, "size": [4, 4], "xm_encoding": "foreground", "prior": "uniform"}
 CLS_CFG = {"backbone": "resnet18", "pretrained": None, "freeze_bn": False, "frozen_stages": 0}
 INFER_CFG = {"scales": [1.0, 0.5], "flip": True}
@@ -66,8 +81,9 @@ def _toy(tmp_path, n=8, size=32):
         images[image_id], masks[image_id] = f"{image_id}.png", f"{image_id}_gt.png"
         labels[image_id], seeds[image_id] = labels_cycle[i % 3], tmp_path / "seeds" / f"{image_id}.png"
     ids = sorted(images)
-    manifest = Manifest("toy", tmp_path, ["background", "red", "blue"], {"train": ids, "train_eval": ids},
-                        labels, images, masks)
+    manifest = Manifest(
+        "toy", tmp_path, ["background", "red", "blue"], {"train": ids, "train_eval": ids}, labels, images, masks
+    )
     return manifest, seeds
 
 
@@ -194,12 +210,24 @@ def test_train_with_context_and_classifier_init(tmp_path):
     cls = build_classifier(CLS_CFG, CONTEXT, 2)
     save_torch(tmp_path / "cls.pth", {"state_dict": cls.state_dict(), "config": {}})
     conf = tmp_path / "confounder.h5"
-    save_confounder(conf, np.random.default_rng(0).random((2, 4, 4)).astype(np.float32), np.array([2, 2]),
-                    ["red", "blue"], 0, "seg")
+    save_confounder(
+        conf, np.random.default_rng(0).random((2, 4, 4)).astype(np.float32), np.array([2, 2]), ["red", "blue"], 0, "seg"
+    )
     cfg = {**TRAIN_CFG, "epochs": 1, "backbone_init": "classifier"}
     out = tmp_path / "amn.pth"
-    train_amn(manifest, ids, seeds, cfg, CONTEXT, "cpu", out, seed=0, classifier_path=tmp_path / "cls.pth",
-              xm_files=seeds, confounder_path=conf)
+    train_amn(
+        manifest,
+        ids,
+        seeds,
+        cfg,
+        CONTEXT,
+        "cpu",
+        out,
+        seed=0,
+        classifier_path=tmp_path / "cls.pth",
+        xm_files=seeds,
+        confounder_path=conf,
+    )
     model = load_amn(out)
     assert model.uses_context and torch.count_nonzero(model.confounder) > 0
     with pytest.raises(ValueError, match="no classifier checkpoint"):
@@ -207,8 +235,16 @@ def test_train_with_context_and_classifier_init(tmp_path):
     with pytest.raises(ValueError, match="without X_m"):
         train_amn(manifest, ids, seeds, TRAIN_CFG, CONTEXT, "cpu", tmp_path / "x.pth", seed=0, confounder_path=conf)
     with pytest.raises(ValueError, match="amn.label_smoothing"):
-        train_amn(manifest, ids, seeds, {k: v for k, v in TRAIN_CFG.items() if k != "label_smoothing"}, None,
-                  "cpu", tmp_path / "x.pth", seed=0)
+        train_amn(
+            manifest,
+            ids,
+            seeds,
+            {k: v for k, v in TRAIN_CFG.items() if k != "label_smoothing"},
+            None,
+            "cpu",
+            tmp_path / "x.pth",
+            seed=0,
+        )
     with pytest.raises(ValueError, match="no IR label"):
         train_amn(manifest, ids, {}, TRAIN_CFG, None, "cpu", tmp_path / "x.pth", seed=0)
     xm_dir = tmp_path / "amn_cam"
@@ -294,8 +330,13 @@ def test_make_amn_cams_is_deterministic(tmp_path):
     manifest, seeds = _toy(tmp_path, n=1)
     torch.manual_seed(0)
     ckpt = tmp_path / "amn.pth"
-    save_torch(ckpt, {"state_dict": build_amn(MODEL_CFG, None, 2).state_dict(),
-                      "config": {"amn": MODEL_CFG, "context": None, "num_fg": 2}})
+    save_torch(
+        ckpt,
+        {
+            "state_dict": build_amn(MODEL_CFG, None, 2).state_dict(),
+            "config": {"amn": MODEL_CFG, "context": None, "num_fg": 2},
+        },
+    )
     for run in ("a", "b"):
         make_amn_cams(manifest, ["im0"], ckpt, tmp_path / run, INFER_CFG, "cpu", seeds)
     a, b = load_cam(tmp_path / "a/im0.npz"), load_cam(tmp_path / "b/im0.npz")
@@ -306,8 +347,9 @@ def test_make_amn_cams_is_deterministic(tmp_path):
 
 
 def test_summary_has_amn_columns_only_with_amn_evals(tmp_path):
-    sweep = pd.DataFrame({"threshold": [0.15, 0.25], "miou": [0.4, 0.5], "is_eval_threshold": [True, False],
-                          "is_best": [False, True]})
+    sweep = pd.DataFrame(
+        {"threshold": [0.15, 0.25], "miou": [0.4, 0.5], "is_eval_threshold": [True, False], "is_best": [False, True]}
+    )
     (tmp_path / "round0").mkdir()
     sweep.to_csv(tmp_path / "round0/cam_eval.csv", index=False)
     assert list(summarize(tmp_path, [0]).columns) == SUMMARY_COLUMNS
@@ -324,8 +366,17 @@ def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
 
     def train(name):
         out = tmp_path / name / "model.pth"
-        train_amn(manifest, manifest.ids("train"), seeds, TRAIN_CFG, None, "cpu", out, seed=3,
-                  log_csv=out.with_name("log.csv"))
+        train_amn(
+            manifest,
+            manifest.ids("train"),
+            seeds,
+            TRAIN_CFG,
+            None,
+            "cpu",
+            out,
+            seed=3,
+            log_csv=out.with_name("log.csv"),
+        )
         return out
 
     ref = train("ref")

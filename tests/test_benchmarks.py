@@ -1,4 +1,4 @@
-"""The benchmark harness (benchmarks/common.py) runs end to end on a tiny input set.
+"""The benchmark harness (benchmarks/harness.py) runs end to end on a tiny input set.
 
 Only the harness is checked here (rows printed, JSON written, --keep keeps the folder);
 speed is measured by the benchmarks themselves, never asserted in a test.
@@ -45,8 +45,14 @@ def test_gpu_suite_cpu_path_writes_its_tables(tmp_path):
     """benchmarks/gpu_suite.sh on a machine without CUDA (the smoke sizes): it runs, writes the
     JSON lines and the Markdown table, and says that no GPU was measured."""
     env = dict(os.environ, SUITE_SMOKE="1", SUITE_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path)], check=True, env=env,
-                   capture_output=True, text=True, timeout=600)
+    subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_suite.sh"), str(tmp_path)],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     records = [json.loads(line) for line in (tmp_path / "suite.jsonl").read_text().splitlines()]
     assert records and all(r["device"] == "cpu" and r["autocast"] is False for r in records)
     table = (tmp_path / "suite.md").read_text()
@@ -56,8 +62,16 @@ def test_gpu_suite_cpu_path_writes_its_tables(tmp_path):
 
 def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
     out = tmp_path / "wf.json"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_workflow.py"), "--shards", "2", "--rounds", "0",
-           "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_workflow.py"),
+        "--shards",
+        "2",
+        "--rounds",
+        "0",
+        "--json",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
     result = json.loads(out.read_text())
     (row,) = result["rows"]
@@ -70,8 +84,22 @@ def test_workflow_benchmark_counts_jobs_and_finds_nothing_to_redo(tmp_path):
 
 def test_levers_benchmark_compares_each_lever_with_eager(tmp_path):
     out = tmp_path / "levers.jsonl"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_levers.py"), "--step", "make_cam", "--size", "48",
-           "--images", "1", "--threads", "1", "--levers", "eager,bn_fold+channels_last,production", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_levers.py"),
+        "--step",
+        "make_cam",
+        "--size",
+        "48",
+        "--images",
+        "1",
+        "--threads",
+        "1",
+        "--levers",
+        "eager,bn_fold+channels_last,production",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = {r["lever"]: r for r in map(json.loads, out.read_text().splitlines())}
@@ -90,8 +118,19 @@ def test_reference_benchmark_walk_of_the_project_alone(tmp_path):
     (fake / "step").mkdir(parents=True)
     (fake / "step" / "make_sem_seg_labels.py").write_text("")
     out = tmp_path / "walk.jsonl"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_reference.py"), "--irn", str(fake), "--threads", "1",
-           "--walk", "--walk-project-only", "12x16", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bench_reference.py"),
+        "--irn",
+        str(fake),
+        "--threads",
+        "1",
+        "--walk",
+        "--walk-project-only",
+        "12x16",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (rec,) = map(json.loads, out.read_text().splitlines())

@@ -1,4 +1,4 @@
-"""Tests of conta_core.cam: multi-scale CAM inference, make_cams and the threshold sweep."""
+"""Tests of conta_core.steps.cam: multi-scale CAM inference, make_cams and the threshold sweep."""
 
 import numpy as np
 import pandas as pd
@@ -8,7 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from conta_core.cam import (
+from conta_core.data.manifest import Manifest
+from conta_core.infra.fileio import load_cam, save_cam, save_label_png, save_torch
+from conta_core.models.classifier import build_classifier
+from conta_core.steps.cam import (
     best_threshold,
     cam_label,
     compute_cam,
@@ -17,9 +20,6 @@ from conta_core.cam import (
     make_cams,
     sweep_thresholds,
 )
-from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_cam, save_cam, save_label_png, save_torch
-from conta_core.models.classifier import build_classifier
 
 torch.set_num_threads(1)
 
@@ -115,15 +115,24 @@ def _manifest(tmp_path, ids, shape=(20, 24)):
     for i in ids:
         Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
         images[i] = f"{i}.png"
-    return Manifest("toy", tmp_path, ["background", "a", "b", "c"], {"train": list(ids), "train_eval": list(ids)},
-                    {ids[0]: [1, 3], ids[1]: [2]}, images, masks)
+    return Manifest(
+        "toy",
+        tmp_path,
+        ["background", "a", "b", "c"],
+        {"train": list(ids), "train_eval": list(ids)},
+        {ids[0]: [1, 3], ids[1]: [2]},
+        images,
+        masks,
+    )
 
 
 def test_make_cams_writes_and_resumes(tmp_path):
     m = _manifest(tmp_path, ["x", "y"])
     model_path = tmp_path / "model.pth"
     net = _plain_net()
-    save_torch(model_path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": None, "num_fg": 3}})
+    save_torch(
+        model_path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": None, "num_fg": 3}}
+    )
     out = tmp_path / "cam" / "0"
     make_cams(m, ["x", "y"], model_path, out, {"scales": SCALES, "flip": True}, "cpu")
     d = load_cam(out / "x.npz")
@@ -201,4 +210,6 @@ def test_missing_cam_names_the_id(tmp_path):
     m, ids, cam_dir = _eval_fixture(tmp_path)
     (cam_dir / "y.npz").unlink()
     with pytest.raises(ValueError, match="'y'"):
-        eval_cam_to_csv(m, "train_eval", [cam_dir], {"sweep": [0.1, 0.2, 0.1], "eval_threshold": 0.15}, tmp_path / "o.csv")
+        eval_cam_to_csv(
+            m, "train_eval", [cam_dir], {"sweep": [0.1, 0.2, 0.1], "eval_threshold": 0.15}, tmp_path / "o.csv"
+        )

@@ -1,4 +1,4 @@
-"""conta_core.checkpoint: one layout for every final model file, with a kind tag."""
+"""conta_core.infra.checkpoint: one layout for every final model file, with a kind tag."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import re
 import pytest
 import torch
 
-from conta_core.checkpoint import KINDS, load_model, model_checkpoint, save_model
-from conta_core.config import ConfigError, config_error
-from conta_core.fileio import load_torch, save_torch
+from conta_core.infra.checkpoint import KINDS, load_model, model_checkpoint, save_model
+from conta_core.infra.config import ConfigError, config_error
+from conta_core.infra.fileio import load_torch, save_torch
 
 
 def test_save_and_load_every_kind(tmp_path) -> None:
@@ -59,8 +59,12 @@ def test_loaders_refuse_a_model_of_the_wrong_kind(tmp_path) -> None:
 
     path = tmp_path / "pretrain.pth"
     save_model(path, "pretrain", {}, {})
-    for load, kind in ((load_classifier, "classifier"), (load_amn, "amn"), (load_deeplab, "segmentation"),
-                       (edge_net_from_checkpoint, "irn")):
+    for load, kind in (
+        (load_classifier, "classifier"),
+        (load_amn, "amn"),
+        (load_deeplab, "segmentation"),
+        (edge_net_from_checkpoint, "irn"),
+    ):
         with pytest.raises(ValueError, match=f"a pretrain checkpoint, expected a {kind} checkpoint"):
             load(path, torch.device("cpu"))
 
@@ -69,8 +73,12 @@ def test_pretrain_file_is_usable_as_pretrained_weights(tmp_path) -> None:
     from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
 
     src = build_torchvision_resnet("resnet18", output_stride=32, dilate=False)
-    save_model(tmp_path / "resnet18.pth", "pretrain", {k: v for k, v in src.state_dict().items()
-                                                        if not k.startswith("fc.")}, {"backbone": "resnet18"})
+    save_model(
+        tmp_path / "resnet18.pth",
+        "pretrain",
+        {k: v for k, v in src.state_dict().items() if not k.startswith("fc.")},
+        {"backbone": "resnet18"},
+    )
     dst = build_torchvision_resnet("resnet18", output_stride=32, dilate=False)
     assert load_pretrained(dst, tmp_path / "resnet18.pth") == "torchvision"
     assert torch.equal(dst.conv1.weight, src.conv1.weight)
@@ -84,13 +92,17 @@ def test_one_config_error_format() -> None:
 
 
 LIBRARY_CHECKS = [  # (module, function, argument, the key the error must name)
-    ("conta_core.cam", "sweep_thresholds", {"sweep": [0.5, 0.1, 0.1], "eval_threshold": 0.2}, "cam.sweep"),
-    ("conta_core.cam", "sweep_thresholds", {"sweep": [0.1, 0.5, 0.1]}, "cam.eval_threshold"),
+    ("conta_core.steps.cam", "sweep_thresholds", {"sweep": [0.5, 0.1, 0.1], "eval_threshold": 0.2}, "cam.sweep"),
+    ("conta_core.steps.cam", "sweep_thresholds", {"sweep": [0.1, 0.5, 0.1]}, "cam.eval_threshold"),
     ("conta_core.models.deeplab", "msc_extra_scales", {"msc_scales": [0.5]}, "segmentation.msc_scales"),
-    ("conta_core.models.classifier", "validate_context_cfg",
-     {"mode": "conta", "block": 9, "size": [4, 4], "xm_encoding": "onehot"}, "context.block"),
+    (
+        "conta_core.models.classifier",
+        "validate_context_cfg",
+        {"mode": "conta", "block": 9, "size": [4, 4], "xm_encoding": "onehot"},
+        "context.block",
+    ),
     ("conta_core.models.classifier", "validate_context_cfg", {"mode": "conta"}, "context.block"),
-    ("conta_core.ir_label", "_check_cfg", {"fg_threshold": 0.3}, "ir_label.bg_threshold"),
+    ("conta_core.steps.ir_label", "_check_cfg", {"fg_threshold": 0.3}, "ir_label.bg_threshold"),
 ]
 
 

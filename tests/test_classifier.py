@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conta_core.fileio import save_torch
+from conta_core.infra.fileio import save_torch
 from conta_core.models.classifier import CAMNet, build_classifier, load_classifier
 
 torch.set_num_threads(1)
@@ -98,7 +98,9 @@ def test_build_and_load_round_trip(tmp_path):
     torch.manual_seed(0)
     net = build_classifier(CLS_CFG, ctx, NUM_FG, confounder=conf)
     path = tmp_path / "model.pth"
-    save_torch(path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": ctx, "num_fg": NUM_FG}})
+    save_torch(
+        path, {"state_dict": net.state_dict(), "config": {"classifier": CLS_CFG, "context": ctx, "num_fg": NUM_FG}}
+    )
     loaded = load_classifier(path, "cpu")
     assert not loaded.training and loaded.uses_context
     torch.testing.assert_close(loaded.confounder, conf)

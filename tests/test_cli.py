@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conta_core import cli
-from conta_core.fileio import load_label_png, save_torch
+from conta_core.infra.fileio import load_label_png, save_torch
 
 torch.set_num_threads(1)
 
@@ -22,16 +22,36 @@ SEG_CFG = {
     "freeze_bn": False,
     "msc_scales": [1.0, 0.5],
     "infer": {"scales": [1.0], "flip": True, "crf": False},
-    "crf": {"iterations": 1, "gaussian_sxy": 1, "gaussian_compat": 3, "bilateral_sxy": 67, "bilateral_srgb": 3,
-            "bilateral_compat": 4},
+    "crf": {
+        "iterations": 1,
+        "gaussian_sxy": 1,
+        "gaussian_compat": 3,
+        "bilateral_sxy": 67,
+        "bilateral_srgb": 3,
+        "bilateral_compat": 4,
+    },
 }
 NUM_CLASSES = 3
 
 
 def test_parser_predict_flags():
     args = cli.build_parser().parse_args(
-        ["predict", "--model", "m.pth", "a.jpg", "b.jpg", "--out-dir", "o", "--device", "cpu", "--crf",
-         "--scales", "1.0", "0.5", "--no-flip"]
+        [
+            "predict",
+            "--model",
+            "m.pth",
+            "a.jpg",
+            "b.jpg",
+            "--out-dir",
+            "o",
+            "--device",
+            "cpu",
+            "--crf",
+            "--scales",
+            "1.0",
+            "0.5",
+            "--no-flip",
+        ]
     )
     assert args.command == "predict" and args.model == Path("m.pth")
     assert args.images == [Path("a.jpg"), Path("b.jpg")] and args.out_dir == Path("o")
@@ -68,8 +88,18 @@ def test_predict_writes_mask_and_overlay(tmp_path, capsys):
     _checkpoint(tmp_path / "model.pth")
     img = np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "photo.jpg")
-    rc = cli.main(["predict", "--model", str(tmp_path / "model.pth"), str(tmp_path / "photo.jpg"),
-                   "--out-dir", str(tmp_path / "out"), "--device", "cpu"])
+    rc = cli.main(
+        [
+            "predict",
+            "--model",
+            str(tmp_path / "model.pth"),
+            str(tmp_path / "photo.jpg"),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     mask = load_label_png(tmp_path / "out" / "photo_mask.png")
     assert mask.shape == (20, 28) and mask.max() < NUM_CLASSES
@@ -106,12 +136,11 @@ def _irnet_cam_file(path, keys, cam, high_res):
     """A CAM file as IRNet's make_cam.py writes it: np.save of a dict holding torch tensors."""
     import torch
 
-    np.save(path, {"keys": torch.tensor(keys), "cam": torch.from_numpy(cam), "high_res": high_res},
-            allow_pickle=True)
+    np.save(path, {"keys": torch.tensor(keys), "cam": torch.from_numpy(cam), "high_res": high_res}, allow_pickle=True)
 
 
 def test_import_cams_converts_irnet_files_without_pickle_elsewhere(tmp_path, capsys):
-    from conta_core.fileio import load_cam
+    from conta_core.infra.fileio import load_cam
 
     rng = np.random.default_rng(0)
     src, out = tmp_path / "irnet_cam", tmp_path / "cam"

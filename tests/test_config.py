@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from conta_core.config import ConfigError, DEFAULT_CONFIG, deep_merge, load_config, load_yaml
 from conftest import REPO as REPO_ROOT
+
+from conta_core.infra.config import DEFAULT_CONFIG, ConfigError, deep_merge, load_config, load_yaml
 
 
 def test_default_config_is_valid():
@@ -73,7 +73,7 @@ def test_amn_checks():
 
 
 def test_pretrain_checks(tmp_path):
-    from conta_core.config import pretrain_targets
+    from conta_core.infra.config import pretrain_targets
 
     assert pretrain_targets(load_config(DEFAULT_CONFIG)) == ["classifier", "segmentation"]
     with pytest.raises(ConfigError, match=r"segmentation\.backbone: resnet34 differs from pretrain\.backbone"):
@@ -90,7 +90,7 @@ def test_pretrain_checks(tmp_path):
 
 
 def test_require_keys_names_the_section_key_and_every_missing_one():
-    from conta_core.config import require_keys
+    from conta_core.infra.config import require_keys
 
     require_keys({"a": 1, "b": 2}, ("a", "b"), "irn")  # nothing missing: no error
     with pytest.raises(ConfigError, match=r"^config key irn\.b: missing \(needed keys: b, c\)$"):
@@ -106,13 +106,19 @@ OPTIONAL_WITHOUT_DEFAULT = {"classifier": {"output_stride"}}  # code default 16 
 
 
 def _library_keys() -> dict[str, tuple[str, ...]]:
-    from conta_core.amn import TRAIN_KEYS
-    from conta_core.irn import IRN_KEYS
-    from conta_core.pretrain import CFG_KEYS
-    from conta_core.segment import _TRAIN_KEYS
-    from conta_core.train_cls import CLS_KEYS
+    from conta_core.steps.amn import TRAIN_KEYS
+    from conta_core.steps.irn import IRN_KEYS
+    from conta_core.steps.pretrain import CFG_KEYS
+    from conta_core.steps.segment import _TRAIN_KEYS
+    from conta_core.steps.train_cls import CLS_KEYS
 
-    return {"classifier": CLS_KEYS, "segmentation": _TRAIN_KEYS, "irn": IRN_KEYS, "amn": TRAIN_KEYS, "pretrain": CFG_KEYS}
+    return {
+        "classifier": CLS_KEYS,
+        "segmentation": _TRAIN_KEYS,
+        "irn": IRN_KEYS,
+        "amn": TRAIN_KEYS,
+        "pretrain": CFG_KEYS,
+    }
 
 
 def test_schema_requires_every_key_the_library_requires():
@@ -134,4 +140,6 @@ def test_config_yaml_gives_every_schema_key_a_default():
         if spec.get("type") != "object" or section not in cfg or section == "amn":  # amn: config/amn overlays
             continue
         props = set(spec.get("properties", {})) - OPTIONAL_WITHOUT_DEFAULT.get(section, set())
-        assert not sorted(props - set(cfg[section] or {})), f"config.yaml {section} lacks {sorted(props - set(cfg[section]))}"
+        assert not sorted(props - set(cfg[section] or {})), (
+            f"config.yaml {section} lacks {sorted(props - set(cfg[section]))}"
+        )

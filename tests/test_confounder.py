@@ -1,4 +1,4 @@
-"""Tests of conta_core.confounder: class-average masks and their HDF5 file."""
+"""Tests of conta_core.steps.confounder: class-average masks and their HDF5 file."""
 
 import logging
 
@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
-from conta_core.confounder import build_confounder, load_confounder, save_confounder
-from conta_core.fileio import save_label_png
+from conta_core.infra.fileio import save_label_png
+from conta_core.steps.confounder import build_confounder, load_confounder, save_confounder
 
 
 @pytest.fixture

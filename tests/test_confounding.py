@@ -1,14 +1,26 @@
-"""conta_core.confounding on hand-made label maps with known answers."""
-
-import math
+"""conta_core.evaluation.confounding on hand-made label maps with known answers."""
 
 import numpy as np
 import pytest
 
-from conta_core.confounding import (ConfoundingAccumulator, boundary, fill_void, interior, lift_pairs,
-                                    measure_split, stage_measures)
-from conta_core.data.synthetic import generate_synthetic, part_mask_of, render_scene, sample_scene, SynthConfig, _split_seed
-from conta_core.fileio import load_label_png, save_label_png
+from conta_core.data.synthetic import (
+    SynthConfig,
+    _split_seed,
+    generate_synthetic,
+    part_mask_of,
+    render_scene,
+    sample_scene,
+)
+from conta_core.evaluation.confounding import (
+    ConfoundingAccumulator,
+    boundary,
+    fill_void,
+    interior,
+    lift_pairs,
+    measure_split,
+    stage_measures,
+)
+from conta_core.infra.fileio import load_label_png, save_label_png
 
 
 def test_pair_confusion_and_leaks_known_answer():
@@ -107,11 +119,26 @@ def test_lift_pairs_ranks_by_lift_and_min_count():
 
 
 def test_part_mask_rerenders_the_generator(tmp_path):
-    cfg = {"num_train": 6, "num_val": 2, "image_size": 48, "seed": 3, "min_objects": 1, "max_objects": 3,
-           "min_object_frac": 0.3, "max_object_frac": 0.5, "min_visible_frac": 0.5, "void_width": 1,
-           "jpeg_quality": 95, "cooccurrence": 0.9, "background_context": 0.9, "part_context": 1.0,
-           "control": False, "cooccurrence_pairs": [["horse", "person"], ["car", "tyre"]],
-           "context_textures": {"boat": "water"}, "part_classes": ["car"]}
+    cfg = {
+        "num_train": 6,
+        "num_val": 2,
+        "image_size": 48,
+        "seed": 3,
+        "min_objects": 1,
+        "max_objects": 3,
+        "min_object_frac": 0.3,
+        "max_object_frac": 0.5,
+        "min_visible_frac": 0.5,
+        "void_width": 1,
+        "jpeg_quality": 95,
+        "cooccurrence": 0.9,
+        "background_context": 0.9,
+        "part_context": 1.0,
+        "control": False,
+        "cooccurrence_pairs": [["horse", "person"], ["car", "tyre"]],
+        "context_textures": {"boat": "water"},
+        "part_classes": ["car"],
+    }
     m = generate_synthetic(tmp_path, cfg)
     for image_id in m.ids("train"):
         sc = SynthConfig.from_dict(cfg)
@@ -128,11 +155,26 @@ def test_part_mask_rerenders_the_generator(tmp_path):
 
 
 def test_stage_measures_names_missing_ids(tmp_path):
-    cfg = {"num_train": 3, "num_val": 1, "image_size": 32, "seed": 0, "min_objects": 1, "max_objects": 2,
-           "min_object_frac": 0.3, "max_object_frac": 0.5, "min_visible_frac": 0.5, "void_width": 1,
-           "jpeg_quality": 95, "cooccurrence": 0.5, "background_context": 0.5, "part_context": 0.5,
-           "control": False, "cooccurrence_pairs": [["horse", "person"]], "context_textures": {},
-           "part_classes": []}
+    cfg = {
+        "num_train": 3,
+        "num_val": 1,
+        "image_size": 32,
+        "seed": 0,
+        "min_objects": 1,
+        "max_objects": 2,
+        "min_object_frac": 0.3,
+        "max_object_frac": 0.5,
+        "min_visible_frac": 0.5,
+        "void_width": 1,
+        "jpeg_quality": 95,
+        "cooccurrence": 0.5,
+        "background_context": 0.5,
+        "part_context": 0.5,
+        "control": False,
+        "cooccurrence_pairs": [["horse", "person"]],
+        "context_textures": {},
+        "part_classes": [],
+    }
     m = generate_synthetic(tmp_path / "data", cfg)
     d = tmp_path / "pred" / "0"
     d.mkdir(parents=True)

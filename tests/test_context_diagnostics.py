@@ -6,14 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from conta_core.context import ContextModule, PlaceboFiles, load_xm, placebo_partners, placebo_xm_files
-from conta_core.context_diagnostics import context_diagnostics, inert_reasons
-from conta_core.fileio import load_torch, save_label_png
-from conta_core.models.classifier import load_classifier
-from conta_core.train_cls import GRAD_COLUMNS, make_optimizer, train_classifier
-
 from test_train_cls import CLS_CFG, CONTEXT, _disk_set
+
+from conta_core.evaluation.context_diagnostics import context_diagnostics, inert_reasons
+from conta_core.infra.fileio import load_torch, save_label_png
+from conta_core.models.classifier import load_classifier
+from conta_core.steps.context import ContextModule, PlaceboFiles, load_xm, placebo_partners, placebo_xm_files
+from conta_core.steps.train_cls import GRAD_COLUMNS, make_optimizer, train_classifier
 
 torch.set_num_threads(1)
 
@@ -62,8 +61,18 @@ def test_placebo_trains_on_partner_xm_and_diagnostics_flag_it(tmp_path) -> None:
     out = {}
     for mode in ("conta", "placebo"):
         out[mode] = tmp_path / f"{mode}.pth"
-        train_classifier(m, m.ids("train"), cfg, {**CONTEXT, "mode": mode}, "cpu", out[mode], seed=0,
-                         xm_files=xm_files, confounder_path=conf, log_csv=tmp_path / f"{mode}.csv")
+        train_classifier(
+            m,
+            m.ids("train"),
+            cfg,
+            {**CONTEXT, "mode": mode},
+            "cpu",
+            out[mode],
+            seed=0,
+            xm_files=xm_files,
+            confounder_path=conf,
+            log_csv=tmp_path / f"{mode}.csv",
+        )
         log = pd.read_csv(tmp_path / f"{mode}.csv")
         assert set(GRAD_COLUMNS) <= set(log.columns) and (log["grad_w1"] >= 0).all()
     a, b = load_torch(out["conta"])["state_dict"], load_torch(out["placebo"])["state_dict"]
@@ -95,9 +104,9 @@ def test_diagnostics_see_signal_when_the_context_matters(tmp_path) -> None:
 
 
 def test_inspect_flags_and_summary_reports_an_inert_context(tmp_path) -> None:
-    from conta_core.inspection import INERT, format_inspection, inspect_run
-    from conta_core.fileio import write_json
-    from conta_core.summary import summarize
+    from conta_core.infra.fileio import write_json
+    from conta_core.report.inspection import INERT, format_inspection, inspect_run
+    from conta_core.report.summary import summarize
 
     run = tmp_path / "run"
     for t in (0, 1):
@@ -124,8 +133,17 @@ def test_m_scale_auto_calibrates_on_the_first_batch_and_is_saved(tmp_path) -> No
     with pytest.raises(ValueError, match="never trained"):
         model(torch.zeros(1, 3, 16, 16), torch.zeros(1, 4, 4))
     out = tmp_path / "auto.pth"
-    train_classifier(m, m.ids("train"), cfg, {**CONTEXT, "m_scale": "auto"}, "cpu", out, seed=0,
-                     xm_files=xm_files, confounder_path=conf)
+    train_classifier(
+        m,
+        m.ids("train"),
+        cfg,
+        {**CONTEXT, "m_scale": "auto"},
+        "cpu",
+        out,
+        seed=0,
+        xm_files=xm_files,
+        confounder_path=conf,
+    )
     loaded = load_classifier(out, "cpu")
     assert float(loaded.m_gain) > 1.0  # M (<= 1/n) is scaled up to the feature RMS
     assert float(load_torch(out)["state_dict"]["m_gain"]) == float(loaded.m_gain)

@@ -1,15 +1,21 @@
-"""conta_core.crf: dense CRF on labels (IRNet) and on probabilities (deeplab-pytorch)."""
+"""conta_core.steps.crf: dense CRF on labels (IRNet) and on probabilities (deeplab-pytorch)."""
 
 import numpy as np
 import pytest
 import torch
 
-from conta_core.crf import crf_inference_label, crf_inference_prob
+from conta_core.steps.crf import crf_inference_label, crf_inference_prob
 
 torch.set_num_threads(1)
 
 LABEL_PARAMS = dict(
-    iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10
+    iterations=10,
+    gt_prob=0.7,
+    gaussian_sxy=3,
+    gaussian_compat=3,
+    bilateral_sxy=50,
+    bilateral_srgb=5,
+    bilateral_compat=10,
 )
 PROB_PARAMS = {k: v for k, v in LABEL_PARAMS.items() if k != "gt_prob"}
 SIZE, EDGE = 32, 16

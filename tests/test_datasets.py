@@ -4,7 +4,6 @@ artifact lookup and the torch Dataset classes, on tiny fixtures built here."""
 from __future__ import annotations
 
 import importlib.util
-
 import json
 import pickle
 from pathlib import Path
@@ -21,12 +20,10 @@ from conta_core.data.manifest import Manifest
 from conta_core.data.prepare import prepare_dataset
 from conta_core.data.torch_datasets import (
     ClassificationDataset,
-    InferenceDataset,
     SegmentationDataset,
-    numpy_collate,
 )
 from conta_core.data.voc import VOC_CLASSES, prepare_voc12
-from conta_core.fileio import load_label_png, save_label_png
+from conta_core.infra.fileio import load_label_png, save_label_png
 
 torch.set_num_threads(1)
 SIZE = 16
@@ -133,8 +130,14 @@ def _coco_tree(tmp_path: Path) -> Path:
             {"id": 1, "image_id": 9, "category_id": 18, "segmentation": square(4, 4, 7, 7), "area": 16, "iscrowd": 0},
             {"id": 2, "image_id": 9, "category_id": 1, "segmentation": square(0, 0, 11, 11), "area": 144, "iscrowd": 0},
             # crowd: uncompressed RLE (column-major), columns 14..15 fully set
-            {"id": 3, "image_id": 9, "category_id": 3, "iscrowd": 1, "area": 32,
-             "segmentation": {"counts": [14 * 16, 32, 4 * 16], "size": [16, 20]}},
+            {
+                "id": 3,
+                "image_id": 9,
+                "category_id": 3,
+                "iscrowd": 1,
+                "area": 32,
+                "segmentation": {"counts": [14 * 16, 32, 4 * 16], "size": [16, 20]},
+            },
         ],
         "categories": cats,
     }  # image 5 has no annotation
@@ -305,9 +308,20 @@ def test_empty_split_is_named(tmp_path: Path) -> None:
 
 
 def test_prepare_synthetic_manifest_is_relocatable(tmp_path: Path) -> None:
-    syn = {"num_train": 3, "num_val": 2, "image_size": 32, "seed": 0, "min_objects": 1, "max_objects": 2,
-           "min_object_frac": 0.3, "max_object_frac": 0.5, "cooccurrence": 0.5, "background_context": 0.5,
-           "part_context": 0.5, "control": False}
+    syn = {
+        "num_train": 3,
+        "num_val": 2,
+        "image_size": 32,
+        "seed": 0,
+        "min_objects": 1,
+        "max_objects": 2,
+        "min_object_frac": 0.3,
+        "max_object_frac": 0.5,
+        "cooccurrence": 0.5,
+        "background_context": 0.5,
+        "part_context": 0.5,
+        "control": False,
+    }
     prepare_dataset({"kind": "synthetic", "root": None, "synthetic": syn}, tmp_path / "data")
     assert json.loads((tmp_path / "data" / "manifest.json").read_text())["root"] == "synthetic"
     (tmp_path / "data").rename(tmp_path / "moved")
@@ -392,26 +406,15 @@ def test_segmentation_items_pad_255(tiny) -> None:
     assert np.array_equal(img_pad, it["label"] == 255)  # image padded where the label is
 
 
-def test_inference_dataset_and_collate(tiny) -> None:
-    m, labels = tiny
-    ds = InferenceDataset(m, ["b"], labels)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, collate_fn=numpy_collate)
-    it = next(iter(loader))
-    assert isinstance(it["image_u8"], np.ndarray) and it["image_u8"].shape == (SIZE, SIZE, 3)
-    assert it["image_u8"].dtype == np.uint8 and it["id"] == "b" and it["label"].shape == (SIZE, SIZE)
-    one = next(iter(torch.utils.data.DataLoader(ds, batch_size=1, collate_fn=numpy_collate)))
-    assert np.array_equal(one["image_u8"], it["image_u8"])
-
-
 def test_datasets_name_bad_files(tiny, tmp_path: Path) -> None:
     m, labels = tiny
     m.image_file("a").write_bytes(b"garbage")
     with pytest.raises(ValueError, match=r"a\.jpg"):
-        InferenceDataset(m, ["a"])[0]
+        SegmentationDataset(m, ["a"], labels, crop_size=8, scale_range=(1, 1))[0]
     with pytest.raises(ValueError, match="no label file for image id 'c'"):
         SegmentationDataset(m, ["c"], {}, crop_size=8, scale_range=(1, 1))[0]
     save_label_png(labels["b"], np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError, match=r"b\.png.*shape"):
         SegmentationDataset(m, ["b"], labels, crop_size=8, scale_range=(1, 1))[0]
     with pytest.raises(ValueError, match="unknown image id"):
-        InferenceDataset(m, ["nope"])
+        SegmentationDataset(m, ["nope"], labels, crop_size=8, scale_range=(1, 1))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conta_core.fileio import save_torch
+from conta_core.infra.fileio import save_torch
 from conta_core.models.deeplab import (
     ASPP,
     ASPP_INIT_STD,

@@ -9,12 +9,12 @@ import textwrap
 import pytest
 import torch
 
-from conta_core.device import claim_device, claim_free_index
+from conta_core.infra.device import claim_device, claim_free_index
 
 CLAIM = textwrap.dedent(
     """
     import sys, time
-    from conta_core.device import claim_free_index
+    from conta_core.infra.device import claim_free_index
     try:
         i = claim_free_index(2, wait_s=0.5, poll_s=0.1)
     except RuntimeError as e:
@@ -44,7 +44,9 @@ def test_concurrent_jobs_claim_different_cards(tmp_path, monkeypatch):
     import os
 
     env = dict(os.environ, **env)
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIM], stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CLAIM], stdout=subprocess.PIPE, text=True, env=env) for _ in range(3)
+    ]
     outs = sorted(p.communicate(timeout=30)[0].strip() for p in procs)
     assert outs == ["0", "1", "busy"]
 
@@ -54,7 +56,9 @@ def test_lock_is_released_when_process_exits(tmp_path, monkeypatch):
     import os
 
     env = dict(os.environ)
-    first = subprocess.run([sys.executable, "-c", CLAIM.replace("time.sleep(3)", "")], capture_output=True, text=True, env=env)
+    first = subprocess.run(
+        [sys.executable, "-c", CLAIM.replace("time.sleep(3)", "")], capture_output=True, text=True, env=env
+    )
     assert first.stdout.strip() == "0"
     assert claim_free_index(2, wait_s=0) == 0  # the exited process no longer holds card 0
 
@@ -74,7 +78,7 @@ def _resnet18_cam_net():
 
 
 def test_fold_batchnorm_keeps_the_function_and_removes_every_bn():
-    from conta_core.device import fold_batchnorm
+    from conta_core.infra.device import fold_batchnorm
 
     net = _resnet18_cam_net()
     x = torch.randn(2, 3, 64, 80)
@@ -91,11 +95,11 @@ def test_fold_batchnorm_keeps_the_function_and_removes_every_bn():
 def test_large_cpu_inputs_use_the_folded_channels_last_copy(monkeypatch):
     import numpy as np
 
-    from conta_core.cam import compute_cams_batch
-    from conta_core.device import CPU_FAST_MIN_PIXELS, inference_model
+    from conta_core.infra.device import CPU_FAST_MIN_PIXELS, inference_model
+    from conta_core.steps.cam import compute_cams_batch
 
     net = _resnet18_cam_net()
-    side = int(CPU_FAST_MIN_PIXELS ** 0.5)
+    side = int(CPU_FAST_MIN_PIXELS**0.5)
     big, small = torch.zeros(2, 3, side, side), torch.zeros(2, 3, side // 2, side // 2)
     fast, batch = inference_model(net, big)
     assert fast is not net and batch.is_contiguous(memory_format=torch.channels_last)

@@ -1,4 +1,4 @@
-"""conta_core.evaluate on a tiny hand-made manifest (PNG masks + JPEG images in tmp_path)."""
+"""conta_core.evaluation.evaluate on a tiny hand-made manifest (PNG masks + JPEG images in tmp_path)."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from conta_core.data.manifest import Manifest
-from conta_core.evaluate import evaluate_label_maps, evaluate_to_csv
-from conta_core.fileio import save_label_png
+from conta_core.evaluation.evaluate import evaluate_label_maps, evaluate_to_csv
+from conta_core.infra.fileio import save_label_png
 
 GT = {
     "a": np.array([[0, 0, 1], [1, 2, 255]], dtype=np.uint8),

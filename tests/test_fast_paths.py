@@ -20,18 +20,18 @@ import pytest
 import torch
 from PIL import Image
 
-from conta_core.cam import compute_cam, compute_cams_batch, make_cams, size_batches
-from conta_core.confounder import class_map, class_maps
-from conta_core.crf import crf_inference_label
 from conta_core.data.manifest import Manifest
-from conta_core.device import inference_autocast
-from conta_core.fileio import load_cam, save_torch
-from conta_core.ir_label import cam_to_ir_label, crf_label_maps
-from conta_core.irn import build_pair_index, pair_affinity
+from conta_core.infra.device import inference_autocast
+from conta_core.infra.fileio import load_cam, save_torch
 from conta_core.models.classifier import build_classifier
 from conta_core.models.deeplab import build_deeplab
 from conta_core.models.irn import EdgeNet
-from conta_core.random_walk import (
+from conta_core.steps.cam import compute_cam, compute_cams_batch, make_cams, size_batches
+from conta_core.steps.confounder import class_map, class_maps
+from conta_core.steps.crf import crf_inference_label
+from conta_core.steps.ir_label import cam_to_ir_label, crf_label_maps
+from conta_core.steps.irn import build_pair_index, pair_affinity
+from conta_core.steps.random_walk import (
     _pair_index,
     _path_affinity,
     boundary_map,
@@ -39,7 +39,7 @@ from conta_core.random_walk import (
     pseudo_mask_from_cam,
     random_walk,
 )
-from conta_core.segment import predict, predict_batch
+from conta_core.steps.segment import predict, predict_batch
 
 ATOL = 1e-5
 RW_RTOL = 1e-3

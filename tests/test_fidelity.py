@@ -5,22 +5,26 @@ upsample-and-crop, IRNet's 16-aligned high_res, IRN input padding, caffe weights
 from __future__ import annotations
 
 import numpy as np
+import parity_fixtures as fx
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.cam import compute_cam, high_res_resize
 from conta_core.data.transforms import CAFFE_MEAN_BGR, caffe_crf_image, normalize, pil_resize_image, rescale_image
 from conta_core.models.backbone import (
-    build_torchvision_resnet, caffe_to_torchvision, is_caffe_layout, load_pretrained,
+    build_torchvision_resnet,
+    caffe_to_torchvision,
+    is_caffe_layout,
+    load_pretrained,
 )
-
-import parity_fixtures as fx
+from conta_core.steps.cam import compute_cam, high_res_resize
 
 
 def _convs3x3(layer: nn.Sequential) -> list[tuple[int, int]]:
-    return [(m.dilation[0], m.stride[0]) for m in layer.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    return [
+        (m.dilation[0], m.stride[0]) for m in layer.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnet101"])
@@ -59,8 +63,9 @@ def test_caffe_layout_weights_load_by_name(tmp_path) -> None:
     """A deeplab-pytorch state_dict (convert.py's key names) maps onto torchvision's names."""
     import torchvision
 
-    tv_state = fx.fill_state_dict({k: v for k, v in torchvision.models.resnet50().state_dict().items()
-                                   if not k.startswith("fc.")})
+    tv_state = fx.fill_state_dict(
+        {k: v for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith("fc.")}
+    )
     caffe = fx.torchvision_to_caffe(tv_state)
     assert "layer2.block1.reduce.conv.weight" in caffe and "layer1.conv1.bn.running_var" in caffe
     assert is_caffe_layout(caffe) and not is_caffe_layout(tv_state)
@@ -161,7 +166,7 @@ def test_irn_input_padding() -> None:
     """pad_size pads image and flip at the bottom/right (sides above it to a multiple of 16)
     and crops the boundary map to ceil(H/4) x ceil(W/4)."""
     from conta_core.models.irn import EdgeNet
-    from conta_core.random_walk import boundary_map, padded_size
+    from conta_core.steps.random_walk import boundary_map, padded_size
 
     assert padded_size(150, 133, 512) == (512, 512)
     assert padded_size(600, 133, 512) == (608, 512)

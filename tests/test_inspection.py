@@ -7,11 +7,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
-
-from conta_core import inspection as inspect
-from conta_core.fileio import save_label_png, save_torch
-from conta_core.shards import shard_ids
 from test_visualize import make_manifest, write_cam  # tests/ is on sys.path (pytest rootdir insertion)
+
+from conta_core.infra.fileio import save_label_png, save_torch
+from conta_core.infra.shards import shard_ids
+from conta_core.report import inspection as inspect
 
 
 def _by_artifact(df: pd.DataFrame, t: int) -> pd.DataFrame:
@@ -37,12 +37,26 @@ def make_run(root: Path) -> Path:
             save_label_png(rd / "seg_pred" / "val" / str(s) / f"{image_id}.png", np.zeros((4, 4), np.uint8))
     save_torch(rd / "cls" / "model.pth", {"state_dict": {}, "config": {}})
     save_torch(run / "round1" / "cls" / "model.pth", {"state_dict": {}, "config": {}})
-    pd.DataFrame({
-        "threshold": [0.1, 0.15, 0.2], "miou": [0.30, 0.35, 0.40], "background": [0.5, 0.6, 0.7],
-        "is_eval_threshold": [False, True, False], "is_best": [False, False, True],
-    }).to_csv(rd / "cam_eval.csv", index=False)
-    seg_val = pd.DataFrame({"stage": "seg_val", "class": ["background", "mean"], "iou": [0.9, 0.525],
-                            "precision": 1.0, "recall": 1.0, "gt_pixels": 1, "pred_pixels": 1})
+    pd.DataFrame(
+        {
+            "threshold": [0.1, 0.15, 0.2],
+            "miou": [0.30, 0.35, 0.40],
+            "background": [0.5, 0.6, 0.7],
+            "is_eval_threshold": [False, True, False],
+            "is_best": [False, False, True],
+        }
+    ).to_csv(rd / "cam_eval.csv", index=False)
+    seg_val = pd.DataFrame(
+        {
+            "stage": "seg_val",
+            "class": ["background", "mean"],
+            "iou": [0.9, 0.525],
+            "precision": 1.0,
+            "recall": 1.0,
+            "gt_pixels": 1,
+            "pred_pixels": 1,
+        }
+    )
     seg_val.to_csv(rd / "seg_eval_val.csv", index=False)
     (rd / "pseudo_mask_eval.csv").write_text("stage,class,iou\npseudo_mask,background,0.5\n")  # no mean row
     with h5py.File(rd / "confounder.h5", "w") as f:

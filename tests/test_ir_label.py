@@ -1,4 +1,4 @@
-"""conta_core.ir_label: IRNet cam_to_ir_label logic, resume and worker independence."""
+"""conta_core.steps.ir_label: IRNet cam_to_ir_label logic, resume and worker independence."""
 
 from pathlib import Path
 
@@ -8,13 +8,19 @@ import torch
 from PIL import Image
 
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_label_png, save_cam, save_label_png
-from conta_core.ir_label import cam_to_ir_label, make_ir_labels
+from conta_core.infra.fileio import load_label_png, save_cam, save_label_png
+from conta_core.steps.ir_label import cam_to_ir_label, make_ir_labels
 
 torch.set_num_threads(1)
 
 CRF = dict(
-    iterations=10, gt_prob=0.7, gaussian_sxy=3, gaussian_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10
+    iterations=10,
+    gt_prob=0.7,
+    gaussian_sxy=3,
+    gaussian_compat=3,
+    bilateral_sxy=50,
+    bilateral_srgb=5,
+    bilateral_compat=10,
 )
 NO_CRF = {**CRF, "iterations": 0}  # zero mean-field steps: argmax of the unary = input labels
 CFG = {"fg_threshold": 0.30, "bg_threshold": 0.05, "crf": CRF}

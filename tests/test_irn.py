@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from resume_helpers import assert_same_weights, stop_then_resume
 
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_torch, save_label_png, save_torch
-from conta_core.irn import (
+from conta_core.infra.fileio import load_torch, save_label_png, save_torch
+from conta_core.models.backbone import ResNetBackbone
+from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint, load_backbone_from_classifier
+from conta_core.steps.irn import (
     affinity_labels,
     affinity_loss,
     build_edge_net,
@@ -26,9 +29,6 @@ from conta_core.irn import (
     poly_lr,
     train_irn,
 )
-from conta_core.models.backbone import ResNetBackbone
-from conta_core.models.irn import EdgeNet, edge_net_from_checkpoint, load_backbone_from_classifier
-from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -290,7 +290,9 @@ def test_train_irn_stopped_by_signal_resumes_to_identical_weights(tmp_path, monk
 
     def train(name):
         out = tmp_path / name / "model.pth"
-        train_irn(m, m.ids("train"), files, cfg, torch.device("cpu"), out, None, seed=3, log_csv=out.with_name("log.csv"))
+        train_irn(
+            m, m.ids("train"), files, cfg, torch.device("cpu"), out, None, seed=3, log_csv=out.with_name("log.csv")
+        )
         return out
 
     ref = train("ref")

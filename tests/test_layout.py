@@ -1,10 +1,10 @@
-"""The run layout (conta_core.layout): every artifact path of a run, from one place."""
+"""The run layout (conta_core.infra.layout): every artifact path of a run, from one place."""
 
 from __future__ import annotations
 
 import pytest
 
-from conta_core.layout import EVALS, MODELS, STAGES, RunLayout, for_method
+from conta_core.infra.layout import EVALS, MODELS, STAGES, RunLayout, for_method
 
 
 def test_paths_of_a_run_and_wildcard_patterns():
@@ -12,19 +12,32 @@ def test_paths_of_a_run_and_wildcard_patterns():
     assert L.manifest == "results/r/data/manifest.json"
     assert L.pretrain("resnet18") == "results/r/pretrain/resnet18.pth"
     assert L.shard_dir(2, "cam", 1) == "results/r/round2/cam/1"
-    assert L.shard_dirs(0, "seg_pred_val", [0, 1]) == ["results/r/round0/seg_pred/val/0", "results/r/round0/seg_pred/val/1"]
+    assert L.shard_dirs(0, "seg_pred_val", [0, 1]) == [
+        "results/r/round0/seg_pred/val/0",
+        "results/r/round0/seg_pred/val/1",
+    ]
     assert L.seg_pred_dir(0, "val", 1) == L.shard_dir(0, "seg_pred_val", 1)
     assert L.model("{t}", "cls") == "results/r/round{t}/cls/model.pth"  # a Snakemake output pattern
     assert L.train_log(1, "amn") == "results/r/round1/amn/train_log.csv"
     assert L.eval_csv(1, "seg_val") == L.seg_eval_csv(1, "val") == "results/r/round1/seg_eval_val.csv"
-    assert L.confounder(0) == "results/r/round0/confounder.h5" and L.diagnostics(1).endswith("round1/context_diagnostics.json")
+    assert L.confounder(0) == "results/r/round0/confounder.h5" and L.diagnostics(1).endswith(
+        "round1/context_diagnostics.json"
+    )
     assert L.summary() == "results/r/summary.csv" and L.summary(3) == "results/r/round3/summary.csv"
     assert L.log("prepare_data") == "results/r/logs/prepare_data.log"
     assert L.log("make_cam", "round0_1") == "results/r/logs/make_cam/round0_1.log"
 
 
-@pytest.mark.parametrize("path", ["results/r/round3/figures/samples", "results/r/round0/cls/model.pth",
-                                  "results/r/data/manifest.json", "results/r/summary.csv", "results/r/pretrain/x.pth"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "results/r/round3/figures/samples",
+        "results/r/round0/cls/model.pth",
+        "results/r/data/manifest.json",
+        "results/r/summary.csv",
+        "results/r/pretrain/x.pth",
+    ],
+)
 def test_run_of_finds_the_run_folder_of_any_artifact(path):
     assert RunLayout.run_of(path) == "results/r"
 
@@ -35,10 +48,21 @@ def test_run_of_rejects_a_path_outside_a_run():
 
 
 def test_tables_per_method():
-    assert [s.name for s in for_method(STAGES, "irn")] == ["cam", "ir_label", "pseudo_mask", "seg_pred_train", "seg_pred_val"]
+    assert [s.name for s in for_method(STAGES, "irn")] == [
+        "cam",
+        "ir_label",
+        "pseudo_mask",
+        "seg_pred_train",
+        "seg_pred_val",
+    ]
     assert {"amn_cam", "amn_ir_label"} <= {s.name for s in for_method(STAGES, "amn")}
     assert [m.name for m in for_method(MODELS, "irn")] == ["cls", "irn", "seg"]
-    assert [e.file for e in for_method(EVALS, "amn")] == ["cam_eval.csv", "amn_cam_eval.csv", "pseudo_mask_eval.csv",
-                                                         "seg_eval_train.csv", "seg_eval_val.csv"]
+    assert [e.file for e in for_method(EVALS, "amn")] == [
+        "cam_eval.csv",
+        "amn_cam_eval.csv",
+        "pseudo_mask_eval.csv",
+        "seg_eval_train.csv",
+        "seg_eval_val.csv",
+    ]
     with pytest.raises(ValueError, match="config key method"):
         for_method(STAGES, "seam")

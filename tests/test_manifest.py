@@ -41,7 +41,11 @@ def test_save_load_roundtrip_and_relative_root(tmp_path: Path) -> None:
     loaded = Manifest.load(tmp_path / "manifest.json")
     assert loaded.root == (tmp_path / "data").resolve()
     assert (loaded.splits, loaded.labels, loaded.images, loaded.masks, loaded.meta) == (
-        m.splits, m.labels, m.images, m.masks, m.meta
+        m.splits,
+        m.labels,
+        m.images,
+        m.masks,
+        m.meta,
     )
 
 
@@ -64,7 +68,10 @@ def test_load_rejects_bad_files(tmp_path: Path) -> None:
         ({"splits": {"train": ["a", "b", "a"]}}, "split 'train' has duplicate image id 'a'"),
         ({"splits": {"train": ["zz"]}}, "image id 'zz' of split 'train' has no image path"),
         ({"labels": {"a": [4], "b": [2], "c": []}}, "image 'a' has class index 4 outside 1..3"),
-        ({"splits": {"train": ["a", "b"], "val": ["b", "c"]}}, r"1 image id\(s\) of split 'train' are also in val/test \(e.g. \['b'\]\)"),
+        (
+            {"splits": {"train": ["a", "b"], "val": ["b", "c"]}},
+            r"1 image id\(s\) of split 'train' are also in val/test \(e.g. \['b'\]\)",
+        ),
     ],
 )
 def test_validate_names_the_problem(tmp_path: Path, change: dict, pattern: str) -> None:
@@ -81,8 +88,12 @@ def test_training_image_without_labels_is_rejected_and_prepare_leaves_it_out(tmp
 
     from conta_core.data.prepare import drop_unlabelled_training
 
-    m = _manifest(tmp_path, splits={"train": ["a", "b", "c"], "train_eval": ["a", "c"], "val": ["c"]},
-                  labels={"a": [1, 3], "b": [2], "c": []}, meta={"val_is_train": True})
+    m = _manifest(
+        tmp_path,
+        splits={"train": ["a", "b", "c"], "train_eval": ["a", "c"], "val": ["c"]},
+        labels={"a": [1, 3], "b": [2], "c": []},
+        meta={"val_is_train": True},
+    )
     with pytest.raises(ValueError, match="image id 'c' of split 'train' has no foreground label"):
         m.validate()
     with caplog.at_level(logging.WARNING, logger="conta.data.prepare"):
@@ -90,7 +101,8 @@ def test_training_image_without_labels_is_rejected_and_prepare_leaves_it_out(tmp
     assert kept.splits == {"train": ["a", "b"], "train_eval": ["a"], "val": ["c"]}
     assert kept.meta["train_without_labels"] == 1
     assert [r.getMessage() for r in caplog.records] == [
-        "dataset t: 1 training image(s) without a foreground label left out of train/train_eval (e.g. ['c'])"]
+        "dataset t: 1 training image(s) without a foreground label left out of train/train_eval (e.g. ['c'])"
+    ]
     kept.validate()
     assert drop_unlabelled_training(kept) is kept
 

@@ -1,9 +1,9 @@
-"""conta_core.metrics against hand-computed confusions (VOC / chainercv semantics)."""
+"""conta_core.evaluation.metrics against hand-computed confusions (VOC / chainercv semantics)."""
 
 import numpy as np
 import pytest
 
-from conta_core.metrics import (
+from conta_core.evaluation.metrics import (
     ConfusionAccumulator,
     class_table,
     confusion_matrix,

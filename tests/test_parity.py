@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import parity_fixtures as fx
 import pytest
 import torch
 
-import parity_fixtures as fx
-from conta_core.config import DEFAULT_CONFIG, load_yaml
+from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
 
 GOLDEN = Path(__file__).parent / "golden" / "reference_parity.npz"
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def _golden_cam(golden, name) -> dict:
 
 
 def test_cam_files_match_irnet_make_cam(golden, images) -> None:
-    from conta_core.cam import compute_cams_batch
+    from conta_core.steps.cam import compute_cams_batch
 
     net = _cam_net()
     worst = 0.0
@@ -66,13 +66,16 @@ def test_cam_files_match_irnet_make_cam(golden, images) -> None:
         )
         np.testing.assert_array_equal(keys, golden[f"irn/cam_keys/{name}"])
         assert cam.shape == golden[f"irn/cam/{name}"].shape and high_res.shape == golden[f"irn/high_res/{name}"].shape
-        worst = max(worst, np.abs(cam - golden[f"irn/cam/{name}"]).max(),
-                    np.abs(high_res - golden[f"irn/high_res/{name}"]).max())
+        worst = max(
+            worst,
+            np.abs(cam - golden[f"irn/cam/{name}"]).max(),
+            np.abs(high_res - golden[f"irn/high_res/{name}"]).max(),
+        )
     assert worst <= 1e-3, f"CAM files differ from IRNet's by up to {worst:.2e}"
 
 
 def test_ir_labels_match_irnet_cam_to_ir_label(golden, images) -> None:
-    from conta_core.ir_label import cam_to_ir_label
+    from conta_core.steps.ir_label import cam_to_ir_label
 
     crf = load_yaml(DEFAULT_CONFIG)["ir_label"]["crf"]  # IRNet crf_inference_label's constants
     for name in IDS:
@@ -90,7 +93,7 @@ def _edge_net():
 
 
 def test_boundary_map_and_pseudo_masks_match_irnet_make_sem_seg_labels(golden, images) -> None:
-    from conta_core.random_walk import boundary_map, pseudo_mask_from_cam
+    from conta_core.steps.random_walk import boundary_map, pseudo_mask_from_cam
 
     net = _edge_net()
     same = total = degenerate = 0
@@ -119,8 +122,16 @@ def test_deeplab_msc_logits_match_deeplab_pytorch(golden, tmp_path) -> None:
 
     path = tmp_path / "deeplabv2_caffe_layout.pth"
     torch.save({k.removeprefix("base."): v for k, v in fx.deeplab_caffe_state().items()}, path)
-    cfg = {"backbone": "resnet101", "pretrained": str(path), "output_stride": 8, "aspp_rates": [6, 12, 18, 24],
-           "freeze_bn": True, "msc_scales": [1.0, 0.75, 0.5], "resnet_style": "caffe", "input_norm": "caffe"}
+    cfg = {
+        "backbone": "resnet101",
+        "pretrained": str(path),
+        "output_stride": 8,
+        "aspp_rates": [6, 12, 18, 24],
+        "freeze_bn": True,
+        "msc_scales": [1.0, 0.75, 0.5],
+        "resnet_style": "caffe",
+        "input_norm": "caffe",
+    }
     model = build_deeplab(cfg, fx.DEEPLAB_CLASSES).eval()
     assert sum(p.numel() for p in model.parameters()) == int(golden["deeplab/num_params"])
     aspp = fx.deeplab_aspp_state()
@@ -144,8 +155,8 @@ def _amn_net():
 
 
 def test_amn_network_and_make_amn_cam_match_gaviotas_amn(golden, images) -> None:
-    from conta_core.amn import compute_amn_cam
     from conta_core.data.transforms import normalize
+    from conta_core.steps.amn import compute_amn_cam
 
     net = _amn_net()
     name, keys = IDS[0], fx.fixture_keys()[0]

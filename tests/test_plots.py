@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conta_core import plots
+from conta_core.report import plots
 
 CLASSES = ["background", "cat", "dog"]
 
@@ -28,24 +28,37 @@ def write_cam_eval(path: Path, shift: float = 0.0) -> None:
 
 
 def write_mask_eval(path: Path, stage: str, ious: list[float]) -> None:
-    rows = [{"stage": stage, "class": c, "iou": v, "precision": v, "recall": v, "gt_pixels": 10, "pred_pixels": 10}
-            for c, v in zip(CLASSES, ious)]
-    rows.append({"stage": stage, "class": "mean", "iou": float(np.mean(ious)), "precision": 0.5, "recall": 0.5,
-                 "gt_pixels": 30, "pred_pixels": 30})
+    rows = [
+        {"stage": stage, "class": c, "iou": v, "precision": v, "recall": v, "gt_pixels": 10, "pred_pixels": 10}
+        for c, v in zip(CLASSES, ious)
+    ]
+    rows.append(
+        {
+            "stage": stage,
+            "class": "mean",
+            "iou": float(np.mean(ious)),
+            "precision": 0.5,
+            "recall": 0.5,
+            "gt_pixels": 30,
+            "pred_pixels": 30,
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
 def write_summary(path: Path, rounds: int = 3) -> None:
-    df = pd.DataFrame({
-        "round": range(rounds),
-        "cam_miou": [40.0 + r for r in range(rounds)],
-        "cam_best_miou": [42.0 + r for r in range(rounds)],
-        "cam_best_threshold": [0.15] * rounds,
-        "pseudo_mask_miou": [50.0 + r for r in range(rounds)],
-        "seg_train_miou": [np.nan] + [55.0 + r for r in range(1, rounds)],
-        "seg_val_miou": [52.0 + r for r in range(rounds)],
-    })
+    df = pd.DataFrame(
+        {
+            "round": range(rounds),
+            "cam_miou": [40.0 + r for r in range(rounds)],
+            "cam_best_miou": [42.0 + r for r in range(rounds)],
+            "cam_best_threshold": [0.15] * rounds,
+            "pseudo_mask_miou": [50.0 + r for r in range(rounds)],
+            "seg_train_miou": [np.nan] + [55.0 + r for r in range(1, rounds)],
+            "seg_val_miou": [52.0 + r for r in range(rounds)],
+        }
+    )
     df.to_csv(path, index=False)
 
 

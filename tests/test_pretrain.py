@@ -1,20 +1,30 @@
-"""Object-centric pre-training (conta_core.pretrain): source set, determinism, loadable weights."""
+"""Object-centric pre-training (conta_core.steps.pretrain): source set, determinism, loadable weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from conta_core.data import synthetic
-from conta_core.checkpoint import load_model
-from conta_core.fileio import load_torch
-from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
-from conta_core.pretrain import check_cfg, pretrain_backbone, source_images
 from resume_helpers import assert_same_weights, stop_then_resume
 
-TINY = {"backbone": "resnet18", "num_images": 16, "image_size": 32, "object_frac": [0.5, 0.9], "epochs": 1,
-        "batch_size": 8, "lr": 0.01, "momentum": 0.9, "weight_decay": 1.0e-4, "poly_power": 0.9}
+from conta_core.data import synthetic
+from conta_core.infra.checkpoint import load_model
+from conta_core.infra.fileio import load_torch
+from conta_core.models.backbone import build_torchvision_resnet, load_pretrained
+from conta_core.steps.pretrain import check_cfg, pretrain_backbone, source_images
+
+TINY = {
+    "backbone": "resnet18",
+    "num_images": 16,
+    "image_size": 32,
+    "object_frac": [0.5, 0.9],
+    "epochs": 1,
+    "batch_size": 8,
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 1.0e-4,
+    "poly_power": 0.9,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -58,11 +68,14 @@ def test_pretrain_is_deterministic_and_loadable(tmp_path):
     assert torch.equal(net.conv1.weight, sa["conv1.weight"])
 
 
-@pytest.mark.parametrize("key,value,msg", [
-    ("object_frac", [0.9, 0.5], "pretrain.object_frac"),
-    ("num_images", 4, "pretrain.num_images"),
-    ("image_size", 8, "pretrain.image_size"),
-])
+@pytest.mark.parametrize(
+    "key,value,msg",
+    [
+        ("object_frac", [0.9, 0.5], "pretrain.object_frac"),
+        ("num_images", 4, "pretrain.num_images"),
+        ("image_size", 8, "pretrain.image_size"),
+    ],
+)
 def test_bad_config_names_the_key(key, value, msg):
     with pytest.raises(ValueError, match=msg):
         check_cfg({**TINY, key: value})
@@ -85,7 +98,7 @@ def test_stopped_at_an_epoch_boundary_resumes_to_identical_weights(tmp_path, mon
 def test_cache_reuses_identical_pretraining_and_keys_every_input(tmp_path, caplog):
     import logging
 
-    from conta_core.pretrain import cache_key, pretrain_cached
+    from conta_core.steps.pretrain import cache_key, pretrain_cached
 
     cache = tmp_path / "cache"
     a, b = tmp_path / "a" / "w.pth", tmp_path / "b" / "w.pth"
@@ -95,6 +108,8 @@ def test_cache_reuses_identical_pretraining_and_keys_every_input(tmp_path, caplo
     assert "reused" in caplog.text
     assert a.read_bytes() == b.read_bytes() and a.with_suffix(".csv").read_bytes() == b.with_suffix(".csv").read_bytes()
     key = cache_key(TINY, 0, "cpu")
-    assert len({key, cache_key(TINY, 1, "cpu"), cache_key({**TINY, "lr": 0.02}, 0, "cpu"),
-                cache_key(TINY, 0, "cuda")}) == 4
+    assert (
+        len({key, cache_key(TINY, 1, "cpu"), cache_key({**TINY, "lr": 0.02}, 0, "cpu"), cache_key(TINY, 0, "cuda")})
+        == 4
+    )
     assert sorted(p.name for p in cache.iterdir()) == [f"resnet18-{key}"]

@@ -13,9 +13,9 @@ import torch
 import torch.nn as nn
 
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_label_png, save_cam, save_label_png, save_torch
+from conta_core.infra.fileio import load_label_png, save_cam, save_label_png, save_torch
 from conta_core.models.irn import EdgeNet
-from conta_core.random_walk import (
+from conta_core.steps.random_walk import (
     affinity_matrix_sparse,
     boundary_map,
     make_pseudo_masks,

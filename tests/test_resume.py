@@ -14,19 +14,36 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, run_snakemake, write_config
-from conta_core.fileio import load_torch
+
+from conta_core.infra.fileio import load_torch
 
 pytestmark = pytest.mark.e2e
 ROUND0 = Path("results/tiny/round0")
 
 
 def _start(work: Path, cfg: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
-           "--configfile", str(cfg), "--cores", "2", "round0"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        "2",
+        "round0",
+    ]
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:

@@ -1,4 +1,4 @@
-"""conta_core.runtime: the shared shard selection and DataLoader options of the workflow scripts."""
+"""conta_core.infra.script: the shared shard selection and DataLoader options of the workflow scripts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_loader_args, add_shard_args, add_xm_args, loader_options, select_shard, xm_index
-from conta_core.shards import shard_ids
+from conta_core.infra.script import add_loader_args, add_shard_args, add_xm_args, select_shard, xm_index
+from conta_core.infra.shards import shard_ids
+from conta_core.infra.training import loader_options
 
 IDS = ["e", "a", "d", "b", "c"]
 
@@ -105,13 +106,22 @@ def _job(input_=None, output=None, params=None, wildcards=None, threads=2, confi
     from snakemake.iocontainers import InputFiles, Log, OutputFiles, Params, ResourceList, Wildcards
     from snakemake.script import Snakemake
 
-    return Snakemake(_named(InputFiles, input_ or {}), _named(OutputFiles, output or {}),
-                     Params(fromdict=params or {}), Wildcards(fromdict=wildcards or {}), threads, ResourceList(),
-                     Log(log or []), config or {}, "train_x", None)
+    return Snakemake(
+        _named(InputFiles, input_ or {}),
+        _named(OutputFiles, output or {}),
+        Params(fromdict=params or {}),
+        Wildcards(fromdict=wildcards or {}),
+        threads,
+        ResourceList(),
+        Log(log or []),
+        config or {},
+        "train_x",
+        None,
+    )
 
 
 def _job_parser():
-    from conta_core.runtime import add_checkpoint_args, add_xm_args, base_parser
+    from conta_core.infra.script import add_checkpoint_args, add_xm_args, base_parser
 
     p = base_parser("a training step")
     p.add_argument("--manifest", required=True)
@@ -126,11 +136,15 @@ def _job_parser():
 
 
 def test_snakemake_argv_maps_rule_names_to_the_options():
-    from conta_core.runtime import snakemake_argv
+    from conta_core.infra.script import snakemake_argv
 
-    smk = _job(input_={"pretrained": ["w.pth"], "manifest": "m.json", "xm_dir": ["a/0", "a/1"], "confounder": []},
-               output={"train_log": "log.csv"}, params={"cfg": '{"x": 1}', "flag": True, "rounds": [0, 1]},
-               wildcards={"t": "1", "shard": "3", "split": "val"}, config={"checkpoint": {"every": 5}})
+    smk = _job(
+        input_={"pretrained": ["w.pth"], "manifest": "m.json", "xm_dir": ["a/0", "a/1"], "confounder": []},
+        output={"train_log": "log.csv"},
+        params={"cfg": '{"x": 1}', "flag": True, "rounds": [0, 1]},
+        wildcards={"t": "1", "shard": "3", "split": "val"},
+        config={"checkpoint": {"every": 5}},
+    )
     argv = snakemake_argv(_job_parser(), smk)
     args = _job_parser().parse_args(argv)
     assert args.manifest == "m.json" and args.xm_dir == ["a/0", "a/1"] and args.confounder is None
@@ -141,18 +155,20 @@ def test_snakemake_argv_maps_rule_names_to_the_options():
 
 
 def test_snakemake_argv_refuses_a_name_the_script_does_not_know():
-    from conta_core.runtime import snakemake_argv
+    from conta_core.infra.script import snakemake_argv
 
     with pytest.raises(ValueError, match="rule train_x: params 'sead' is no option of"):
         snakemake_argv(_job_parser(), _job(input_={"manifest": "m.json"}, params={"cfg": "{}", "sead": 3}))
     with pytest.raises(ValueError, match="'confounder' has 2 values"):
-        snakemake_argv(_job_parser(), _job(input_={"manifest": "m.json", "confounder": ["a", "b"]}, params={"cfg": "{}"}))
+        snakemake_argv(
+            _job_parser(), _job(input_={"manifest": "m.json", "confounder": ["a", "b"]}, params={"cfg": "{}"})
+        )
 
 
 def test_script_main_runs_the_same_code_path_and_logs_the_command(tmp_path):
     import os
 
-    from conta_core.runtime import script_main
+    from conta_core.infra.script import script_main
 
     seen = []
     log = tmp_path / "job.log"
@@ -160,8 +176,11 @@ def test_script_main_runs_the_same_code_path_and_logs_the_command(tmp_path):
     if pid == 0:
         code = 1
         try:
-            script_main(_job_parser, lambda a: print("ran", a.manifest, a.xm_dir), _job(
-                input_={"manifest": "m.json", "xm_dir": ["x"]}, params={"cfg": "{}"}, log=[str(log)]))
+            script_main(
+                _job_parser,
+                lambda a: print("ran", a.manifest, a.xm_dir),
+                _job(input_={"manifest": "m.json", "xm_dir": ["x"]}, params={"cfg": "{}"}, log=[str(log)]),
+            )
             code = 0
         except BaseException:  # noqa: BLE001 - report in the log, never return into pytest
             import traceback

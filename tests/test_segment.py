@@ -11,12 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from resume_helpers import assert_same_weights, stop_then_resume
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
-from conta_core.fileio import load_label_png, load_torch, save_label_png, save_torch
+from conta_core.infra.fileio import load_label_png, load_torch, save_label_png, save_torch
 from conta_core.models.deeplab import build_deeplab, checkpoint_dict, load_deeplab
-from conta_core.segment import (
+from conta_core.steps.segment import (
     infer_segmentation,
     msc_loss,
     poly_lr,
@@ -24,7 +25,6 @@ from conta_core.segment import (
     predict_labels,
     train_segmentation,
 )
-from resume_helpers import assert_same_weights, stop_then_resume
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -256,7 +256,7 @@ def test_crf_gets_raw_rgb_image(monkeypatch, model) -> None:
         out[2] = 1.0
         return out
 
-    monkeypatch.setitem(sys.modules, "conta_core.crf", types.SimpleNamespace(crf_inference_prob=fake_crf))
+    monkeypatch.setitem(sys.modules, "conta_core.steps.crf", types.SimpleNamespace(crf_inference_prob=fake_crf))
     img = np.random.default_rng(4).integers(0, 256, size=(25, 31, 3)).astype(np.uint8)
     params = seg_cfg()["crf"]
     labels = predict_labels(model, img, [1.0], False, CPU, crf_params=params)
@@ -272,7 +272,9 @@ def _real_crf_available() -> bool:
     return importlib.util.find_spec("pydensecrf") is not None
 
 
-@pytest.mark.skipif(not _real_crf_available(), reason="conta_core.crf.crf_inference_prob or pydensecrf not available yet")
+@pytest.mark.skipif(
+    not _real_crf_available(), reason="conta_core.steps.crf.crf_inference_prob or pydensecrf not available yet"
+)
 def test_infer_with_real_crf(tmp_path) -> None:
     manifest, _ = make_toy(tmp_path / "data", [(33, 37), (24, 29)])
     cfg = seg_cfg(infer={"scales": [1.0], "flip": False, "crf": True})

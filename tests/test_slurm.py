@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, run_snakemake, write_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -58,9 +57,7 @@ def partition() -> str:
 def adapt_profile(dst: Path, partition: str, logdir: Path) -> Path:
     """profiles/slurm adapted to the local test cluster (one partition, no accounting)."""
     prof = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
-    prof["default-resources"].update(
-        {"slurm_partition": partition, "mem_mb": 1500, "runtime": 30, "cpus_per_task": 1}
-    )
+    prof["default-resources"].update({"slurm_partition": partition, "mem_mb": 1500, "runtime": 30, "cpus_per_task": 1})
     for res in prof.get("set-resources", {}).values():
         res.update({"slurm_partition": partition, "mem_mb": 1500})
     prof["set-threads"] = {rule: 1 for rule in prof.get("set-threads", {})}

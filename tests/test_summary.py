@@ -1,4 +1,4 @@
-"""conta_core.summary: per-round table and the paired comparison of two settings."""
+"""conta_core.report.summary: per-round table and the paired comparison of two settings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conta_core.summary import paired_comparison, summarize
+from conta_core.report.summary import paired_comparison, summarize
 
 
 def _write_round(run: Path, t: int, cam: float, pseudo: dict[str, float]) -> None:

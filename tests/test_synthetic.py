@@ -19,7 +19,7 @@ from conta_core.data.synthetic import (
     render_scene,
     sample_scene,
 )
-from conta_core.fileio import load_image, load_label_png
+from conta_core.infra.fileio import load_image, load_label_png
 
 torch.set_num_threads(1)
 

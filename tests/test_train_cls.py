@@ -1,25 +1,35 @@
-"""Tests of conta_core.train_cls: loss decreases on a separable toy set, determinism, context round."""
+"""Tests of conta_core.steps.train_cls: loss decreases on a separable toy set, determinism, context round."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from resume_helpers import assert_same_weights, stop_then_resume
 from torch.utils.data import Dataset
 
-from conta_core.confounder import save_confounder
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_torch, save_label_png
+from conta_core.infra.fileio import load_torch, save_label_png
 from conta_core.models.classifier import load_classifier
-from conta_core.train_cls import train_classifier
-from resume_helpers import assert_same_weights, stop_then_resume
+from conta_core.steps.confounder import save_confounder
+from conta_core.steps.train_cls import train_classifier
 
 torch.set_num_threads(1)
 
 CLS_CFG = {
-    "backbone": "resnet18", "pretrained": None, "freeze_bn": False, "frozen_stages": 0, "epochs": 6,
-    "batch_size": 4, "lr": 0.01, "lr_new_mult": 10, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9,
-    "crop_size": 32, "scale_range": [0.9, 1.1],
+    "backbone": "resnet18",
+    "pretrained": None,
+    "freeze_bn": False,
+    "frozen_stages": 0,
+    "epochs": 6,
+    "batch_size": 4,
+    "lr": 0.01,
+    "lr_new_mult": 10,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "poly_power": 0.9,
+    "crop_size": 32,
+    "scale_range": [0.9, 1.1],
 }
 CONTEXT = {"mode": "conta", "block": 5, "size": [4, 4], "xm_encoding": "foreground", "prior": "uniform"}
 
@@ -78,8 +88,9 @@ def test_loss_decreases_and_checkpoint(tmp_path):
 def test_deterministic_on_cpu(tmp_path):
     cfg = {**CLS_CFG, "epochs": 2}
     for name in ("a", "b"):
-        train_classifier(_toy_manifest(tmp_path), [], cfg, None, "cpu", tmp_path / f"{name}.pth", seed=3,
-                         dataset=ToyColours())
+        train_classifier(
+            _toy_manifest(tmp_path), [], cfg, None, "cpu", tmp_path / f"{name}.pth", seed=3, dataset=ToyColours()
+        )
     a, b = load_torch(tmp_path / "a.pth")["state_dict"], load_torch(tmp_path / "b.pth")["state_dict"]
     assert a.keys() == b.keys()
     for k in a:
@@ -128,8 +139,18 @@ def test_loader_workers_deterministic_and_equal_to_main_process(tmp_path):
     runs = {}
     for name, workers in (("w2a", 2), ("w2b", 2), ("w0", 0)):
         out = tmp_path / f"{name}.pth"
-        train_classifier(m, m.ids("train"), cfg, CONTEXT, "cpu", out, seed=5, xm_files=xm_files,
-                         confounder_path=conf, num_workers=workers)
+        train_classifier(
+            m,
+            m.ids("train"),
+            cfg,
+            CONTEXT,
+            "cpu",
+            out,
+            seed=5,
+            xm_files=xm_files,
+            confounder_path=conf,
+            num_workers=workers,
+        )
         runs[name] = load_torch(out)["state_dict"]
     for other in ("w2b", "w0"):
         assert runs[other].keys() == runs["w2a"].keys()

@@ -1,4 +1,4 @@
-"""The training scaffold (conta_core.training): data order, resume checkpoints, settings, progress lines."""
+"""The training scaffold (conta_core.infra.training): data order, resume checkpoints, settings, progress lines."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import logging
 
 import pytest
 import torch
-
-from conta_core import training
-from conta_core.config import checkpoint_settings
-from conta_core.runtime import Progress
-from conta_core.training import Loop, Resume, fingerprint, fit, shuffled_loader
 from resume_helpers import assert_same_weights, resume_dir, stop_then_resume
+
+from conta_core.infra import training
+from conta_core.infra.config import checkpoint_settings
+from conta_core.infra.progress import Progress
+from conta_core.infra.training import Loop, Resume, fingerprint, fit, shuffled_loader
 
 
 class Items(torch.utils.data.Dataset):
@@ -31,8 +31,9 @@ class Items(torch.utils.data.Dataset):
 def test_shuffled_loader_matches_dataloader_shuffle_and_skips():
     """Same order as DataLoader(shuffle=True, generator=seeded) over epochs; skip starts later."""
     ds = Items(10)
-    ref = torch.utils.data.DataLoader(ds, batch_size=3, shuffle=True, drop_last=True,
-                                      generator=torch.Generator().manual_seed(4))
+    ref = torch.utils.data.DataLoader(
+        ds, batch_size=3, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(4)
+    )
     want = [[b[:, 0].tolist() for b in ref] for _ in range(3)]
     loader, batches = shuffled_loader(ds, 3, {"generator": torch.Generator().manual_seed(4)})
     assert len(loader) == 3
@@ -109,18 +110,23 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_older_one(tmp_path):
     assert ckpt is not None and ckpt["step"] == 4
 
 
-@pytest.mark.parametrize("cfg,msg", [
-    ({"every": -1}, "checkpoint.every"), ({"every": 1.5}, "checkpoint.every"),
-    ({"minutes": "ten"}, "checkpoint.minutes"), ({"keep": "yes"}, "checkpoint.keep"),
-    ({"evry": 3}, "checkpoint.evry: unknown"),
-])
+@pytest.mark.parametrize(
+    "cfg,msg",
+    [
+        ({"every": -1}, "checkpoint.every"),
+        ({"every": 1.5}, "checkpoint.every"),
+        ({"minutes": "ten"}, "checkpoint.minutes"),
+        ({"keep": "yes"}, "checkpoint.keep"),
+        ({"evry": 3}, "checkpoint.evry: unknown"),
+    ],
+)
 def test_checkpoint_settings_name_the_bad_key(cfg, msg):
     with pytest.raises(ValueError, match=msg):
         checkpoint_settings(cfg)
 
 
 def test_progress_logs_lines_off_a_tty(monkeypatch, caplog):
-    monkeypatch.setattr("conta_core.runtime.progress_enabled", lambda: False)
+    monkeypatch.setattr("conta_core.infra.progress.progress_enabled", lambda: False)
     monkeypatch.setenv("CONTA_PROGRESS_SECONDS", "0")
     with caplog.at_level(logging.INFO, logger="conta.train_x"):
         p = Progress("train_x", 4)
@@ -133,7 +139,7 @@ def test_progress_logs_lines_off_a_tty(monkeypatch, caplog):
 
 
 def test_progress_rate_limited(monkeypatch, caplog):
-    monkeypatch.setattr("conta_core.runtime.progress_enabled", lambda: False)
+    monkeypatch.setattr("conta_core.infra.progress.progress_enabled", lambda: False)
     monkeypatch.setenv("CONTA_PROGRESS_SECONDS", "3600")
     with caplog.at_level(logging.INFO, logger="conta.cam"):
         with Progress("cam", 100, unit="img") as p:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conta_core import visualize
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import load_label_png, save_cam, save_label_png, save_torch, voc_palette, write_json
-from conta_core.shards import shard_ids
+from conta_core.infra.fileio import load_label_png, save_cam, save_label_png, save_torch, voc_palette, write_json
+from conta_core.infra.shards import shard_ids
+from conta_core.report import visualize
 
 torch.set_num_threads(1)
 

@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import copy_run, dry_run_jobs, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
@@ -76,15 +75,21 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
             files = [f for s in (0, 1) for f in (rd / what / str(s)).glob(f"*.{ext}")]
             assert len(files) == n_train, (t, what)
         assert len(list((rd / "seg_pred/val").glob("*/*.png"))) == len(m.ids("val"))
-        for f in ("cls/model.pth", "irn/model.pth", "seg/model.pth", "cam_eval.csv",
-                  "pseudo_mask_eval.csv", "seg_eval_val.csv"):
+        for f in (
+            "cls/model.pth",
+            "irn/model.pth",
+            "seg/model.pth",
+            "cam_eval.csv",
+            "pseudo_mask_eval.csv",
+            "seg_eval_val.csv",
+        ):
             assert (rd / f).exists(), (t, f)
     for t in (0, 1):  # confounders of rounds 0, 1 feed rounds 1, 2
         with h5py.File(run / f"round{t}/confounder.h5") as h:
             c = h["C"][:]
             assert c.shape == (m.num_fg, 8, 8)
             assert np.all((c >= 0) & (c <= 1))
-    from conta_core.fileio import load_torch
+    from conta_core.infra.fileio import load_torch
 
     weights = RUN / "pretrain/resnet18.pth"  # pretrain.enabled: classifier and DeepLab start from it
     assert load_torch(run / "round0/cls/model.pth")["config"]["classifier"]["pretrained"] == str(weights)
@@ -101,13 +106,18 @@ def test_round2_produces_every_artifact_and_summary(tiny_run):
 
 
 def test_every_model_file_carries_its_kind(tiny_run):
-    """The five trainers write one layout (conta_core.checkpoint) with the kind of network."""
-    from conta_core.checkpoint import load_model
+    """The five trainers write one layout (conta_core.infra.checkpoint) with the kind of network."""
+    from conta_core.infra.checkpoint import load_model
 
     run = tiny_run / RUN
     files = {"pretrain/resnet18.pth": "pretrain"}
-    files.update({f"round{t}/{d}/model.pth": k for t in range(3)
-                  for d, k in (("cls", "classifier"), ("irn", "irn"), ("seg", "segmentation"))})
+    files.update(
+        {
+            f"round{t}/{d}/model.pth": k
+            for t in range(3)
+            for d, k in (("cls", "classifier"), ("irn", "irn"), ("seg", "segmentation"))
+        }
+    )
     for rel, kind in files.items():
         assert load_model(run / rel, kind, required=("config",))["kind"] == kind, rel
 
@@ -117,12 +127,12 @@ GOLDEN_DIGESTS = Path(__file__).parent / "golden" / "tiny_run_digests.json"
 
 def test_tiny_run_matches_the_recorded_digests(tiny_run):
     """Results change only when meant to: every result file of the tiny round2 run has the
-    content recorded in tests/golden/tiny_run_digests.json (conta_core.run_digest: pixels,
+    content recorded in tests/golden/tiny_run_digests.json (conta_core.report.run_digest: pixels,
     arrays, tensors, tables). The set of files is checked everywhere; the content only on the
     machine fingerprint it was recorded on (other CPUs and library builds round floats
     differently). After a change meant to change results, re-record with
     tools/run_digests.py --write and say why in the commit."""
-    from conta_core.run_digest import compare, machine_fingerprint, run_digests
+    from conta_core.report.run_digest import compare, machine_fingerprint, run_digests
 
     golden = json.loads(GOLDEN_DIGESTS.read_text())
     got = run_digests(tiny_run / RUN)

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import dry_run_jobs, run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
 RUN = Path("results/tiny")
-TINY_AMN = {"method": "amn", "rounds": 1,
-            "amn": {"epochs": 1, "batch_size": 8, "crop_size": 48, "aspp_rates": [2, 4]}}
+TINY_AMN = {"method": "amn", "rounds": 1, "amn": {"epochs": 1, "batch_size": 8, "crop_size": 48, "aspp_rates": [2, 4]}}
 
 
 def _counts(stdout: str) -> dict[str, str]:
@@ -29,8 +27,11 @@ def test_dry_run_routes_irnet_and_walk_through_amn(tmp_path):
     assert counts["make_amn_ir_label"] == "4" and counts["make_ir_label"] == "4"  # first-stage seeds still made
     jobs = dry_run_jobs(out)
     walk = [j for j in jobs if j["rule"] == "random_walk"]
-    assert walk and all(re.search(r"/amn_cam/(\d+)", j["input"]).group(1) == j["output"].rsplit("/", 1)[1]
-                        and not re.search(r"/round\d+/cam/", j["input"]) for j in walk)  # its own shard
+    assert walk and all(
+        re.search(r"/amn_cam/(\d+)", j["input"]).group(1) == j["output"].rsplit("/", 1)[1]
+        and not re.search(r"/round\d+/cam/", j["input"])
+        for j in walk
+    )  # its own shard
     irn = [j["input"] for j in jobs if j["rule"] == "train_irn"]
     assert irn and all("/amn_ir_label/1" in i and not re.search(r"/round\d+/ir_label/", i) for i in irn)
     amn_r1 = [j["input"] for j in jobs if j["rule"] == "train_amn" and "t=1" in j["wildcards"]]
@@ -53,7 +54,7 @@ def test_amn_round1_artifacts_and_summary(tmp_path):
 def check_amn_run(run: Path) -> None:
     """Assertions on a finished tiny `method: amn` round1 run folder."""
     from conta_core.data.manifest import Manifest
-    from conta_core.fileio import load_cam, load_torch
+    from conta_core.infra.fileio import load_cam, load_torch
 
     m = Manifest.load(run / "data/manifest.json")
     n_train = len(m.ids("train"))

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 LINT_TIMEOUT_S = 300  # parsing the workflow only; generous for a loaded 2-core machine
@@ -32,8 +31,13 @@ def test_lint_is_clean(tmp_path: Path, config: tuple[str, ...]):
 def test_snakefmt_leaves_the_workflow_unchanged():
     """The Snakefile and rules/ are snakefmt-formatted (the catalog's convention); fix with
     `snakefmt Snakefile rules/`."""
-    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "--diff", "Snakefile", "rules/"], cwd=REPO,
-                          capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "--diff", "Snakefile", "rules/"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=LINT_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
 
@@ -51,7 +55,6 @@ def test_conda_env_pins_exactly_the_project_dependencies():
     """envs/conta.yaml (the `conda:` env of every rule) installs what pyproject.toml requires,
     with the same pins, so the two deployments cannot drift apart."""
     import tomllib
-
     import yaml
 
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -73,16 +76,23 @@ def test_scripts_import_their_own_workflows_conta_core(tmp_path: Path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     scripts = sorted((copy / "workflow_scripts").glob("*.py"))
-    probe = ("import runpy, sys\n"
-             "clean = list(sys.path)\n"
-             "for path in sys.argv[1:]:\n"
-             "    sys.path[:] = clean  # each script on its own: no earlier bootstrap or import left\n"
-             "    for name in [m for m in sys.modules if m == 'conta_core' or m.startswith('conta_core.')]:\n"
-             "        del sys.modules[name]\n"
-             "    runpy.run_path(path, run_name='probe')  # imports, no main()\n"
-             "    print(sys.modules['conta_core'].__file__)\n")
-    proc = subprocess.run([sys.executable, "-I", "-c", probe, *map(str, scripts)], cwd=elsewhere, capture_output=True,
-                          text=True, timeout=LINT_TIMEOUT_S)
+    probe = (
+        "import runpy, sys\n"
+        "clean = list(sys.path)\n"
+        "for path in sys.argv[1:]:\n"
+        "    sys.path[:] = clean  # each script on its own: no earlier bootstrap or import left\n"
+        "    for name in [m for m in sys.modules if m == 'conta_core' or m.startswith('conta_core.')]:\n"
+        "        del sys.modules[name]\n"
+        "    runpy.run_path(path, run_name='probe')  # imports, no main()\n"
+        "    print(sys.modules['conta_core'].__file__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", probe, *map(str, scripts)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=LINT_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     files = proc.stdout.split()
     assert len(files) == len(scripts) == 19

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import run_snakemake, write_config
 
 pytestmark = pytest.mark.e2e
@@ -21,9 +20,9 @@ EVAL_RULES = ("eval_cam", "eval_pseudo", "eval_seg", "figure_miou", "figure_cam_
 def _folder_dataset(root: Path) -> tuple[Path, list[str]]:
     """The tiny generated images as a folder dataset: images + tags.csv (image_id, labels, split), no masks."""
     import yaml
+    from conftest import REPO, TINY_OVERRIDES
 
     from conta_core.data.synthetic import generate_synthetic
-    from conftest import REPO, TINY_OVERRIDES
 
     synth = yaml.safe_load((REPO / "config/config.yaml").read_text())["dataset"]["synthetic"]
     src = generate_synthetic(root / "src", {**synth, **TINY_OVERRIDES["dataset"]["synthetic"]})
@@ -41,9 +40,17 @@ def _folder_dataset(root: Path) -> tuple[Path, list[str]]:
 
 def test_folder_without_masks_runs_round1_to_the_end(tmp_path):
     images, names = _folder_dataset(tmp_path / "data")
-    extra = {"rounds": 1, "dataset": {"kind": "folder", "root": str(images), "csv": str(tmp_path / "data/tags.csv"),
-                                      "masks_dir": None, "class_names": names},
-             "pretrain": {"enabled": False}}
+    extra = {
+        "rounds": 1,
+        "dataset": {
+            "kind": "folder",
+            "root": str(images),
+            "csv": str(tmp_path / "data/tags.csv"),
+            "masks_dir": None,
+            "class_names": names,
+        },
+        "pretrain": {"enabled": False},
+    }
     cfg = write_config(tmp_path / "tags.yaml", Path("results"), run="tags", extra=extra)
     plan = run_snakemake(tmp_path, cfg, "-n", "round1").stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan, flags=re.M))

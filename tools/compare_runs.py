@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from conta_core.summary import paired_comparison
+from conta_core.report.summary import paired_comparison
 
 
 def main() -> None:

@@ -25,7 +25,7 @@
 
 Runs the real workflow (`snakemake --rerun-triggers mtime` per run, results under
 OUT/results/<condition>_s<seed>/), then writes OUT/study_runs.csv (one row per run and round:
-mIoU in %, the confounding measures of conta_core.confounding as `<stage>_<measure>` and the
+mIoU in %, the confounding measures of conta_core.evaluation.confounding as `<stage>_<measure>` and the
 context diagnostics) and OUT/study_pairs.csv (per round, metric and pair of conditions: the
 paired differences over seeds, mean, sample std, 95 % t interval, the difference relative to
 the second condition's mean with its interval, the smallest effect that n seeds detect with
@@ -52,15 +52,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from conta_core.layout import RunLayout
-from conta_core.fileio import read_json, write_csv  # noqa: E402
-from conta_core.summary import round_row  # noqa: E402
+from conta_core.infra.fileio import read_json, write_csv  # noqa: E402
+from conta_core.infra.layout import RunLayout
+from conta_core.report.summary import round_row  # noqa: E402
 
 SHARED = ("data", "pretrain", "round0")  # what every run takes from the base run
 MIOU = ["cam_miou", "cam_best_miou", "pseudo_mask_miou", "seg_train_miou", "seg_val_miou"]
 CF_STAGES = {"cam": "cam", "pseudo_mask": "pseudo"}  # confounding_<stage>.json -> column prefix
-CF_KEYS = {"pair_confusion_mean": "pair", "bg_leak_context": "bg_leak", "texture_leak_mean": "texture_leak",
-           "part_miss_mean": "part_miss", "interior_miss_mean": "interior_miss", "boundary_f": "boundary_f"}
+CF_KEYS = {
+    "pair_confusion_mean": "pair",
+    "bg_leak_context": "bg_leak",
+    "texture_leak_mean": "texture_leak",
+    "part_miss_mean": "part_miss",
+    "interior_miss_mean": "interior_miss",
+    "boundary_f": "boundary_f",
+}
 CF_METRICS = [f"{p}_{k}" for p in CF_STAGES.values() for k in CF_KEYS.values()]
 METRICS = MIOU + CF_METRICS
 DIAG = ["alpha_entropy_mean", "alpha_std_across_images", "m_cv", "cam_change", "m_logit_share", "inert"]
@@ -86,14 +92,32 @@ def targets(run: Path, stage: str, mode: str, rounds: int = 1) -> list[str]:
         if stage in ("pseudo", "seg"):
             files += [layout.eval_csv(t, "pseudo_mask"), layout.confounding(t, "pseudo_mask")]
         if stage == "seg":
-            files += [layout.eval_csv(t, "seg_train"), layout.eval_csv(t, "seg_val"),
-                      layout.confounding(t, "seg_train"), layout.confounding(t, "seg_val")]
+            files += [
+                layout.eval_csv(t, "seg_train"),
+                layout.eval_csv(t, "seg_val"),
+                layout.confounding(t, "seg_train"),
+                layout.confounding(t, "seg_val"),
+            ]
     return files
 
 
 def snakemake(args, cfg_paths: list[Path], files: list[str], log: Path) -> None:
-    cmd = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(args.out), "--cores", str(args.cores),
-           "--rerun-triggers", "mtime", "--configfile", *map(str, args.configfile), *map(str, cfg_paths), "--", *files]
+    cmd = [
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(args.out),
+        "--cores",
+        str(args.cores),
+        "--rerun-triggers",
+        "mtime",
+        "--configfile",
+        *map(str, args.configfile),
+        *map(str, cfg_paths),
+        "--",
+        *files,
+    ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode != 0:
@@ -103,13 +127,20 @@ def snakemake(args, cfg_paths: list[Path], files: list[str], log: Path) -> None:
 def build_base(args) -> None:
     """Round 0 of the base run (what every run shares), with --base-overlay, if missing."""
     layout = RunLayout(args.base)
-    cfg = deep_merge(args.base_overlay, {"run": args.base.name, "results_dir": str(args.base.parent),
-                                         "seed_per_round": False, "rounds": 1})
+    cfg = deep_merge(
+        args.base_overlay,
+        {"run": args.base.name, "results_dir": str(args.base.parent), "seed_per_round": False, "rounds": 1},
+    )
     cfg_path = args.out / "overlays" / "base.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(cfg))
-    files = [layout.confounder(0), layout.eval_csv(0, "cam"), layout.eval_csv(0, "pseudo_mask"),
-             layout.confounding(0, "cam"), layout.confounding(0, "pseudo_mask")]
+    files = [
+        layout.confounder(0),
+        layout.eval_csv(0, "cam"),
+        layout.eval_csv(0, "pseudo_mask"),
+        layout.confounding(0, "cam"),
+        layout.confounding(0, "pseudo_mask"),
+    ]
     print(f"== base {args.base}", flush=True)
     snakemake(args, [cfg_path], files, args.out / "logs" / "base.log")
 
@@ -130,10 +161,16 @@ def run_one(args, name: str, overlay: dict, seed: int) -> Path:
     run_name = f"{name}_s{seed}"
     run = results / run_name
     link_shared(args.base, run)
-    cfg = deep_merge(deep_merge(deep_merge(args.base_overlay, args.overlay), overlay), {
-        "run": run_name, "results_dir": str(results), "seed": seed, "seed_per_round": False,
-        "rounds": args.rounds,
-    })
+    cfg = deep_merge(
+        deep_merge(deep_merge(args.base_overlay, args.overlay), overlay),
+        {
+            "run": run_name,
+            "results_dir": str(results),
+            "seed": seed,
+            "seed_per_round": False,
+            "rounds": args.rounds,
+        },
+    )
     cfg_path = args.out / "overlays" / f"{run_name}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -200,13 +237,24 @@ def pairs_table(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
                 need = math.ceil(((1.96 + POWER_Z) * sd / effect) ** 2) if n > 1 and effect > 0 else None
                 digits = 2 if m in MIOU else 4
                 rel = mean / ref if ref else float("nan")
-                rows.append({"round": int(t), "difference": f"{a} - {b}", "metric": m, "n": n,
-                             "mean": round(mean, digits), "sd": round(sd, digits),
-                             "ci95_low": round(mean - half, digits), "ci95_high": round(mean + half, digits),
-                             "ref_mean": round(ref, digits), "rel": round(rel, 3),
-                             "rel_ci95_low": round((mean - half) / ref, 3) if ref else float("nan"),
-                             "rel_ci95_high": round((mean + half) / ref, 3) if ref else float("nan"),
-                             "mde80": round(mde, digits), "seeds_needed": need})
+                rows.append(
+                    {
+                        "round": int(t),
+                        "difference": f"{a} - {b}",
+                        "metric": m,
+                        "n": n,
+                        "mean": round(mean, digits),
+                        "sd": round(sd, digits),
+                        "ci95_low": round(mean - half, digits),
+                        "ci95_high": round(mean + half, digits),
+                        "ref_mean": round(ref, digits),
+                        "rel": round(rel, 3),
+                        "rel_ci95_low": round((mean - half) / ref, 3) if ref else float("nan"),
+                        "rel_ci95_high": round((mean + half) / ref, 3) if ref else float("nan"),
+                        "mde80": round(mde, digits),
+                        "seeds_needed": need,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -221,8 +269,12 @@ def main() -> None:
     p.add_argument("--stage", choices=["cam", "pseudo", "seg"], default="pseudo")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--rounds", type=int, default=1, help="rounds 1..N of every run")
-    p.add_argument("--base-overlay", type=json.loads, default=None,
-                   help="JSON overlay of the base run; build its round 0 when missing")
+    p.add_argument(
+        "--base-overlay",
+        type=json.loads,
+        default=None,
+        help="JSON overlay of the base run; build its round 0 when missing",
+    )
     args = p.parse_args()
     args.base, args.out = args.base.resolve(), args.out.resolve()
     args.configfile = [c.resolve() for c in args.configfile]  # config/config.yaml is the Snakefile's own

@@ -28,7 +28,7 @@ One deliberate difference: AMN's `Net.train()` override never calls `nn.Module.t
 `model.eval()` leaves its Dropout(0.1) active and make_amn_cam's maps change from run to
 run (no fixed target exists). The goldens are made with that Dropout switched off, which is
 what `amn.inference_dropout: false` does in this project (`true` reproduces the quirk).
-The reference's CAM .npy files (pickled dicts) are read with conta_core.fileio.read_irnet_cam,
+The reference's CAM .npy files (pickled dicts) are read with conta_core.infra.fileio.read_irnet_cam,
 the restricted reader of `conta import-cams` (numpy arrays and torch tensors only).
 """
 
@@ -86,7 +86,7 @@ def backbone_to_resnet(state: dict, prefix: str = "backbone.") -> dict:
     for k, v in state.items():
         if not k.startswith(prefix + "stages."):
             continue
-        parts = k[len(prefix) + len("stages."):].split(".")
+        parts = k[len(prefix) + len("stages.") :].split(".")
         stage = int(parts[0])
         if stage == 0:
             sub = int(parts[1])
@@ -183,7 +183,7 @@ def read_png(path: Path) -> np.ndarray:
 
 def read_ref_cam(path: Path) -> dict:
     """The reference's CAM .npy dict, through the project's restricted reader (no pickle.load)."""
-    from conta_core.fileio import read_irnet_cam
+    from conta_core.infra.fileio import read_irnet_cam
 
     return read_irnet_cam(path)
 
@@ -232,9 +232,15 @@ def part_irn(out: Path) -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="irn_parity_"))
     args = types.SimpleNamespace(
-        num_workers=2, cam_out_dir=str(scratch / "cam"), ir_label_out_dir=str(scratch / "ir"),
-        sem_seg_out_dir=str(scratch / "sem"), conf_fg_thres=IR_THRESHOLDS[0], conf_bg_thres=IR_THRESHOLDS[1],
-        beta=RW["beta"], exp_times=RW["exp_times"], sem_seg_bg_thres=RW["sem_seg_bg_thres"],
+        num_workers=2,
+        cam_out_dir=str(scratch / "cam"),
+        ir_label_out_dir=str(scratch / "ir"),
+        sem_seg_out_dir=str(scratch / "sem"),
+        conf_fg_thres=IR_THRESHOLDS[0],
+        conf_bg_thres=IR_THRESHOLDS[1],
+        beta=RW["beta"],
+        exp_times=RW["exp_times"],
+        sem_seg_bg_thres=RW["sem_seg_bg_thres"],
     )
     for d in (args.cam_out_dir, args.ir_label_out_dir, args.sem_seg_out_dir):
         os.makedirs(d)
@@ -284,8 +290,9 @@ def part_deeplab(out: Path) -> None:
         logits = model(torch.from_numpy(np.ascontiguousarray(x)))
     n_params = sum(p.numel() for p in model.parameters())
     del torchvision
-    np.savez_compressed(out, **{"deeplab/image": img, "deeplab/logits": logits[0].numpy(),
-                                "deeplab/num_params": np.int64(n_params)})
+    np.savez_compressed(
+        out, **{"deeplab/image": img, "deeplab/logits": logits[0].numpy(), "deeplab/num_params": np.int64(n_params)}
+    )
 
 
 def part_amn(out: Path, ir_golden: Path) -> None:
@@ -300,7 +307,9 @@ def part_amn(out: Path, ir_golden: Path) -> None:
 
     golden = np.load(ir_golden)
     scratch = Path(tempfile.mkdtemp(prefix="amn_parity_"))
-    args = types.SimpleNamespace(num_workers=2, ir_label_out_dir=str(scratch / "ir"), amn_cam_out_dir=str(scratch / "cam"))
+    args = types.SimpleNamespace(
+        num_workers=2, ir_label_out_dir=str(scratch / "ir"), amn_cam_out_dir=str(scratch / "cam")
+    )
     os.makedirs(args.ir_label_out_dir)
     os.makedirs(args.amn_cam_out_dir)
     for name in images:
@@ -344,12 +353,23 @@ def main() -> None:
         ref = {"irn": args.irn, "deeplab": args.deeplab, "amn": args.amn}[args.part]
         os.chdir(ref)
         sys.path.insert(0, str(ref.resolve()))
-        {"irn": lambda: part_irn(args.part_out), "deeplab": lambda: part_deeplab(args.part_out),
-         "amn": lambda: part_amn(args.part_out, args.ir_golden)}[args.part]()
+        {
+            "irn": lambda: part_irn(args.part_out),
+            "deeplab": lambda: part_deeplab(args.part_out),
+            "amn": lambda: part_amn(args.part_out, args.ir_golden),
+        }[args.part]()
         return
     scratch = Path(tempfile.mkdtemp(prefix="parity_"))
-    base = [sys.executable, __file__, "--irn", str(args.irn.resolve()), "--deeplab", str(args.deeplab.resolve()),
-            "--amn", str(args.amn.resolve())]
+    base = [
+        sys.executable,
+        __file__,
+        "--irn",
+        str(args.irn.resolve()),
+        "--deeplab",
+        str(args.deeplab.resolve()),
+        "--amn",
+        str(args.amn.resolve()),
+    ]
     parts = {}
     for part in ("irn", "deeplab", "amn"):
         parts[part] = scratch / f"{part}.npz"

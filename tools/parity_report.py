@@ -26,12 +26,19 @@ sys.path.insert(0, str(REPO))
 
 import parity_fixtures as fx  # noqa: E402
 from test_parity import (  # noqa: E402
-    CAM_SCALES, CPU, IDS, RW_CFG, _amn_net, _cam_net, _edge_net, _golden_cam,
+    CAM_SCALES,
+    CPU,
+    IDS,
+    RW_CFG,
+    _amn_net,
+    _cam_net,
+    _edge_net,
+    _golden_cam,
 )
 
 
 def cam_diff(g, resize: str) -> float:
-    from conta_core.cam import compute_cams_batch
+    from conta_core.steps.cam import compute_cams_batch
 
     net, worst = _cam_net(), 0.0
     for name, img, keys in zip(IDS, fx.fixture_images(), fx.fixture_keys()):
@@ -41,8 +48,8 @@ def cam_diff(g, resize: str) -> float:
 
 
 def ir_agreement(g) -> float:
-    from conta_core.config import DEFAULT_CONFIG, load_yaml
-    from conta_core.ir_label import cam_to_ir_label
+    from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
+    from conta_core.steps.ir_label import cam_to_ir_label
 
     crf = load_yaml(DEFAULT_CONFIG)["ir_label"]["crf"]
     same = total = 0
@@ -54,7 +61,7 @@ def ir_agreement(g) -> float:
 
 
 def rw_agreement(g, pad_size) -> tuple[float, float]:
-    from conta_core.random_walk import boundary_map, pseudo_mask_from_cam
+    from conta_core.steps.random_walk import boundary_map, pseudo_mask_from_cam
 
     net, cfg = _edge_net(), {**RW_CFG, "pad_size": pad_size}
     same = total = 0
@@ -77,8 +84,16 @@ def deeplab_diff(g, tmp: Path, norm: str) -> float:
     path = tmp / "caffe_layout.pth"
     if not path.exists():
         torch.save({k.removeprefix("base."): v for k, v in fx.deeplab_caffe_state().items()}, path)
-    cfg = {"backbone": "resnet101", "pretrained": str(path), "output_stride": 8, "aspp_rates": [6, 12, 18, 24],
-           "freeze_bn": True, "msc_scales": [1.0, 0.75, 0.5], "resnet_style": "caffe", "input_norm": "caffe"}
+    cfg = {
+        "backbone": "resnet101",
+        "pretrained": str(path),
+        "output_stride": 8,
+        "aspp_rates": [6, 12, 18, 24],
+        "freeze_bn": True,
+        "msc_scales": [1.0, 0.75, 0.5],
+        "resnet_style": "caffe",
+        "input_norm": "caffe",
+    }
     model = build_deeplab(cfg, fx.DEEPLAB_CLASSES).eval()
     model.base.load_state_dict({**model.base.state_dict(), **fx.deeplab_aspp_state()})
     with torch.no_grad():
@@ -87,12 +102,14 @@ def deeplab_diff(g, tmp: Path, norm: str) -> float:
 
 
 def amn_diff(g, resize: str) -> float:
-    from conta_core.amn import compute_amn_cam
+    from conta_core.steps.amn import compute_amn_cam
 
     net, worst = _amn_net(), 0.0
     for name, img, keys in zip(IDS, fx.fixture_images(), fx.fixture_keys()):
         cam, high = compute_amn_cam(net, img, keys, g[f"irn/ir_label/{name}"], CAM_SCALES, True, CPU, resize=resize)
-        worst = max(worst, np.abs(cam - g[f"amn/cam/{name}"][1:]).max(), np.abs(high - g[f"amn/high_res/{name}"][1:]).max())
+        worst = max(
+            worst, np.abs(cam - g[f"amn/cam/{name}"][1:]).max(), np.abs(high - g[f"amn/high_res/{name}"][1:]).max()
+        )
     return float(worst)
 
 
@@ -109,14 +126,30 @@ def main() -> None:
     e_ref, rw_ref = rw_agreement(g, 512)
     e_fast, rw_fast = rw_agreement(g, None)
     rows = [
-        ("CAM files (cam, high_res), max abs diff", "cam.resize", f"{cam_diff(g, 'pil_bicubic'):.1e}",
-         f"{cam_diff(g, 'bilinear'):.1e}", "<= 1e-3"),
+        (
+            "CAM files (cam, high_res), max abs diff",
+            "cam.resize",
+            f"{cam_diff(g, 'pil_bicubic'):.1e}",
+            f"{cam_diff(g, 'bilinear'):.1e}",
+            "<= 1e-3",
+        ),
         ("IR labels, % pixels equal", "-", f"{ir_agreement(g):.3f}", "same", "100"),
         ("boundary map, max abs diff", "random_walk.pad_size", f"{e_ref:.1e}", f"{e_fast:.1e}", "-"),
         ("pseudo-masks, % pixels equal", "random_walk.pad_size", f"{rw_ref:.3f}", f"{rw_fast:.3f}", ">= 99.9"),
-        ("DeepLab-v2 MSC logits, max abs diff", "segmentation.input_norm", f"{dl_ref:.1e}", f"{dl_fast:.1e}", "<= 1e-4"),
-        ("AMN make_amn_cam maps, max abs diff", "cam.resize", f"{amn_diff(g, 'pil_bicubic'):.1e}",
-         f"{amn_diff(g, 'bilinear'):.1e}", "<= 1e-3"),
+        (
+            "DeepLab-v2 MSC logits, max abs diff",
+            "segmentation.input_norm",
+            f"{dl_ref:.1e}",
+            f"{dl_fast:.1e}",
+            "<= 1e-4",
+        ),
+        (
+            "AMN make_amn_cam maps, max abs diff",
+            "cam.resize",
+            f"{amn_diff(g, 'pil_bicubic'):.1e}",
+            f"{amn_diff(g, 'bilinear'):.1e}",
+            "<= 1e-3",
+        ),
     ]
     print("| step | key | reference value | alternative value | bound (tests/test_parity.py) |")
     print("| --- | --- | --- | --- | --- |")

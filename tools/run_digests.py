@@ -5,7 +5,7 @@
     python tools/run_digests.py RUN_DIR --check tests/golden/tiny_run_digests.json
     python tools/run_digests.py RUN_DIR --compare OTHER_RUN_DIR
 
-RUN_DIR is results/<run>. What is hashed per file type: conta_core/run_digest.py. The
+RUN_DIR is results/<run>. What is hashed per file type: conta_core/report/run_digest.py. The
 golden file of the tests (tests/golden/tiny_run_digests.json) holds the digests of the tiny
 end-to-end run (.test/config.yaml, `round2`) and the machine fingerprint they were taken
 on; tests/test_workflow.py checks every tiny run against it. After a change that is MEANT
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from conta_core.run_digest import compare, machine_fingerprint, run_digests
+from conta_core.report.run_digest import compare, machine_fingerprint, run_digests
 
 
 def main() -> None:
@@ -38,14 +38,19 @@ def main() -> None:
     if a.write:
         a.write.parent.mkdir(parents=True, exist_ok=True)
         tmp = a.write.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": machine_fingerprint(), "files": digests}, indent=1, sort_keys=True) + "\n")
+        tmp.write_text(
+            json.dumps({"machine": machine_fingerprint(), "files": digests}, indent=1, sort_keys=True) + "\n"
+        )
         tmp.replace(a.write)
         print(f"wrote {a.write}: {len(digests)} files")
         return
     other = json.loads(a.check.read_text())["files"] if a.check else run_digests(a.compare)
     diff = compare(digests, other)
-    for key, label in (("only_a", f"only in {a.run_dir}"), ("only_b", f"only in {a.check or a.compare}"),
-                       ("differ", "content differs")):
+    for key, label in (
+        ("only_a", f"only in {a.run_dir}"),
+        ("only_b", f"only in {a.check or a.compare}"),
+        ("differ", "content differs"),
+    ):
         for rel in diff[key]:
             print(f"{label}: {rel}")
     n = sum(len(v) for v in diff.values())

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from conta_core.config import load_config
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.evaluate import evaluate_label_maps
-from conta_core.fileio import CAM_SUFFIX, IGNORE_LABEL, load_cam, load_image, load_label_png
-from conta_core.ir_label import cam_to_ir_label
-from conta_core.random_walk import make_pseudo_masks
+from conta_core.evaluation.evaluate import evaluate_label_maps
+from conta_core.infra.config import load_config
+from conta_core.infra.fileio import CAM_SUFFIX, IGNORE_LABEL, load_cam, load_image, load_label_png
+from conta_core.steps.ir_label import cam_to_ir_label
+from conta_core.steps.random_walk import make_pseudo_masks
 
 
 def pair(text: str) -> tuple[float, float]:
@@ -46,8 +46,11 @@ def ir_table(manifest: Manifest, ids: list[str], cams: dict, pairs: list, crf: d
             bg = (lab == 0) & valid
             fg_n, fg_ok = fg_n + fg.sum(), fg_ok + (lab[fg] == gt[fg]).sum()
             bg_n, bg_ok = bg_n + bg.sum(), bg_ok + (gt[bg] == 0).sum()
-        print(f"ir fg {fg_t:.2f} bg {bg_t:.2f}: fg precision {fg_ok / max(fg_n, 1):.3f} coverage {fg_n / total:.3f}"
-              f" | bg precision {bg_ok / max(bg_n, 1):.3f} coverage {bg_n / total:.3f}", flush=True)
+        print(
+            f"ir fg {fg_t:.2f} bg {bg_t:.2f}: fg precision {fg_ok / max(fg_n, 1):.3f} coverage {fg_n / total:.3f}"
+            f" | bg precision {bg_ok / max(bg_n, 1):.3f} coverage {bg_n / total:.3f}",
+            flush=True,
+        )
 
 
 def rw_table(manifest: Manifest, ids: list[str], cams: dict, irn: Path, pairs: list, rw_cfg: dict) -> None:
@@ -65,7 +68,9 @@ def main() -> None:
     p.add_argument("--num-images", type=int, default=80)
     p.add_argument("--ir", type=pair, nargs="*", default=[(0.30, 0.05), (0.50, 0.20), (0.70, 0.30)])
     p.add_argument("--rw", type=pair, nargs="*", default=[(8, 0.55), (2, 0.55), (1, 0.55)])
-    p.add_argument("--config", type=Path, default=None, help="config for the CRF / walk settings (default: the default)")
+    p.add_argument(
+        "--config", type=Path, default=None, help="config for the CRF / walk settings (default: the default)"
+    )
     args = p.parse_args()
     cfg = load_config(args.config) if args.config else load_config()
     manifest = Manifest.load(args.round_dir.parent / "data/manifest.json")

@@ -11,16 +11,15 @@ CLI:
 """
 
 import argparse
-
 import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.confounder import build_confounder, save_confounder
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, script_doc, script_main, setup
+from conta_core.infra.script import base_parser, script_doc, script_main, setup
+from conta_core.steps.confounder import build_confounder, save_confounder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +39,13 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit("--cfg: context.size missing")
     manifest = Manifest.load(args.manifest)
     labels = {i: manifest.labels[i] for i in manifest.ids(args.split)}
-    C, counts = build_confounder(index_artifacts(args.mask_dir, ".png"), labels, manifest.num_fg,
-                                 tuple(cfg["size"]), resize=cfg.get("confounder_resize", "area"))
+    C, counts = build_confounder(
+        index_artifacts(args.mask_dir, ".png"),
+        labels,
+        manifest.num_fg,
+        tuple(cfg["size"]),
+        resize=cfg.get("confounder_resize", "area"),
+    )
     save_confounder(args.out, C, counts, manifest.class_names[1:], args.round, args.source)
 
 

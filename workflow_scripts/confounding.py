@@ -9,7 +9,7 @@ Usage:
 --cfg        {"band": px, "cam_threshold": the background score of CAM argmaxes (cam.eval_threshold)}
 --pred-dir   a shard folder of the stage: CAM .npz files (stage cam) or <id>.png label maps
 --stage      cam: CAM argmax at cam_threshold (as the headline CAM mIoU); else the label maps
-Writes conta_core.confounding.ConfoundingAccumulator.result() plus stage and split; prints
+Writes conta_core.evaluation.confounding.ConfoundingAccumulator.result() plus stage and split; prints
 the summary scalars. Runs on the CPU.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.confounding import stage_measures
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import base_parser, script_doc, script_main, setup
+from conta_core.evaluation.confounding import stage_measures
+from conta_core.infra.script import base_parser, script_doc, script_main, setup
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Context diagnostics of one round's context classifier (conta_core.context_diagnostics).
+"""Context diagnostics of one round's context classifier (conta_core.evaluation.context_diagnostics).
 
 CLI:
   context_diagnostics.py --cfg JSON --manifest PATH --split train_eval --model MODEL.pth
@@ -12,15 +12,14 @@ CLI:
 """
 
 import argparse
-
 import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.context_diagnostics import write_context_diagnostics
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_xm_args, base_parser, script_doc, script_main, setup, xm_index
+from conta_core.evaluation.context_diagnostics import write_context_diagnostics
+from conta_core.infra.script import add_xm_args, base_parser, script_doc, script_main, setup, xm_index
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +39,14 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit("context_diagnostics.py: --xm-dir is required (the X_m folders of the round)")
     manifest = Manifest.load(args.manifest)
     write_context_diagnostics(
-        args.out, model_path=args.model, manifest=manifest, ids=manifest.ids(args.split), xm_files=xm_index(args),
-        device=device, train_log=args.train_log, max_images=int(cfg["diagnostics_images"]),
+        args.out,
+        model_path=args.model,
+        manifest=manifest,
+        ids=manifest.ids(args.split),
+        xm_files=xm_index(args),
+        device=device,
+        train_log=args.train_log,
+        max_images=int(cfg["diagnostics_images"]),
     )
 
 

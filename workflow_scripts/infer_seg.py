@@ -11,22 +11,20 @@ Usage:
               architecture comes from the checkpoint
 --manifest    dataset manifest (conta_core.data.manifest)
 --split       manifest split to predict (train: X_m for CONTA; val: scoring)
---shard       0-based shard index; --num-shards: number of shards (conta_core.shards)
+--shard       0-based shard index; --num-shards: number of shards (conta_core.infra.shards)
 --model       checkpoint written by train_seg.py
 --out-dir     writes <out-dir>/<id>.png (0 bg, 1..C); existing files are kept (resume)
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
-from conta_core.segment import infer_segmentation
+from conta_core.infra.script import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.steps.segment import infer_segmentation
 
 
 def build_parser() -> argparse.ArgumentParser:

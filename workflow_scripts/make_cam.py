@@ -12,14 +12,22 @@ CLI:
 """
 
 import argparse
-
 import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.cam import make_cams
-from conta_core.runtime import add_shard_args, add_xm_args, base_parser, script_doc, script_main, select_shard, setup, xm_index
+from conta_core.infra.script import (
+    add_shard_args,
+    add_xm_args,
+    base_parser,
+    script_doc,
+    script_main,
+    select_shard,
+    setup,
+    xm_index,
+)
+from conta_core.steps.cam import make_cams
 
 
 def build_parser() -> argparse.ArgumentParser:

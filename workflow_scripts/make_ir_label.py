@@ -7,7 +7,7 @@ Usage:
 
 --cfg        the `ir_label` config section as JSON: {"fg_threshold", "bg_threshold", "crf": {...}}
 --manifest   dataset manifest JSON
---shard K / --num-shards N   this job's shard (conta_core.shards.shard_ids of the split's ids)
+--shard K / --num-shards N   this job's shard (conta_core.infra.shards.shard_ids of the split's ids)
 --split      split whose images get IR labels (default: train)
 --cams-dir   a folder of <id>.npz CAMs; repeat for every CAM shard folder of the round
 --out-dir    output folder; writes <id>.png (uint8: 0 bg, 1..C class, 255 uncertain)
@@ -16,18 +16,16 @@ Runs on the CPU; existing outputs are kept (resume).
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.fileio import CAM_SUFFIX
 from conta_core.data.artifacts import index_artifacts
-from conta_core.ir_label import make_ir_labels
-from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.infra.fileio import CAM_SUFFIX
+from conta_core.infra.script import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.steps.ir_label import make_ir_labels
 
 
 def build_parser() -> argparse.ArgumentParser:

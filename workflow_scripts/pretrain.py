@@ -12,22 +12,20 @@ Usage:
 --threads  torch intra-op threads
 --seed     seed of the generated source images, initialisation and shuffling (default 0)
 --pretrain-cache  reuse an identical earlier pre-training from <results_dir>/pretrain_cache/
-           (config key pretrain_cache; conta_core.pretrain.pretrain_cached)
+           (config key pretrain_cache; conta_core.steps.pretrain.pretrain_cached)
 --checkpoint  the `checkpoint` config section as JSON (resumable training; a rerun resumes from <out>.resume/)
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.layout import PRETRAIN_CACHE, RunLayout
-from conta_core.pretrain import pretrain_cached
-from conta_core.runtime import add_checkpoint_args, base_parser, script_doc, script_main, setup
+from conta_core.infra.layout import PRETRAIN_CACHE, RunLayout
+from conta_core.infra.script import add_checkpoint_args, base_parser, script_doc, script_main, setup
+from conta_core.steps.pretrain import pretrain_cached
 
 
 def build_parser() -> argparse.ArgumentParser:

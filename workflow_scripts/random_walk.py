@@ -9,7 +9,7 @@ Usage:
 --cfg        the `random_walk` config section as JSON: {"radius", "beta", "exp_times", "bg_threshold"}
 --manifest   dataset manifest JSON
 --split      split whose images get pseudo-masks (default: train)
---shard K / --num-shards N   this job's shard (conta_core.shards.shard_ids of the split's ids)
+--shard K / --num-shards N   this job's shard (conta_core.infra.shards.shard_ids of the split's ids)
 --cams-dir   a folder of <id>.npz CAMs; repeat for every CAM shard folder of the round
 --irn        the round's IRN checkpoint (irn/model.pth, from train_irn.py)
 --out-dir    output folder; writes <id>.png VOC-palette masks (0 bg, 1..C class)
@@ -19,18 +19,16 @@ Existing outputs are kept (resume).
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.fileio import CAM_SUFFIX
 from conta_core.data.artifacts import index_artifacts
-from conta_core.random_walk import make_pseudo_masks
-from conta_core.runtime import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.infra.fileio import CAM_SUFFIX
+from conta_core.infra.script import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.steps.random_walk import make_pseudo_masks
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,16 +20,24 @@ per-iteration LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg).
 """
 
 import argparse
-
 import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.amn import train_amn
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_checkpoint_args, add_loader_args, add_xm_args, base_parser, script_doc, script_main, setup, xm_index
+from conta_core.infra.script import (
+    add_checkpoint_args,
+    add_loader_args,
+    add_xm_args,
+    base_parser,
+    script_doc,
+    script_main,
+    setup,
+    xm_index,
+)
+from conta_core.steps.amn import train_amn
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +58,18 @@ def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
     train_amn(
-        manifest, manifest.ids(args.split), index_artifacts(args.ir_label_dir, ".png"), cfg["amn"], cfg.get("context"),
-        device, args.out, args.seed, log_csv=args.train_log, classifier_path=args.classifier,
-        xm_files=xm_index(args), confounder_path=args.confounder,
+        manifest,
+        manifest.ids(args.split),
+        index_artifacts(args.ir_label_dir, ".png"),
+        cfg["amn"],
+        cfg.get("context"),
+        device,
+        args.out,
+        args.seed,
+        log_csv=args.train_log,
+        classifier_path=args.classifier,
+        xm_files=xm_index(args),
+        confounder_path=args.confounder,
         num_workers=args.loader_workers,
         checkpoint=args.checkpoint,
     )

@@ -16,15 +16,23 @@ CLI:
 """
 
 import argparse
-
 import sys
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_checkpoint_args, add_loader_args, add_xm_args, base_parser, script_doc, script_main, setup, xm_index
-from conta_core.train_cls import train_classifier
+from conta_core.infra.script import (
+    add_checkpoint_args,
+    add_loader_args,
+    add_xm_args,
+    base_parser,
+    script_doc,
+    script_main,
+    setup,
+    xm_index,
+)
+from conta_core.steps.train_cls import train_classifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +51,17 @@ def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     manifest = Manifest.load(args.manifest)
     train_classifier(
-        manifest, manifest.ids(args.split), cfg["classifier"], cfg.get("context"), device, args.out, args.seed,
-        log_csv=args.train_log, xm_files=xm_index(args), confounder_path=args.confounder, num_workers=args.loader_workers,
+        manifest,
+        manifest.ids(args.split),
+        cfg["classifier"],
+        cfg.get("context"),
+        device,
+        args.out,
+        args.seed,
+        log_csv=args.train_log,
+        xm_files=xm_index(args),
+        confounder_path=args.confounder,
+        num_workers=args.loader_workers,
         checkpoint=args.checkpoint,
     )
 

@@ -22,18 +22,16 @@ Usage:
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.data.manifest import Manifest
 from conta_core.data.artifacts import index_artifacts
-from conta_core.irn import load_classifier_state, train_irn
-from conta_core.runtime import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.data.manifest import Manifest
+from conta_core.infra.script import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.steps.irn import load_classifier_state, train_irn
 
 
 def build_parser() -> argparse.ArgumentParser:

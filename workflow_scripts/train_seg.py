@@ -18,18 +18,16 @@ Usage:
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.runtime import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
-from conta_core.segment import train_segmentation
+from conta_core.infra.script import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.steps.segment import train_segmentation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +48,14 @@ def run(args: argparse.Namespace) -> None:
     manifest = Manifest.load(args.manifest)
     label_files = index_artifacts(args.label_dir, ".png")
     train_segmentation(
-        manifest, manifest.ids(args.split), label_files, cfg_seg, device, args.out, args.seed, args.train_log,
+        manifest,
+        manifest.ids(args.split),
+        label_files,
+        cfg_seg,
+        device,
+        args.out,
+        args.seed,
+        args.train_log,
         num_workers=args.loader_workers,
         checkpoint=args.checkpoint,
     )

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Render per-image overview grids of a run (conta_core.visualize.render_samples).
+"""Render per-image overview grids of a run (conta_core.report.visualize.render_samples).
 
     visualize.py --cfg '<report section JSON>' --run-dir results/<run> --rounds 0 1 2
                  --out-dir results/<run>/round2/figures/samples [--ids ID ...] [--seed S]
@@ -13,16 +13,14 @@ Writes out-dir/<id>.png, one per image.
 """
 
 import argparse
-
-from pathlib import Path
-
 import sys
+from pathlib import Path
 from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.runtime import base_parser, script_doc, script_main, setup
-from conta_core.visualize import render_samples
+from conta_core.infra.script import base_parser, script_doc, script_main, setup
+from conta_core.report.visualize import render_samples
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +38,17 @@ def run(args: argparse.Namespace) -> None:
         if key not in cfg:
             raise SystemExit(f"--cfg: report.{key} is missing")
     ids = args.ids if args.ids is not None else cfg.get("image_ids")
-    render_samples(args.run_dir, args.rounds, ids, int(cfg["num_images"]), args.seed, args.out_dir,
-                   tile_px=int(cfg["tile_px"]), dpi=int(cfg["dpi"]), device=device)
+    render_samples(
+        args.run_dir,
+        args.rounds,
+        ids,
+        int(cfg["num_images"]),
+        args.seed,
+        args.out_dir,
+        tile_px=int(cfg["tile_px"]),
+        dpi=int(cfg["dpi"]),
+        device=device,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import IGNORE_LABEL, save_label_png
-from conta_core.runtime import Progress
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import IGNORE_LABEL, save_label_png
+from conta_core.infra.progress import Progress
 
 log = logging.getLogger("conta.data.coco")
 SPLIT_DIRS = {"train": "train2014", "val": "val2014"}

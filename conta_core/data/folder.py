@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
+from conta_core.infra.config import config_error
 
 log = logging.getLogger("conta.data.folder")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -121,7 +121,9 @@ def prepare_folder(
             continue
         splits[split].append(image_id)
     if unlabelled:
-        log.warning("folder: %d train images without labels left out of train (first: %s)", len(unlabelled), unlabelled[0])
+        log.warning(
+            "folder: %d train images without labels left out of train (first: %s)", len(unlabelled), unlabelled[0]
+        )
     val_is_train = not splits["val"]
     if val_is_train:
         log.warning("folder: %s has no val rows; val = train", csv_path)
@@ -129,11 +131,18 @@ def prepare_folder(
         name="folder",
         root=root,
         class_names=names,
-        splits={"train": splits["train"], "train_eval": list(splits["train"]),
-                "val": list(splits["train"]) if val_is_train else splits["val"]},
+        splits={
+            "train": splits["train"],
+            "train_eval": list(splits["train"]),
+            "val": list(splits["train"]) if val_is_train else splits["val"],
+        },
         labels=labels,
         images=images,
         masks=masks,
-        meta={"source": str(csv_path), "masks_dir": None if masks_dir is None else str(masks_dir),
-              "unlabelled_train": len(unlabelled), "val_is_train": val_is_train},
+        meta={
+            "source": str(csv_path),
+            "masks_dir": None if masks_dir is None else str(masks_dir),
+            "unlabelled_train": len(unlabelled),
+            "val_is_train": val_is_train,
+        },
     )

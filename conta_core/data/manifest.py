@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conta_core.fileio import write_json
+from conta_core.infra.fileio import write_json
 
 MANIFEST_VERSION = 1
 
@@ -97,7 +97,7 @@ class Manifest:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Manifest":
+    def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         try:
             d = json.loads(path.read_text())

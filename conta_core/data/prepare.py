@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import IGNORE_LABEL, load_label_png
-from conta_core.runtime import Progress
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import IGNORE_LABEL, load_label_png
+from conta_core.infra.progress import Progress
 
 log = logging.getLogger("conta.data.prepare")
 KINDS = ("synthetic", "voc12", "coco14", "folder")
@@ -90,7 +90,9 @@ def check_mask(path: Path, image_id: str, num_fg: int, size: tuple[int, int]) ->
     values = np.unique(mask)
     bad = [int(v) for v in values if v > num_fg and v != IGNORE_LABEL]
     if bad:
-        raise ValueError(f"image id {image_id!r}: mask {path} has value(s) {bad} outside 0..{num_fg} and {IGNORE_LABEL}")
+        raise ValueError(
+            f"image id {image_id!r}: mask {path} has value(s) {bad} outside 0..{num_fg} and {IGNORE_LABEL}"
+        )
 
 
 def _check_ids(manifest: Manifest, ids: list[str]) -> None:
@@ -132,8 +134,12 @@ def drop_unlabelled_training(manifest: Manifest) -> Manifest:
     dropped = sorted({i for s in TRAINING_SPLITS for i in manifest.splits.get(s, []) if not manifest.labels.get(i)})
     if not dropped:
         return manifest
-    log.warning("dataset %s: %d training image(s) without a foreground label left out of train/train_eval "
-                "(e.g. %s)", manifest.name, len(dropped), dropped[:3])
+    log.warning(
+        "dataset %s: %d training image(s) without a foreground label left out of train/train_eval (e.g. %s)",
+        manifest.name,
+        len(dropped),
+        dropped[:3],
+    )
     gone = set(dropped)
     splits = {k: ([i for i in v if i not in gone] if k in TRAINING_SPLITS else v) for k, v in manifest.splits.items()}
     meta = {**manifest.meta, "train_without_labels": manifest.meta.get("train_without_labels", 0) + len(dropped)}

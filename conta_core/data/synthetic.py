@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from conta_core.config import config_error, require_keys
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import IGNORE_LABEL, atomic_path, save_label_png, write_text
-from conta_core.runtime import track
+from conta_core.infra.config import config_error, require_keys
+from conta_core.infra.fileio import IGNORE_LABEL, atomic_path, save_label_png, write_text
+from conta_core.infra.progress import track
 
 log = logging.getLogger("conta.data.synthetic")
 
@@ -99,7 +99,7 @@ class SynthConfig:
     part_classes: list = field(default_factory=lambda: ["car"])
 
     @classmethod
-    def from_dict(cls, cfg: dict) -> "SynthConfig":
+    def from_dict(cls, cfg: dict) -> SynthConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -367,7 +367,9 @@ def sample_scene(rng: np.random.Generator, sc: SynthConfig) -> SceneSpec:
     return SceneSpec(texture=texture, texture_seed=int(rng.integers(2**31)), objects=objects)
 
 
-def _object_masks(cls: str, box: tuple[int, int, int, int], shape_seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _object_masks(
+    cls: str, box: tuple[int, int, int, int], shape_seed: int, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Full-image bool[S, S] (object, part) masks of one object."""
     y, x, h, w = box
     obj_box, part_box = shape_masks(CLASS_CATALOGUE[cls]["shape"], h, w, np.random.default_rng(shape_seed))

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from conta_core.context import load_xm
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment
-from conta_core.fileio import IGNORE_LABEL, load_image, load_map_for
+from conta_core.infra.fileio import IGNORE_LABEL, load_image, load_map_for
+from conta_core.steps.context import load_xm
 
 XM_PAD = 0  # padded context-map pixels count as background
 
@@ -106,33 +106,3 @@ class SegmentationDataset(_Augmented):
             img, [label], self.rng(index), self.scale_range, self.crop_size, map_pad=IGNORE_LABEL, norm=self.norm
         )
         return {"image": x, "label": label.astype(np.int64), "id": image_id}
-
-
-class InferenceDataset(Dataset):
-    """Full-size images for inference: {"image_u8": uint8[H, W, 3], "id": str} and, with
-    label_files, "label": uint8[H, W]. Use batch_size=None (or 1) with `numpy_collate`."""
-
-    def __init__(self, manifest: Manifest, ids: list[str], label_files: dict[str, Path] | None = None):
-        self.manifest = manifest
-        self.ids = _check_ids(manifest, ids)
-        self.label_files = label_files
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict:
-        image_id = self.ids[index]
-        img = load_image(self.manifest.image_file(image_id))
-        item = {"image_u8": img, "id": image_id}
-        if self.label_files is not None:
-            item["label"] = load_map_for(self.label_files, image_id, img.shape[:2], "label")
-        return item
-
-
-def numpy_collate(batch: dict | list[dict]) -> dict:
-    """collate_fn keeping numpy arrays: the item itself (batch_size=None) or batch[0] (1)."""
-    if isinstance(batch, list):
-        if len(batch) != 1:
-            raise ValueError(f"numpy_collate: expected batch_size None or 1, got {len(batch)} items")
-        return batch[0]
-    return batch

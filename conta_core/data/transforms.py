@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from conta_core.config import config_error
-from conta_core.fileio import IGNORE_LABEL
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import IGNORE_LABEL
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

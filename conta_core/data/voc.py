@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from conta_core.config import config_error
 from conta_core.data.manifest import Manifest
-from conta_core.fileio import IGNORE_LABEL, load_label_png, save_label_png
-from conta_core.runtime import track
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import IGNORE_LABEL, load_label_png, save_label_png
+from conta_core.infra.progress import track
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

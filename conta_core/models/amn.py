@@ -1,6 +1,6 @@
 """AMN (Lee, Kim, Shim, CVPR 2022): ResNet + label conditioning + per-pixel classification head.
 
-Reference irn_amn_reference.md §3.3. The network is the CAM classifier's (conta_core.models.
+AMN (Lee, Kim, Shim, CVPR 2022; https://github.com/gaviotas/AMN, net/resnet50_amn.py). The network is the CAM classifier's (conta_core.models.
 classifier.CAMNet: ResNet backbone at output stride 16 without dilation, and for rounds t > 0
 the CONTA context module with its block adapters and confounder buffer) with the classifier
 replaced by AMN's head:
@@ -18,7 +18,7 @@ background class. The ASPP is DeepLab-v2's sum of dilated 3x3 convs (conta_core.
   appended after it unchanged (the map is not gated by the labels).
 - The backbone freezes whole stages (amn.frozen_stages; AMN freezes only conv1/bn1, which
   the stage-wise ResNetBackbone cannot express: 0 = train everything, AMN's closest setting).
-- Dropout at inference (the official code never leaves train mode, reference §3.9) is off
+- Dropout at inference (the official code never leaves train mode) is off
   by default; `set_inference_dropout(True)` reproduces the quirk.
 - State-dict names match CAMNet (backbone.*, context.*, adapters.*, confounder), so a round's
   CAM classifier can initialise the backbone and the context module (amn.backbone_init).
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from conta_core.checkpoint import load_model
-from conta_core.config import config_error, require_keys
+from conta_core.infra.checkpoint import load_model
+from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import check_backbone_init
 from conta_core.models.classifier import CAMNet
 from conta_core.models.deeplab import ASPP
@@ -64,8 +64,14 @@ class AMNNet(CAMNet):
         aspp_rates: tuple[int, ...] = (6, 12, 18, 24),
         dropout: float = 0.1,
     ) -> None:
-        super().__init__(num_fg, backbone=backbone, pretrained=pretrained, freeze_bn=freeze_bn,
-                         frozen_stages=frozen_stages, context=context)
+        super().__init__(
+            num_fg,
+            backbone=backbone,
+            pretrained=pretrained,
+            freeze_bn=freeze_bn,
+            frozen_stages=frozen_stages,
+            context=context,
+        )
         del self.classifier  # replaced by the label conditioning + ASPP head
         channels = self.backbone.channels[-1]
         extra = 1 if 5 in self.blocks else 0
@@ -80,7 +86,7 @@ class AMNNet(CAMNet):
         if not self.training:
             self.dropout.train(self.inference_dropout)
 
-    def train(self, mode: bool = True) -> "AMNNet":
+    def train(self, mode: bool = True) -> AMNNet:
         super().train(mode)
         if not mode and self.inference_dropout:
             self.dropout.train(True)
@@ -104,7 +110,7 @@ class AMNNet(CAMNet):
         return self.head(self.dropout(self.condition(feats, y)))
 
     def cam_maps(self, x: torch.Tensor, xm: torch.Tensor | None = None) -> torch.Tensor:
-        raise TypeError("AMNNet has no label-free CAMs: call forward(x, y, xm) (conta_core.amn.compute_amn_cam)")
+        raise TypeError("AMNNet has no label-free CAMs: call forward(x, y, xm) (conta_core.steps.amn.compute_amn_cam)")
 
 
 def check_model_cfg(cfg: dict) -> None:
@@ -157,9 +163,11 @@ def init_from_classifier(model: AMNNet, cls_state: dict, source: str = "classifi
     missing = [k for k in own if k.startswith("backbone.") and k not in take]
     unexpected = [k for k in cls_state if k.startswith("backbone.") and k not in own]
     if missing or unexpected:
-        raise ValueError(f"{source}: classifier backbone does not match AMN's (missing {missing[:5]}, unexpected "
-                         f"{unexpected[:5]}): amn.backbone must equal classifier.backbone with "
-                         "amn.backbone_init = classifier")
+        raise ValueError(
+            f"{source}: classifier backbone does not match AMN's (missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}): amn.backbone must equal classifier.backbone with "
+            "amn.backbone_init = classifier"
+        )
     for k, v in take.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{source}: key {k} has shape {tuple(v.shape)}, AMN expects {tuple(own[k].shape)}")

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from conta_core.config import config_error
-from conta_core.fileio import load_torch
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import load_torch
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
@@ -108,7 +108,9 @@ def check_backbone_init(cfg: dict, section: str) -> None:
     """ValueError unless `<section>.backbone_init` is one of BACKBONE_INITS and
     `<section>.pretrained` names weights when it is 'pretrained'."""
     if cfg["backbone_init"] not in BACKBONE_INITS:
-        raise config_error(f"{section}.backbone_init", f"expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}")
+        raise config_error(
+            f"{section}.backbone_init", f"expected one of {BACKBONE_INITS}, got {cfg['backbone_init']!r}"
+        )
     if cfg["backbone_init"] == "pretrained" and not cfg["pretrained"]:
         raise config_error(f"{section}.pretrained", f"required when {section}.backbone_init is 'pretrained'")
 
@@ -180,8 +182,7 @@ def load_pretrained(net: nn.Module, path: str | Path, style: str = "torchvision"
     if layout == "caffe":
         if style != "caffe":
             raise ValueError(
-                f"{path}: caffe-layout DeepLab weights (stride in the 1x1 conv) need resnet_style: caffe, "
-                f"got {style!r}"
+                f"{path}: caffe-layout DeepLab weights (stride in the 1x1 conv) need resnet_style: caffe, got {style!r}"
             )
         try:
             state = caffe_to_torchvision(state)
@@ -194,7 +195,9 @@ def load_pretrained(net: nn.Module, path: str | Path, style: str = "torchvision"
         raise ValueError(f"{path}: weights do not match the backbone ({e})") from e
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the backbone (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ValueError(
+            f"{path}: weights do not match the backbone (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     return layout
 
 
@@ -244,7 +247,7 @@ class ResNetBackbone(nn.Module):
                     for p in m.parameters():
                         p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "ResNetBackbone":
+    def train(self, mode: bool = True) -> ResNetBackbone:
         super().train(mode)
         if self.freeze_bn:
             for m in self.modules():

@@ -2,7 +2,7 @@
 
 Round 0 is IRNet's network: ResNet backbone at output stride 16 (no dilation), GAP and a
 bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta or
-placebo) add the context module of conta_core.context: the map M (float32[B, 1, h, w]) is
+placebo) add the context module of conta_core.steps.context: the map M (float32[B, 1, h, w]) is
 resized bilinearly to the feature size of the chosen block, multiplied by a gain
 (context.m_scale [OURS]: a number, 1 = the paper's Eq. 3 as written, or "auto" = the RMS of
 that block's features over the RMS of M on the first training batch, then fixed and saved
@@ -17,7 +17,7 @@ identity on the feature channels and zero on M, so the network starts as the pla
 Adjustment (context.adjustment): the paper's Eq. 1 is the backdoor sum
 P(Y|do(X)) = sum_i P(Y | X, M = f(X, c_i)) P(c_i), and its implementation feeds the expected
 context once (the normalised weighted geometric mean, NWGM: M = sum_i P(c_i) alpha_i c_i,
-conta_core.context.ContextModule). "nwgm" is that approximation (the paper's setting).
+conta_core.steps.context.ContextModule). "nwgm" is that approximation (the paper's setting).
 "exact" [OURS: the paper states the sum but never runs it] evaluates the head once per
 stratum with M_i = f(X, c_i) = alpha_i c_i (so E_c[M_i] is the NWGM map): block-5 features
 F are computed once, logit_i = W_F GAP(F) + w_M GAP(g M_i), and the prediction is the
@@ -45,10 +45,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.config import config_error, require_keys
-from conta_core.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
-from conta_core.checkpoint import load_model
+from conta_core.infra.checkpoint import load_model
+from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
+from conta_core.steps.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
 
 log = logging.getLogger("conta.classifier")
 
@@ -93,8 +93,11 @@ def validate_context_cfg(context: dict) -> None:
     if adjustment not in ADJUSTMENTS:
         raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
     if adjustment == "exact" and parse_blocks(context["block"]) != (5,):
-        raise config_error("context.adjustment", f"exact needs context.block 5 (got {context['block']!r}): "
-                                                 "the per-stratum head is evaluated on the block-5 features")
+        raise config_error(
+            "context.adjustment",
+            f"exact needs context.block 5 (got {context['block']!r}): "
+            "the per-stratum head is evaluated on the block-5 features",
+        )
 
 
 def context_active(context_cfg: dict | None, xm_files, confounder_path, step: str) -> bool:
@@ -118,7 +121,7 @@ def context_active(context_cfg: dict | None, xm_files, confounder_path, step: st
 
 def context_xm_files(context: dict | None, xm_files: dict | None) -> dict | None:
     """The X_m file of each image as the context mode sees it: its own (conta) or its placebo
-    partner's (placebo, conta_core.context.placebo_xm_files)."""
+    partner's (placebo, conta_core.steps.context.placebo_xm_files)."""
     if xm_files is None or context is None or context.get("mode") != "placebo":
         return xm_files
     return placebo_xm_files(xm_files)
@@ -172,8 +175,12 @@ class CAMNet(nn.Module):
         if active:
             size = (int(context["size"][0]), int(context["size"][1]))
             self.context_size = size
-            self.context = ContextModule(self.num_fg, size, bias=bool(context.get("bias", False)),
-                                         init_std=float(context.get("init_std", WEIGHT_INIT_STD)))
+            self.context = ContextModule(
+                self.num_fg,
+                size,
+                bias=bool(context.get("bias", False)),
+                init_std=float(context.get("init_std", WEIGHT_INIT_STD)),
+            )
             # M x m_gain at the concatenation: context.m_scale, or for "auto" (0 until then)
             # RMS(features) / RMS(M) of the first training batch, then fixed and saved.
             scale = context.get("m_scale", 1.0)
@@ -193,8 +200,10 @@ class CAMNet(nn.Module):
         M has the RMS of the feature channels it joins."""
         if float(self.m_gain) <= 0.0:
             if not self.training:
-                raise ValueError("context.m_scale auto: M's gain is calibrated on the first training batch; "
-                                 "this model was never trained")
+                raise ValueError(
+                    "context.m_scale auto: M's gain is calibrated on the first training batch; "
+                    "this model was never trained"
+                )
             with torch.no_grad():
                 rms_f = feats.detach().float().pow(2).mean().sqrt()
                 rms_m = mk.detach().float().pow(2).mean().sqrt().clamp(min=1e-12)
@@ -305,8 +314,11 @@ class CAMNet(nn.Module):
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
         """(backbone, new layers: classifier + adapters, context module W_1/W_2), trainable only."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
-        new = [p for name, p in self.named_parameters()
-               if not name.startswith(("backbone.", "context.")) and p.requires_grad]
+        new = [
+            p
+            for name, p in self.named_parameters()
+            if not name.startswith(("backbone.", "context.")) and p.requires_grad
+        ]
         context = [p for name, p in self.named_parameters() if name.startswith("context.") and p.requires_grad]
         return backbone, new, context
 
@@ -347,8 +359,13 @@ def build_classifier(
     )
     if model.uses_context:
         ctx = model.context_cfg
-        log.info("CONTA context: block %s, size %s, X_m encoding %s, prior uniform, W bias %s",
-                 ctx["block"], list(model.context_size), ctx["xm_encoding"], bool(ctx.get("bias", False)))
+        log.info(
+            "CONTA context: block %s, size %s, X_m encoding %s, prior uniform, W bias %s",
+            ctx["block"],
+            list(model.context_size),
+            ctx["xm_encoding"],
+            bool(ctx.get("bias", False)),
+        )
     if confounder is not None:
         model.set_confounder(confounder)
     return model

@@ -1,6 +1,6 @@
 """DeepLab-v2 (ResNet + ASPP, output stride 8) with multi-scale (MSC) training/inference.
 
-Follows deeplab-pytorch as shipped with CONTA (reference §4.6):
+Follows deeplab-pytorch as shipped with CONTA:
 - backbone: ResNet with layer3/layer4 at stride 1, dilations 2 and 4 -> output stride 8;
 - ASPP: parallel 3x3 convs (last-stage channels -> num_classes) with dilations
   `aspp_rates`, whose outputs are SUMMED (DeepLab-v2, not v3's concatenation);
@@ -30,16 +30,17 @@ Deviation from deeplab-pytorch:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.config import config_error, require_keys
 from conta_core.data.transforms import INPUT_NORMS
-from conta_core.checkpoint import load_model, model_checkpoint
+from conta_core.infra.checkpoint import load_model, model_checkpoint
+from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
 
 log = logging.getLogger("conta.deeplab")
@@ -179,13 +180,14 @@ def build_deeplab(cfg_seg: dict, num_classes: int, load_pretrained: bool = True)
         log.warning(
             "segmentation.pretrained %s is a caffe-layout DeepLab model, trained on BGR mean-subtracted input; "
             "segmentation.input_norm is %r (set it to 'caffe' to feed it what it was trained on)",
-            cfg_seg["pretrained"], norm,
+            cfg_seg["pretrained"],
+            norm,
         )
     return MSC(base, msc_extra_scales(cfg_seg), input_norm=norm)
 
 
 def checkpoint_dict(model: MSC, cfg_seg: dict, num_classes: int, **meta: Any) -> dict:
-    """The segmentation checkpoint (conta_core.checkpoint layout, kind segmentation, num_classes in meta)."""
+    """The segmentation checkpoint (conta_core.infra.checkpoint layout, kind segmentation, num_classes in meta)."""
     return model_checkpoint("segmentation", model, cfg_seg, num_classes=int(num_classes), **meta)
 
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conta_core.checkpoint import load_model
+from conta_core.infra.checkpoint import load_model
 from conta_core.models.backbone import ResNetBackbone
 
 EDGE_CHANNELS = 32  # IRNet: each level is reduced to 32 channels
@@ -68,7 +68,7 @@ class EdgeNet(nn.Module):
         self.edge_out = nn.Conv2d(EDGE_CHANNELS * len(level_channels), 1, kernel_size=1, bias=True)
         self.train()
 
-    def train(self, mode: bool = True) -> "EdgeNet":
+    def train(self, mode: bool = True) -> EdgeNet:
         super().train(mode)
         if self.freeze_bn:
             self.backbone.eval()
@@ -111,7 +111,7 @@ def load_backbone_from_classifier(edge_net: EdgeNet, cls_state_dict: dict) -> No
     if "state_dict" in cls_state_dict and isinstance(cls_state_dict["state_dict"], dict):
         cls_state_dict = cls_state_dict["state_dict"]
     prefix = CLASSIFIER_BACKBONE_PREFIX
-    state = {k[len(prefix):]: v for k, v in cls_state_dict.items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in cls_state_dict.items() if k.startswith(prefix)}
     if not state:
         raise ValueError(f"classifier state_dict has no keys under {prefix!r}; cannot initialise the IRN backbone")
     own = edge_net.backbone.state_dict()
@@ -119,8 +119,7 @@ def load_backbone_from_classifier(edge_net: EdgeNet, cls_state_dict: dict) -> No
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(
-            "classifier backbone does not match irn.backbone "
-            f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
+            f"classifier backbone does not match irn.backbone (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
     for k, v in state.items():
         if own[k].shape != v.shape:
@@ -129,7 +128,7 @@ def load_backbone_from_classifier(edge_net: EdgeNet, cls_state_dict: dict) -> No
 
 
 def edge_net_from_checkpoint(path: str | Path, device: torch.device) -> EdgeNet:
-    """Rebuild an EdgeNet from an IRN checkpoint (conta_core.checkpoint, kind irn); eval mode, on device."""
+    """Rebuild an EdgeNet from an IRN checkpoint (conta_core.infra.checkpoint, kind irn); eval mode, on device."""
     ckpt = load_model(path, "irn")
     cfg = ckpt["config"]
     for key in ("backbone", "freeze_bn"):

@@ -1,0 +1,228 @@
+"""Configuration loading and the checks that a JSON schema cannot express.
+
+The Snakefile validates the config against `config/schema.yaml` (types, enums, unknown
+keys) and then calls `check_config`, which checks cross-key constraints and that every
+path the run needs exists, so a bad config fails before any job starts, naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+def config_error(key: str, problem: str) -> ConfigError:
+    """The one format of a config error: "config key <section.key>: <problem>"."""
+    return ConfigError(f"config key {key}: {problem}")
+
+
+def require_keys(cfg: dict, keys: Iterable[str], section: str, why: str = "") -> None:
+    """ConfigError naming the first of `keys` missing from config section `section` (and every
+    missing one); `why` is appended to the message, e.g. which step needs the keys."""
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        suffix = f" ({why})" if why else ""
+        raise config_error(f"{section}.{missing[0]}", f"missing (needed keys: {', '.join(missing)}){suffix}")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: config must be a mapping")
+    return data
+
+
+def validate_schema(cfg: dict) -> None:
+    """Validate against config/schema.yaml; raise ConfigError naming the key path."""
+    import jsonschema
+
+    schema = load_yaml(SCHEMA_PATH)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
+            lines.append(str(config_error(key, e.message)))
+        raise ConfigError("invalid config:\n  " + "\n  ".join(lines))
+
+
+def _check_range(cfg: dict, section: str, key: str) -> None:
+    lo, hi = cfg[section][key]
+    if lo > hi:
+        raise config_error(f"{section}.{key}", f"lower bound {lo} > upper bound {hi}")
+
+
+def _check_path(value: str | None, key: str, kind: str = "file") -> None:
+    if value is None:
+        return
+    p = Path(value)
+    ok = p.is_file() if kind == "file" else p.is_dir()
+    if not ok:
+        raise config_error(key, f"{kind} not found: {p}")
+
+
+def check_config(cfg: dict) -> None:
+    """Cross-key and filesystem checks (after the schema). Raises ConfigError naming the key."""
+    ds = cfg["dataset"]
+    if ds["kind"] != "synthetic":
+        if not ds.get("root"):
+            raise config_error("dataset.root", f"required for dataset.kind={ds['kind']}")
+        _check_path(ds["root"], "dataset.root", "dir")
+        for key in ("sbd_root", "masks_dir"):
+            if ds.get(key):
+                _check_path(ds[key], f"dataset.{key}", "dir")
+        if ds.get("csv"):
+            _check_path(ds["csv"], "dataset.csv")
+    else:
+        syn = ds.get("synthetic", {})
+        if syn.get("min_objects", 1) > syn.get("max_objects", 1):
+            raise config_error("dataset.synthetic.min_objects", "larger than max_objects")
+        if syn.get("min_object_frac", 0) > syn.get("max_object_frac", 1):
+            raise config_error("dataset.synthetic.min_object_frac", "larger than max_object_frac")
+    for section in ("classifier", "irn", "segmentation"):
+        _check_path(cfg[section].get("pretrained"), f"{section}.pretrained")
+        if "scale_range" in cfg[section]:
+            _check_range(cfg, section, "scale_range")
+    if cfg["irn"]["backbone_init"] == "pretrained" and not cfg["irn"].get("pretrained"):
+        raise config_error("irn.pretrained", "required when irn.backbone_init = pretrained")
+    if cfg["irn"]["backbone_init"] == "classifier" and cfg["irn"]["backbone"] != cfg["classifier"]["backbone"]:
+        raise config_error("irn.backbone", "must equal classifier.backbone when irn.backbone_init = classifier")
+    checkpoint_settings(cfg.get("checkpoint"))  # the trainers read it at run time
+    if cfg["method"] == "amn":
+        _check_amn(cfg)
+        if cfg["context"].get("adjustment", "nwgm") != "nwgm":
+            raise config_error(
+                "context.adjustment", "method amn implements only nwgm (the AMN head is not linear in M)"
+            )
+    _check_pretrain(cfg)
+    start, stop, step = cfg["cam"]["sweep"]
+    if start > stop or step <= 0:
+        raise config_error("cam.sweep", "expected [start, stop >= start, step > 0]")
+    if cfg["ir_label"]["bg_threshold"] > cfg["ir_label"]["fg_threshold"]:
+        raise config_error("ir_label.bg_threshold", "larger than ir_label.fg_threshold")
+    if cfg["segmentation"].get("infer", {}).get("crf") and "crf" not in cfg["segmentation"]:
+        raise config_error("segmentation.crf", "required when segmentation.infer.crf is true")
+    seg = cfg["segmentation"]
+    if seg.get("resnet_style") == "caffe" and seg["backbone"] not in ("resnet50", "resnet101"):
+        raise config_error(
+            "segmentation.resnet_style", f"'caffe' needs backbone resnet50 or resnet101, got {seg['backbone']}"
+        )
+
+
+PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<backbone>.pth
+
+
+def pretrain_targets(cfg: dict) -> list[str]:
+    """Config sections that start from the generated pretrain weights (enabled, `pretrained: null`)."""
+    if not cfg.get("pretrain", {}).get("enabled"):
+        return []
+    return [s for s in PRETRAIN_USERS if not cfg[s].get("pretrained")]
+
+
+def _check_pretrain(cfg: dict) -> None:
+    pre = cfg.get("pretrain", {})
+    if not pre.get("enabled"):
+        return
+    if cfg["dataset"]["kind"] != "synthetic":
+        raise config_error(
+            "pretrain.enabled",
+            "the generated pre-training only stands in for ImageNet on "
+            "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys",
+        )
+    for section in pretrain_targets(cfg):
+        if cfg[section]["backbone"] != pre["backbone"]:
+            raise config_error(
+                f"{section}.backbone",
+                f"{cfg[section]['backbone']} differs from pretrain.backbone "
+                f"{pre['backbone']} (set {section}.pretrained, or make them equal)",
+            )
+    lo, hi = pre["object_frac"]
+    if not 0 < lo <= hi:
+        raise config_error("pretrain.object_frac", "need 0 < low <= high")
+
+
+def _check_amn(cfg: dict) -> None:
+    amn = cfg.get("amn")
+    if not amn:
+        raise config_error("amn", "required when method = amn")
+    _check_range(cfg, "amn", "scale_range")
+    _check_path(amn.get("pretrained"), "amn.pretrained")
+    if amn["backbone_init"] == "pretrained" and not amn.get("pretrained"):
+        raise config_error("amn.pretrained", "required when amn.backbone_init = pretrained")
+    if amn["backbone_init"] == "classifier" and amn["backbone"] != cfg["classifier"]["backbone"]:
+        raise config_error("amn.backbone", "must equal classifier.backbone when amn.backbone_init = classifier")
+    if amn["ir_bg_threshold"] > amn["ir_fg_threshold"]:
+        raise config_error("amn.ir_bg_threshold", "larger than amn.ir_fg_threshold")
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG, overrides: dict | None = None) -> dict:
+    """Load a YAML config, deep-merge `overrides`, validate schema + cross-key checks."""
+    cfg = load_yaml(path)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    validate_schema(cfg)
+    check_config(cfg)
+    return cfg
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """A new dict: `over` merged into `base` recursively (over wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+CHECKPOINT_DEFAULTS = {"every": 0, "minutes": 10.0, "keep": False}  # config section `checkpoint`
+
+
+def checkpoint_settings(cfg: dict | None) -> dict:
+    """The `checkpoint` config section with defaults filled in; ValueError naming a bad key."""
+    out = dict(CHECKPOINT_DEFAULTS)
+    for key, value in (cfg or {}).items():
+        if key not in out:
+            raise config_error(f"checkpoint.{key}", f"unknown (known: {', '.join(out)})")
+        out[key] = value
+    if not isinstance(out["every"], int) or isinstance(out["every"], bool) or out["every"] < 0:
+        raise config_error("checkpoint.every", f"expected an integer >= 0, got {out['every']!r}")
+    if not isinstance(out["minutes"], (int, float)) or out["minutes"] < 0:
+        raise config_error("checkpoint.minutes", f"expected a number >= 0, got {out['minutes']!r}")
+    if not isinstance(out["keep"], bool):
+        raise config_error("checkpoint.keep", f"expected true or false, got {out['keep']!r}")
+    return out
+
+
+def has_ground_truth(cfg: dict) -> bool:
+    """Whether the configured dataset has GT masks to score against: every kind but a folder
+    dataset without dataset.masks_dir."""
+    ds = cfg.get("dataset", {})
+    return ds.get("kind") != "folder" or ds.get("masks_dir") not in (None, "")
+
+
+def with_pretrain(cfg: dict, weights: str | None) -> dict:
+    """A copy of cfg in which every section that starts from the generated pre-training
+    (pretrain_targets) names `weights` as its `pretrained` file (the rules' params, hence the
+    checkpoints, record it); cfg itself is left as loaded."""
+    out = copy.deepcopy(cfg)
+    for section in pretrain_targets(cfg):
+        out[section]["pretrained"] = weights
+    return out

@@ -1,0 +1,160 @@
+"""CONTA's context adjustment (paper Eq. 3): X_m encoding and the attention over the confounder set.
+
+M_{t+1} = sum_i alpha_i * c_i * P(c_i),
+alpha_i = softmax_i( <W_1 x_m, W_2 c_i> / sqrt(n) ),
+with x_m the image's segmentation mask of round t (hw vector), c_i the class-average mask of
+class i (hw vector, see conta_core.steps.confounder), W_1, W_2 learnable n x hw projections and
+P(c_i) = 1/n (the CONTA author in https://github.com/dongzhang89/CONTA issues #12 and #13).
+
+[OURS] choices (the paper/author leave them open):
+- X_m is one scalar per pixel (the author says "hw x 1"): `encode_xm` offers "foreground"
+  (label > 0) and "label_index" (label / C); ignore (255) encodes as 0.
+- h x w is a fixed canonical size (config context.size); the map M is resized bilinearly to
+  whatever feature map it is concatenated to (conta_core.models.classifier).
+- W_1, W_2 are nn.Linear(hw -> n), init N(0, 0.02) as in the inherited m_t.py, bias optional
+  (config context.bias, default False) and zero-initialised when present.
+- The prior is uniform, P(c_i) = 1/n, so M keeps the paper's 1/n factor (M values <= 1/n).
+- `context.init_std` (default 0.02, the inherited m_t.py) sets the N(0, std) init of W_1, W_2;
+  `context.lr_mult` scales their learning rate relative to the classifier's new layers;
+  `context.m_scale` multiplies M where it is concatenated (models/classifier.py). The paper
+  fixes none of them, and with 0.02 / 1 / 1 the attention never leaves uniform on the
+  generated data (docs/context.md).
+
+Placebo control (`context.mode: placebo`): the same network and training, but every image
+is given the X_m of another training image (`placebo_partners`: a fixed derangement of the
+ids, independent of the run seed), resized to its own size. CONTA - placebo isolates the
+effect of image-specific context; CONTA - none also includes the extra input channel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from conta_core.data.transforms import resize_label
+from conta_core.infra.config import config_error
+from conta_core.infra.fileio import IGNORE_LABEL, load_label_png, load_map_for
+
+XM_ENCODINGS = ("foreground", "label_index")
+WEIGHT_INIT_STD = 0.02  # N(0, 0.02) as W_y / W_z of the inherited m_t.py (context.init_std default)
+PLACEBO_SEED = 20201204  # [OURS] fixed: the placebo pairing does not change with the run seed
+
+
+def placebo_partners(ids: list[str]) -> dict[str, str]:
+    """A fixed derangement of `ids`: image id -> the id whose X_m it gets under context.mode placebo.
+
+    The sorted ids are shuffled with PLACEBO_SEED and each is paired with the next one in
+    that order (one cycle, so no image keeps its own X_m when there are two or more).
+    Depends only on the set of ids, so every shard and every step sees the same pairing.
+    """
+    order = sorted(set(ids))
+    if len(order) < 2:
+        raise config_error("context.mode", f"placebo needs X_m of at least 2 images, got {len(order)}")
+    perm = np.random.Generator(np.random.PCG64(PLACEBO_SEED)).permutation(len(order))
+    cycle = [order[i] for i in perm]
+    return {cycle[k]: cycle[(k + 1) % len(cycle)] for k in range(len(cycle))}
+
+
+class PlaceboFiles(dict):
+    """image id -> the placebo partner's X_m file; `load_xm` resizes those to the image size."""
+
+
+def placebo_xm_files(xm_files: dict[str, os.PathLike]) -> PlaceboFiles:
+    """xm_files with every image's X_m file replaced by its placebo partner's."""
+    partners = placebo_partners(list(xm_files))
+    return PlaceboFiles({i: xm_files[partners[i]] for i in xm_files})
+
+
+def load_xm(files: dict[str, os.PathLike], image_id: str, shape: tuple[int, int]) -> np.ndarray:
+    """uint8[H, W] X_m of `image_id` for an image of size `shape`.
+
+    ValueError naming the id when it has no file, and naming the file when its size differs
+    from the image's; placebo files (PlaceboFiles) are resized to the image size instead
+    (nearest neighbour), since the partner image may have another size.
+    """
+    if isinstance(files, PlaceboFiles):
+        if image_id not in files:
+            raise ValueError(f"no X_m file for image id {image_id!r}")
+        m = load_label_png(files[image_id])
+        return m if m.shape == tuple(shape) else resize_label(m, tuple(shape))
+    return load_map_for(files, image_id, shape, "X_m")
+
+
+def encode_xm(label: np.ndarray, encoding: str, num_fg: int, size: tuple[int, int]) -> np.ndarray:
+    """Encode a label map as the single-channel context input X_m.
+
+    label: uint8[H, W] (0 bg, 1..C fg, 255 ignore); resized with nearest neighbour to `size`.
+    encoding: "foreground" -> 1.0 where label in 1..C; "label_index" -> label / num_fg.
+    Ignore pixels (255) encode as 0 in both cases.
+    Returns float32[h, w].
+    """
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"encode_xm: label map must be 2-D, got shape {label.shape}")
+    if encoding not in XM_ENCODINGS:
+        raise config_error("context.xm_encoding", f"expected one of {XM_ENCODINGS}, got {encoding!r}")
+    small = resize_label(label, (int(size[0]), int(size[1])))
+    valid = small != IGNORE_LABEL
+    if encoding == "foreground":
+        out = (small > 0) & valid
+        return out.astype(np.float32)
+    return np.where(valid, small.astype(np.float32) / float(num_fg), 0.0).astype(np.float32)
+
+
+def encode_xm_batch(xm: torch.Tensor, context_cfg: dict, num_fg: int) -> torch.Tensor:
+    """uint8[B, S, S] augmented X_m of a training batch -> float32[B, h, w] (`encode_xm` with
+    context.xm_encoding at context.size), the context input of train_cls and train_amn."""
+    size = (int(context_cfg["size"][0]), int(context_cfg["size"][1]))
+    return torch.from_numpy(np.stack([encode_xm(m, context_cfg["xm_encoding"], num_fg, size) for m in xm.numpy()]))
+
+
+class ContextModule(nn.Module):
+    """Eq. 3 of CONTA: attention of the image's mask over the confounder set.
+
+    num_fg: n, the number of confounder entries (foreground classes).
+    size: (h, w) of x_m, c_i and M.
+    bias: whether W_1, W_2 have a (zero-initialised) bias; init_std: their N(0, std) init.
+    forward(xm: float32[B, h, w], confounder: float32[n, h, w])
+        -> (M: float32[B, 1, h, w], alpha: float32[B, n]).
+    """
+
+    def __init__(
+        self, num_fg: int, size: tuple[int, int], bias: bool = False, init_std: float = WEIGHT_INIT_STD
+    ) -> None:
+        super().__init__()
+        self.num_fg = int(num_fg)
+        self.size = (int(size[0]), int(size[1]))
+        hw = self.size[0] * self.size[1]
+        self.w1 = nn.Linear(hw, self.num_fg, bias=bias)
+        self.w2 = nn.Linear(hw, self.num_fg, bias=bias)
+        for lin in (self.w1, self.w2):
+            nn.init.normal_(lin.weight, mean=0.0, std=float(init_std))
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+        # Uniform prior P(c_i) = 1/n (context.prior = uniform).
+        self.register_buffer("prior", torch.full((self.num_fg,), 1.0 / self.num_fg), persistent=False)
+
+    def attention(self, xm: torch.Tensor, confounder: torch.Tensor) -> torch.Tensor:
+        """alpha: float32[B, n] = softmax_i(<W_1 x_m, W_2 c_i> / sqrt(n))."""
+        self._check(xm, confounder)
+        query = self.w1(xm.flatten(1))  # [B, n]
+        keys = self.w2(confounder.flatten(1))  # [n, n]: row i = W_2 c_i
+        logits = query @ keys.t() / math.sqrt(self.num_fg)
+        return torch.softmax(logits, dim=1)
+
+    def forward(self, xm: torch.Tensor, confounder: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha = self.attention(xm, confounder)
+        weights = alpha * self.prior.to(alpha.dtype)  # alpha_i P(c_i), [B, n]
+        m = weights @ confounder.flatten(1)  # [B, hw]
+        return m.view(-1, 1, *self.size), alpha
+
+    def _check(self, xm: torch.Tensor, confounder: torch.Tensor) -> None:
+        if xm.dim() != 3 or tuple(xm.shape[1:]) != self.size:
+            raise ValueError(f"ContextModule: xm must be [B, {self.size[0]}, {self.size[1]}], got {tuple(xm.shape)}")
+        expected = (self.num_fg, *self.size)
+        if tuple(confounder.shape) != expected:
+            raise ValueError(f"ContextModule: confounder must be {list(expected)}, got {list(confounder.shape)}")

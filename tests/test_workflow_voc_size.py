@@ -1,0 +1,106 @@
+"""End-to-end at VOC size: .test/voc-size/config.yaml over config/voc12.yaml on generated
+500 x 375 images in the VOC layout with random-init weights in the real file layouts
+(torchvision ResNet-50, caffe-layout DeepLab-v2 ResNet-101), methods irn and amn, round 1
+(so the context round runs). Asserts what breaks at size: every artifact there and of the
+image's size, the context diagnostics and the confounding measures written; not mIoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import yaml
+from conftest import REPO, run_snakemake
+from parity_fixtures import fill_state_dict, torchvision_to_caffe
+from PIL import Image
+
+from conta_core.infra.fileio import load_cam, load_label_png, save_label_png
+
+pytestmark = pytest.mark.e2e
+W, H = 500, 375  # VOC's most common image size
+TRAIN = {"2007_000032": [1, 15], "2007_000039": [12, 15], "2007_000063": [1]}  # id -> VOC classes
+VAL = {"2007_000033": [1, 15], "2007_000042": [12]}
+
+
+def _scene(classes: list[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8[H, W, 3] textured image with one ellipse per class; uint8[H, W] mask with a void band."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = rng.uniform(60, 190, 3) + rng.normal(0, 12, (H, W, 3))
+    mask = np.zeros((H, W), np.uint8)
+    for k in classes:
+        cy, cx, ry, rx = rng.uniform(100, 275), rng.uniform(120, 380), rng.uniform(50, 110), rng.uniform(60, 140)
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        img[inside] = rng.uniform(0, 255, 3) + rng.normal(0, 12, (int(inside.sum()), 3))
+        mask[inside] = k
+    edge = np.zeros_like(mask, bool)
+    edge[1:] |= mask[1:] != mask[:-1]
+    edge[:, 1:] |= mask[:, 1:] != mask[:, :-1]
+    mask[edge] = 255
+    return np.clip(img, 0, 255).astype(np.uint8), mask
+
+
+def make_voc_size(root: Path) -> dict:
+    """VOC layout under root/VOCdevkit/VOC2012, weights under root/weights; returns the paths overlay."""
+    voc = root / "VOCdevkit" / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    for n, (i, ks) in enumerate({**TRAIN, **VAL}.items()):
+        img, mask = _scene(ks, n)
+        Image.fromarray(img).save(voc / "JPEGImages" / f"{i}.jpg", quality=90)
+        save_label_png(voc / "SegmentationClass" / f"{i}.png", mask)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(TRAIN) + "\n")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(VAL) + "\n")
+    weights = root / "weights"
+    weights.mkdir()
+    r50 = fill_state_dict(torchvision.models.resnet50(weights=None).state_dict())
+    torch.save(r50, weights / "resnet50-19c8e357.pth")
+    r101 = {k: v for k, v in torchvision.models.resnet101(weights=None).state_dict().items() if not k.startswith("fc.")}
+    torch.save(torchvision_to_caffe(fill_state_dict(r101), prefix="base."), weights / "deeplabv1_resnet101-coco.pth")
+    r50_path, dl_path = str(weights / "resnet50-19c8e357.pth"), str(weights / "deeplabv1_resnet101-coco.pth")
+    return {
+        "dataset": {"root": str(voc), "sbd_root": None},
+        "classifier": {"pretrained": r50_path},
+        "irn": {"pretrained": r50_path},
+        "amn": {"pretrained": r50_path},
+        "segmentation": {"pretrained": dl_path},
+    }
+
+
+@pytest.fixture(scope="module")
+def voc_size(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc-size")
+    paths = root / "paths.yaml"
+    paths.write_text(yaml.safe_dump(make_voc_size(root)))
+    return root, paths
+
+
+@pytest.mark.parametrize("method", ["irn", "amn"])
+def test_voc_size_round1_runs_end_to_end(voc_size, tmp_path, method):
+    root, paths = voc_size
+    over = tmp_path / "method.yaml"
+    over.write_text(yaml.safe_dump({"method": method, "results_dir": str(tmp_path / "results")}))
+    cfgs = [REPO / "config/voc12.yaml", REPO / ".test/voc-size/config.yaml", paths, over]
+    run_snakemake(tmp_path, cfgs[0], "--configfile", *map(str, cfgs), "--", "round1", timeout=1800)
+    run = tmp_path / "results" / "voc-size"
+    for t in (0, 1):
+        r = run / f"round{t}"
+        for i in TRAIN:
+            cam = load_cam(r / "cam" / "0" / f"{i}.npz")
+            assert cam["high_res"].shape[1:] == (H, W)
+            for stage in ("ir_label", "pseudo_mask"):
+                assert load_label_png(r / stage / "0" / f"{i}.png").shape == (H, W), (stage, i)
+            assert load_label_png(r / "seg_pred" / "train" / "0" / f"{i}.png").shape == (H, W)
+        for i in VAL:
+            assert load_label_png(r / "seg_pred" / "val" / "0" / f"{i}.png").shape == (H, W)
+        if method == "amn":
+            assert load_cam(r / "amn_cam" / "0" / f"{next(iter(TRAIN))}.npz")["high_res"].shape[1:] == (H, W)
+        for f in ("cam_eval.csv", "pseudo_mask_eval.csv", "seg_eval_val.csv", "summary.csv", "confounder.h5"):
+            assert (r / f).is_file(), f
+        for stage in ("cam", "pseudo_mask", "seg_train", "seg_val"):
+            assert (r / f"confounding_{stage}.json").is_file()
+    if method == "irn":  # the classifier's context diagnostics (AMN's context is inside AMN)
+        assert (run / "round1" / "context_diagnostics.json").is_file()

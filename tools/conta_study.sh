@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The CONTA confounding study (docs/context.md, "Does CONTA reduce the confounding?"):
+# none / placebo / CONTA nwgm / CONTA exact, round 1 through the real workflow, common random
+# numbers (every condition of a seed shares data, pre-training and round 0), measured by the
+# pre-registered confounding measures of conta_core.evaluation.confounding.
+#
+#   tools/conta_study.sh OUT [PART ...]      parts: default dose size rounds (default: all, in that order)
+#
+# default: the default confounding strength, 160 train images, seeds $DEFAULT_SEEDS (2 3 4)
+# dose:    strength 0 (control), 1.0 on every knob, and 0.5 x the default, seeds $DOSE_SEEDS (2 3)
+# size:    the default strength at 4x the train images (640), seeds $SIZE_SEEDS (2)
+# rounds:  rounds 1-3 of CONTA (nwgm, exact) and the placebo at the default strength, seeds $ROUND_SEEDS (2)
+# [OURS] study settings: round 0 is shared per dataset (base run), X_m and the confounder set
+# come from the pseudo-masks (context.confounder_source: pseudo) so that no round needs the
+# segmentation network, and the runs stop at the CAMs (stage cam; rounds: stage pseudo).
+# Reruns reuse finished runs. On a 2-core CPU: default about 25 min, dose 50 min, size 45 min, rounds 30 min.
+set -euo pipefail
+OUT=$(realpath -m "${1:?usage: tools/conta_study.sh OUT [dose|size|rounds ...]}")
+shift
+PARTS=${*:-default dose size rounds}
+DEFAULT_SEEDS=${DEFAULT_SEEDS:-2 3 4}
+DOSE_SEEDS=${DOSE_SEEDS:-2 3}
+SIZE_SEEDS=${SIZE_SEEDS:-2}
+ROUND_SEEDS=${ROUND_SEEDS:-2}
+HERE=$(cd "$(dirname "$0")" && pwd)
+STUDY="python $HERE/context_study.py"
+COND=(--condition none '{"context": {"mode": "none"}}'
+      --condition placebo '{"context": {"mode": "placebo"}}'
+      --condition nwgm '{"context": {"adjustment": "nwgm"}}'
+      --condition exact '{"context": {"adjustment": "exact"}}')
+SRC='"context": {"confounder_source": "pseudo"}'
+knobs() {  # cooccurrence background_context part_context [num_train]
+  echo "{$SRC, \"dataset\": {\"synthetic\": {\"cooccurrence\": $1, \"background_context\": $2, \"part_context\": $3, \"num_train\": ${4:-160}}}}"
+}
+for part in $PARTS; do
+  case $part in
+    default)
+      $STUDY --base "$OUT/bases/s1" --base-overlay "$(knobs 0.9 0.9 0.7)" --out "$OUT/dose/s1" \
+        --seeds $DEFAULT_SEEDS --stage cam "${COND[@]}" ;;
+    dose)
+      for level in "s0 0 0 0" "smax 1.0 1.0 1.0" "s05 0.45 0.45 0.35"; do
+        set -- $level
+        $STUDY --base "$OUT/bases/$1" --base-overlay "$(knobs $2 $3 $4)" --out "$OUT/dose/$1" \
+          --seeds $DOSE_SEEDS --stage cam "${COND[@]}"
+      done ;;
+    size)
+      $STUDY --base "$OUT/bases/n640" --base-overlay "$(knobs 0.9 0.9 0.7 640)" --out "$OUT/size/n640" \
+        --seeds $SIZE_SEEDS --stage cam "${COND[@]}" ;;
+    rounds)
+      $STUDY --base "$OUT/bases/s1" --base-overlay "$(knobs 0.9 0.9 0.7)" --out "$OUT/rounds/s1" \
+        --seeds $ROUND_SEEDS --stage pseudo --rounds 3 "${COND[@]:2}" ;;
+    *) echo "unknown part $part (default | dose | size | rounds)" >&2; exit 2 ;;
+  esac
+done
