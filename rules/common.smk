@@ -245,6 +245,7 @@ def figure_files(t: int | str) -> list[str]:
     names = [
         "samples",
         "miou.png",
+        "confounding.png",
         "cam_sweep.png",
         "train_loss.png",
         "summary.csv",

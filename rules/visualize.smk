@@ -66,6 +66,28 @@ rule figure_miou:
         "../workflow_scripts/plots.py"
 
 
+rule figure_confounding:
+    input:
+        summary=L.summary("{t}"),
+    output:
+        out=report(
+            L.figure("{t}", "confounding.png"),
+            caption="../report/confounding.rst",
+            category="Scores",
+            labels={"figure": "confounding measures", "rounds": "0-{t}"},
+        ),
+    log:
+        L.log("figures", "round{t}_confounding"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        cfg=REPORT_JSON,
+        figure="confounding",
+    script:
+        "../workflow_scripts/plots.py"
+
+
 rule figure_cam_sweep:
     input:
         curve=cam_evals_of,

@@ -153,3 +153,12 @@ def test_per_class_iou_table_hand_computed(tmp_path):
     assert cam.loc["mean", "round 0"] == 40.0  # miou at the eval threshold 0.15
     assert cam.loc["cat", "round 0"] == 41.0
     assert np.isnan(cam.loc["cat", "round 1"])
+
+
+def test_plot_confounding_and_without_the_columns(tmp_path):
+    pd.DataFrame(
+        {"round": [0, 1], "cf_cam_pair": [0.4, 0.3], "cf_cam_bg": [0.2, 0.25], "cf_pseudo_mask_pair": [0.3, np.nan]}
+    ).to_csv(tmp_path / "s.csv", index=False)
+    _assert_nonblank_png(plots.plot_confounding(tmp_path / "s.csv", tmp_path / "c.png"))
+    pd.DataFrame({"round": [0]}).to_csv(tmp_path / "n.csv", index=False)  # e.g. no GT: "not measured"
+    _assert_nonblank_png(plots.plot_confounding(tmp_path / "n.csv", tmp_path / "n.png"))

@@ -7,9 +7,12 @@
 #   tools/conta_study.sh OUT [PART ...]      parts: default dose size rounds (default: all, in that order)
 #
 # default: the default confounding strength, 160 train images, seeds $DEFAULT_SEEDS (2 3 4)
-# dose:    strength 0 (control), 1.0 on every knob, and 0.5 x the default, seeds $DOSE_SEEDS (2 3)
-# size:    the default strength at 4x the train images (640), seeds $SIZE_SEEDS (2)
-# rounds:  rounds 1-3 of CONTA (nwgm, exact) and the placebo at the default strength, seeds $ROUND_SEEDS (2)
+# dose:    strength $DOSE_LEVELS (s0 = control, smax = 1.0 on every knob, s05 = 0.5 x the default),
+#          seeds $DOSE_SEEDS (2 3)
+# size:    the default strength at 4x the train images (640), seeds $SIZE_SEEDS (2),
+#          conditions $SIZE_CONDITIONS (placebo nwgm exact none)
+# rounds:  rounds 1-3 at the default strength, seeds $ROUND_SEEDS (2), conditions $ROUND_CONDITIONS
+#          (placebo nwgm exact)
 # [OURS] study settings: round 0 is shared per dataset (base run), X_m and the confounder set
 # come from the pseudo-masks (context.confounder_source: pseudo) so that no round needs the
 # segmentation network, and the runs stop at the CAMs (stage cam; rounds: stage pseudo).
@@ -22,12 +25,18 @@ DEFAULT_SEEDS=${DEFAULT_SEEDS:-2 3 4}
 DOSE_SEEDS=${DOSE_SEEDS:-2 3}
 SIZE_SEEDS=${SIZE_SEEDS:-2}
 ROUND_SEEDS=${ROUND_SEEDS:-2}
+DOSE_LEVELS=${DOSE_LEVELS:-s0 smax s05}
+SIZE_CONDITIONS=${SIZE_CONDITIONS:-placebo nwgm exact none}
+ROUND_CONDITIONS=${ROUND_CONDITIONS:-placebo nwgm exact}
 HERE=$(cd "$(dirname "$0")" && pwd)
 STUDY="python $HERE/context_study.py"
-COND=(--condition none '{"context": {"mode": "none"}}'
-      --condition placebo '{"context": {"mode": "placebo"}}'
-      --condition nwgm '{"context": {"adjustment": "nwgm"}}'
-      --condition exact '{"context": {"adjustment": "exact"}}')
+declare -A OVERLAY=([none]='{"context": {"mode": "none"}}' [placebo]='{"context": {"mode": "placebo"}}'
+                    [nwgm]='{"context": {"adjustment": "nwgm"}}' [exact]='{"context": {"adjustment": "exact"}}')
+declare -A KNOBS=([s1]="0.9 0.9 0.7" [s0]="0 0 0" [smax]="1.0 1.0 1.0" [s05]="0.45 0.45 0.35")
+conditions() {  # NAME ... -> --condition NAME JSON ...
+  for c in "$@"; do printf '%s\0%s\0%s\0' --condition "$c" "${OVERLAY[$c]}"; done
+}
+mapfile -d '' COND < <(conditions none placebo nwgm exact)
 SRC='"context": {"confounder_source": "pseudo"}'
 knobs() {  # cooccurrence background_context part_context [num_train]
   echo "{$SRC, \"dataset\": {\"synthetic\": {\"cooccurrence\": $1, \"background_context\": $2, \"part_context\": $3, \"num_train\": ${4:-160}}}}"
@@ -38,17 +47,18 @@ for part in $PARTS; do
       $STUDY --base "$OUT/bases/s1" --base-overlay "$(knobs 0.9 0.9 0.7)" --out "$OUT/dose/s1" \
         --seeds $DEFAULT_SEEDS --stage cam "${COND[@]}" ;;
     dose)
-      for level in "s0 0 0 0" "smax 1.0 1.0 1.0" "s05 0.45 0.45 0.35"; do
-        set -- $level
-        $STUDY --base "$OUT/bases/$1" --base-overlay "$(knobs $2 $3 $4)" --out "$OUT/dose/$1" \
+      for level in $DOSE_LEVELS; do
+        $STUDY --base "$OUT/bases/$level" --base-overlay "$(knobs ${KNOBS[$level]})" --out "$OUT/dose/$level" \
           --seeds $DOSE_SEEDS --stage cam "${COND[@]}"
       done ;;
     size)
+      mapfile -d '' SCOND < <(conditions $SIZE_CONDITIONS)
       $STUDY --base "$OUT/bases/n640" --base-overlay "$(knobs 0.9 0.9 0.7 640)" --out "$OUT/size/n640" \
-        --seeds $SIZE_SEEDS --stage cam "${COND[@]}" ;;
+        --seeds $SIZE_SEEDS --stage cam "${SCOND[@]}" ;;
     rounds)
+      mapfile -d '' RCOND < <(conditions $ROUND_CONDITIONS)
       $STUDY --base "$OUT/bases/s1" --base-overlay "$(knobs 0.9 0.9 0.7)" --out "$OUT/rounds/s1" \
-        --seeds $ROUND_SEEDS --stage pseudo --rounds 3 "${COND[@]:2}" ;;
+        --seeds $ROUND_SEEDS --stage pseudo --rounds 3 "${RCOND[@]}" ;;
     *) echo "unknown part $part (default | dose | size | rounds)" >&2; exit 2 ;;
   esac
 done

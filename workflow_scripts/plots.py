@@ -2,6 +2,7 @@
 """Report plots and tables of a run (conta_core.report.plots); one subcommand per figure.
 
     plots.py --cfg '<report section JSON>' miou --summary round2/summary.csv --out miou.png
+    plots.py --cfg ... confounding --summary round2/summary.csv --out confounding.png
     plots.py --cfg ... cam-sweep --curve round0/cam_eval.csv [--curve ...] --out cam_sweep.png
     plots.py --cfg ... confounder --confounder round1/confounder.h5 --out confounder.png
     plots.py --cfg ... losses --log round0/cls/train_log.csv [--log ...] --out loss.png
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="figure", required=True)
     s = sub.add_parser("miou")
     s.add_argument("--summary", required=True, type=Path)
+    s = sub.add_parser("confounding")
+    s.add_argument("--summary", required=True, type=Path)
     s = sub.add_parser("cam-sweep")
     s.add_argument("--curve", required=True, action="append", type=Path, help="round<t>/cam_eval.csv")
     s = sub.add_parser("confounder")
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> None:
     dpi = int(cfg["dpi"])
     if args.figure == "miou":
         plots.plot_miou(args.summary, args.out, dpi)
+    elif args.figure == "confounding":
+        plots.plot_confounding(args.summary, args.out, dpi)
     elif args.figure == "cam-sweep":
         plots.plot_cam_sweep({f"round {t}": p for t, _, p in labelled(args.curve)}, args.out, dpi)
     elif args.figure == "confounder":

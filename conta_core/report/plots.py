@@ -107,6 +107,32 @@ def plot_miou(summary_csv: Path, out_png: Path, dpi: int = DEFAULT_DPI) -> Path:
     return _save(fig, out_png, dpi)
 
 
+CONFOUNDING_SERIES = {"pair": "pair confusion m(k->c)", "bg": "background leak (context classes)"}
+CONFOUNDING_STAGES = {"cam": "CAM", "pseudo_mask": "pseudo-mask", "seg_val": "seg val"}
+
+
+def plot_confounding(summary_csv: Path, out_png: Path, dpi: int = DEFAULT_DPI) -> Path:
+    """The confounding measures per round from a summary.csv (columns cf_<stage>_<pair|bg>,
+    conta_core.evaluation.confounding): one panel per measure, one line per stage."""
+    df = read_table(summary_csv, ["round"]).sort_values("round")
+    fig = Figure(figsize=(FIG_INCHES[0] * 2, FIG_INCHES[1]), dpi=dpi, layout="constrained")
+    for i, (key, title) in enumerate(CONFOUNDING_SERIES.items()):
+        ax = fig.add_subplot(1, len(CONFOUNDING_SERIES), i + 1)
+        for stage, label in CONFOUNDING_STAGES.items():
+            column = f"cf_{stage}_{key}"
+            if column in df.columns and df[column].notna().any():
+                ax.plot(df["round"], df[column], marker="o", label=label)
+        ax.set_xticks(df["round"].astype(int).tolist())
+        ax.set_xlabel("round t")
+        ax.set_title(f"{title} (lower is better)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center")
+    return _save(fig, out_png, dpi)
+
+
 def plot_cam_sweep(curves: dict[str, Path], out_png: Path, dpi: int = DEFAULT_DPI) -> Path:
     """CAM mIoU (%) against the background threshold, one curve per entry of `curves`.
 
