@@ -384,3 +384,17 @@ def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
     stop_then_resume(monkeypatch, lambda: train("cut"), out, 3, signal.SIGTERM)
     assert_same_weights(load_torch(ref)["state_dict"], load_torch(out)["state_dict"])
     pd.testing.assert_frame_equal(pd.read_csv(ref.with_name("log.csv")), pd.read_csv(out.with_name("log.csv")))
+
+
+def test_rule_configs_split_training_from_post_training_keys():
+    from conta_core.infra.config import load_config
+    from conta_core.steps.amn import POST_KEYS, random_walk_config, rule_configs
+
+    cfg = load_config(overrides={"method": "amn"})
+    rc = rule_configs(cfg)
+    assert not set(POST_KEYS) & set(rc["train"]["amn"]) and rc["train"]["context"] == cfg["context"]
+    assert rc["eval"]["eval_threshold"] == cfg["amn"]["eval_threshold"]
+    assert rc["ir_label"]["fg_threshold"] == cfg["amn"]["ir_fg_threshold"]
+    assert rc["infer"]["scales"] == cfg["cam"]["scales"]
+    assert random_walk_config(cfg)["cam_power"] == cfg["amn"]["rw_power"]
+    assert "cam_power" not in random_walk_config(load_config())

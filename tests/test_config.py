@@ -143,3 +143,20 @@ def test_config_yaml_gives_every_schema_key_a_default():
         assert not sorted(props - set(cfg[section] or {})), (
             f"config.yaml {section} lacks {sorted(props - set(cfg[section]))}"
         )
+
+
+def test_with_pretrain_names_the_weights_in_a_copy():
+    from conta_core.infra.config import load_config, with_pretrain
+
+    cfg = load_config()
+    out = with_pretrain(cfg, "results/x/pretrain/resnet18.pth")
+    assert out["classifier"]["pretrained"] == out["segmentation"]["pretrained"] == "results/x/pretrain/resnet18.pth"
+    assert cfg["classifier"]["pretrained"] is None  # the loaded config is left as it is
+    assert out["irn"]["pretrained"] is None  # IRN starts from the classifier
+
+
+def test_exact_adjustment_is_refused_for_amn():
+    from conta_core.infra.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="context.adjustment"):
+        load_config(overrides={"method": "amn", "context": {"adjustment": "exact"}})  # checks the config

@@ -66,3 +66,16 @@ def test_tables_per_method():
     ]
     with pytest.raises(ValueError, match="config key method"):
         for_method(STAGES, "seam")
+
+
+def test_describe_reads_round_and_name_from_a_path():
+    from conta_core.infra.layout import RunLayout
+
+    L = RunLayout("/r/default")
+    assert RunLayout.describe(L.eval_csv(2, "cam")) == (2, "cam")
+    assert RunLayout.describe(L.eval_csv(0, "pseudo_mask")) == (0, "pseudo_mask")
+    assert RunLayout.describe(L.seg_eval_csv(1, "val")) == (1, "seg_val")
+    assert RunLayout.describe(L.train_log(3, "irn")) == (3, "irn")
+    for bad in ("/r/default/round1/summary.csv", "/elsewhere/cam_eval.csv"):
+        with pytest.raises(ValueError, match="not an evaluation table or training log"):
+            RunLayout.describe(bad)

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torchvision
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, copy_run, run_snakemake
 from parity_fixtures import fill_state_dict, torchvision_to_caffe
 from PIL import Image
 
@@ -78,14 +79,22 @@ def voc_size(tmp_path_factory):
     return root, paths
 
 
-@pytest.mark.parametrize("method", ["irn", "amn"])
-def test_voc_size_round1_runs_end_to_end(voc_size, tmp_path, method):
-    root, paths = voc_size
-    over = tmp_path / "method.yaml"
-    over.write_text(yaml.safe_dump({"method": method, "results_dir": str(tmp_path / "results")}))
+def _run(work: Path, paths: Path, method: str) -> Path:
+    over = work / "method.yaml"
+    over.write_text(yaml.safe_dump({"method": method, "results_dir": "results"}))
     cfgs = [REPO / "config/voc12.yaml", REPO / ".test/voc-size/config.yaml", paths, over]
-    run_snakemake(tmp_path, cfgs[0], "--configfile", *map(str, cfgs), "--", "round1", timeout=1800)
-    run = tmp_path / "results" / "voc-size"
+    run_snakemake(work, cfgs[0], "--configfile", *map(str, cfgs), "--", "round1", timeout=1800)
+    return work / "results" / "voc-size"
+
+
+@pytest.fixture(scope="module")
+def irn_run(voc_size, tmp_path_factory):
+    work = tmp_path_factory.mktemp("voc-size-irn")
+    _run(work, voc_size[1], "irn")
+    return work
+
+
+def _check(run: Path, method: str) -> None:
     for t in (0, 1):
         r = run / f"round{t}"
         for i in TRAIN:
@@ -98,9 +107,22 @@ def test_voc_size_round1_runs_end_to_end(voc_size, tmp_path, method):
             assert load_label_png(r / "seg_pred" / "val" / "0" / f"{i}.png").shape == (H, W)
         if method == "amn":
             assert load_cam(r / "amn_cam" / "0" / f"{next(iter(TRAIN))}.npz")["high_res"].shape[1:] == (H, W)
-        for f in ("cam_eval.csv", "pseudo_mask_eval.csv", "seg_eval_val.csv", "summary.csv", "confounder.h5"):
+        for f in ("cam_eval.csv", "pseudo_mask_eval.csv", "seg_eval_val.csv", "confounder.h5"):
             assert (r / f).is_file(), f
         for stage in ("cam", "pseudo_mask", "seg_train", "seg_val"):
             assert (r / f"confounding_{stage}.json").is_file()
+    summary = pd.read_csv(run / "round1" / "summary.csv")
+    assert summary["round"].tolist() == [0, 1] and summary["cam_miou"].notna().all()
     if method == "irn":  # the classifier's context diagnostics (AMN's context is inside AMN)
         assert (run / "round1" / "context_diagnostics.json").is_file()
+
+
+def test_voc_size_irn_round1_end_to_end(irn_run):
+    _check(irn_run / "results" / "voc-size", "irn")
+
+
+def test_voc_size_amn_round1_end_to_end(voc_size, irn_run, tmp_path):
+    """method amn, from a copy of the irn run: the steps both methods share (data, round 0's
+    classifier, CAMs and IR labels) are reused, AMN and everything downstream runs."""
+    work = copy_run(irn_run, tmp_path / "w")
+    _check(_run(work, voc_size[1], "amn"), "amn")
