@@ -120,6 +120,8 @@ def served(monkeypatch):
             F.Item(item.name, "http://nowhere.invalid/" + item.fname, item.fname, known, item.extract_to, item.layout)
         )
     monkeypatch.setitem(F.DATASETS, "voc12", tuple(items))
+    for var in ("NO_PROXY", "no_proxy"):  # the local server, never through a proxy of the environment
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
     server = Server(files)
     yield server
     server.httpd.shutdown()

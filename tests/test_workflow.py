@@ -189,3 +189,26 @@ def test_second_run_reuses_the_cached_pretraining(tmp_path):
     assert "pretrain: reused" not in (tmp_path / "results/a/logs/pretrain/resnet18.log").read_text()
     w = [(tmp_path / f"results/{r}/pretrain/resnet18.pth").read_bytes() for r in ("a", "b")]
     assert w[0] == w[1]
+
+
+def test_exact_adjustment_runs_in_the_workflow(tiny_run, tmp_path):
+    """context.adjustment: exact reruns round 1's classifier and everything after it (its
+    params change), writes CAMs, the measures and the diagnostics, and records the setting
+    in the checkpoint; round 0 is reused."""
+    from conta_core.infra.checkpoint import load_model
+    from conta_core.models.classifier import load_classifier
+
+    work = copy_run(tiny_run, tmp_path / "w")
+    cfg = write_config(work / "tiny.yaml", Path("results"), extra={"context": {"adjustment": "exact"}})
+    targets = [str(RUN / "round1" / f) for f in ("cam_eval.csv", "confounding_cam.json", "context_diagnostics.json")]
+    dry = run_snakemake(work, cfg, "-n", *targets).stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
+    assert counts["train_cls"] == "1" and "train_seg" not in counts  # round 1 only
+    run_snakemake(work, cfg, *targets)
+    model = work / RUN / "round1" / "cls" / "model.pth"
+    assert load_model(model, "classifier")["config"]["context"]["adjustment"] == "exact"
+    assert load_classifier(model).exact
+    measures = json.loads((work / RUN / "round1" / "confounding_cam.json").read_text())
+    assert measures["stage"] == "cam" and set(measures["pair_confusion"]) == {
+        "horse->person", "person->horse", "car->tyre", "tyre->car"
+    }  # fmt: skip

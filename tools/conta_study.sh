@@ -9,7 +9,7 @@
 # default: the default confounding strength, 160 train images, none / placebo / nwgm / exact,
 #          seeds $DEFAULT_SEEDS (2 3 4)
 # dose:    $DOSE_PLAN: level:conditions, s0 = control (no confounder), smax = 1.0 on every knob,
-#          s05 = 0.5 x the default (default plan "smax:placebo,nwgm,exact s0:placebo,nwgm"),
+#          s05 = 0.5 x the default (default plan "smax:placebo,nwgm s0:placebo,nwgm"),
 #          seeds $DOSE_SEEDS (2 3 4)
 # size:    the default strength at 4x the train images (640), $SIZE_CONDITIONS (placebo nwgm),
 #          seeds $SIZE_SEEDS (2)
@@ -28,7 +28,7 @@ DEFAULT_SEEDS=${DEFAULT_SEEDS:-2 3 4}
 DOSE_SEEDS=${DOSE_SEEDS:-2 3 4}
 SIZE_SEEDS=${SIZE_SEEDS:-2}
 ROUND_SEEDS=${ROUND_SEEDS:-2}
-DOSE_PLAN=${DOSE_PLAN:-smax:placebo,nwgm,exact s0:placebo,nwgm}
+DOSE_PLAN=${DOSE_PLAN:-smax:placebo,nwgm s0:placebo,nwgm}
 SIZE_CONDITIONS=${SIZE_CONDITIONS:-placebo nwgm}
 ROUND_CONDITIONS=${ROUND_CONDITIONS:-placebo nwgm}
 HERE=$(cd "$(dirname "$0")" && pwd)
