@@ -18,7 +18,7 @@
 # [OURS] study settings: round 0 is shared per dataset (base run), X_m and the confounder set
 # come from the pseudo-masks (context.confounder_source: pseudo) so that no round needs the
 # segmentation network, and the runs stop at the CAMs (stage cam; rounds: stage pseudo).
-# Reruns reuse finished runs. On a 2-core CPU: default about 25 min, dose 45 min, size 30 min,
+# Reruns reuse finished runs. On a 2-core CPU, about: default 25 min, dose 25 min, size 20 min,
 # rounds 20 min.
 set -euo pipefail
 OUT=$(realpath -m "${1:?usage: tools/conta_study.sh OUT [dose|size|rounds ...]}")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate every measured table of README.md, docs/ and benchmarks/RESULTS.md from the
 # current commit, on the CPU: on a 2-core CPU about 40 min for the two round tables and
-# about 2.5 h for the study.
+# about 1.5 h for the study.
 #
 #   bash tools/make_results.sh OUT_DIR
 #
