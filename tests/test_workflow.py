@@ -195,18 +195,18 @@ def test_exact_adjustment_runs_in_the_workflow(tiny_run, tmp_path):
     """context.adjustment: exact on a finished run: round 1's classifier and what follows it
     run again, write CAMs, the measures and the diagnostics, and the checkpoint records the
     setting. `--rerun-triggers mtime` keeps round 0, whose params also hold the context
-    section (as tools/context_study.py runs its conditions)."""
+    section, and `--forcerun` on round 1's classifier redoes it and what reads it."""
     from conta_core.infra.checkpoint import load_model
     from conta_core.models.classifier import load_classifier
 
     work = copy_run(tiny_run, tmp_path / "w")
     cfg = write_config(work / "tiny.yaml", Path("results"), extra={"context": {"adjustment": "exact"}})
     targets = [str(RUN / "round1" / f) for f in ("cam_eval.csv", "confounding_cam.json", "context_diagnostics.json")]
-    (work / RUN / "round1" / "cls" / "model.pth").unlink()  # the new setting: train round 1 again
-    dry = run_snakemake(work, cfg, "-n", "--rerun-triggers", "mtime", "--", *targets).stdout
+    args = ("--rerun-triggers", "mtime", "--forcerun", str(RUN / "round1" / "cls" / "model.pth"), "--", *targets)
+    dry = run_snakemake(work, cfg, "-n", *args).stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", dry, flags=re.M))
-    assert counts["train_cls"] == "1" and "train_seg" not in counts  # round 1 only
-    run_snakemake(work, cfg, "--rerun-triggers", "mtime", "--", *targets)
+    assert counts["train_cls"] == "1" and counts["make_cam"] == "2" and "train_seg" not in counts  # round 1 only
+    run_snakemake(work, cfg, *args)
     model = work / RUN / "round1" / "cls" / "model.pth"
     assert load_model(model, "classifier")["config"]["context"]["adjustment"] == "exact"
     assert load_classifier(model).exact
