@@ -16,69 +16,12 @@ min_version("9.0")
 configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-validate(config, f"{workflow.basedir}/config/schema.yaml")
+# `--config study=studies/<name>/study.yaml`: every run of the study's sheet in one DAG
+# (rules/study.smk, target `study`); otherwise the single run of `config`.
+if config.get("study"):
 
-from conta_core.infra.config import ConfigError, check_config  # noqa: E402
+    include: "rules/study.smk"
 
-try:
-    check_config(config)
-except ConfigError as e:
-    raise WorkflowError(str(e))
+else:
 
-
-# Constants (R, T, SHARDS, ...) and helper functions; the rule files hold only rules.
-include: "rules/common.smk"
-
-
-# Light bookkeeping jobs run in the main Snakemake process, never as cluster jobs.
-localrules:
-    all,
-    round0_pseudo,
-    round_summary,
-    summary,
-    figure_miou,
-    figure_cam_sweep,
-    figure_train_loss,
-    figure_confounder,
-    table_per_class_iou,
-    table_summary,
-
-
-wildcard_constraints:
-    t=r"\d+",
-    shard=r"\d+",
-    split=r"train|val",
-
-
-include: "rules/data.smk"
-include: "rules/classify.smk"
-include: "rules/pseudo_mask.smk"
-include: "rules/segment.smk"
-include: "rules/confounder.smk"
-include: "rules/report.smk"
-include: "rules/visualize.smk"
-include: "rules/amn.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        L.summary(),
-        *figure_files(T),
-
-
-rule round0_pseudo:
-    input:
-        [L.eval_csv(0, "cam"), L.eval_csv(0, "pseudo_mask")]
-        if HAS_GT
-        else L.shard_dirs(0, "pseudo_mask", SHARDS),
-
-
-for _t in range(T + 1):
-
-    rule:
-        name:
-            f"round{_t}"
-        input:
-            L.summary(_t),
-            *figure_files(_t),
+    include: "rules/run.smk"

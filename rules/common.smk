@@ -12,7 +12,10 @@ from conta_core.steps.amn import rule_configs as amn_rule_configs
 from conta_core.infra.layout import CONFOUNDING_STAGES, RunLayout
 
 R = f"{config['results_dir']}/{config['run']}"
-L = RunLayout(R)
+# shared_prefix [OURS]: a study run's base folder that holds data/, pretrain/ and round 0
+# (conta_core.infra.layout, rules/study.smk); null for a run of its own.
+SHARED = config.get("shared_prefix")
+L = RunLayout(R, shared=SHARED)
 T = int(config["rounds"])
 SHARDS = list(range(int(config["shards"])))
 CONDA_ENV = "../envs/conta.yaml"  # `conda:` of every script rule (relative to rules/)

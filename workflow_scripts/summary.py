@@ -2,8 +2,10 @@
 """Write the per-round summary table (CAM / pseudo-mask / segmentation mIoU, in %).
 
     summary.py --run-dir results/<run> --rounds 0 1 2 --out results/<run>/round2/summary.csv [--no-ground-truth]
+               [--shared-dir results/<base run>]
 
 --no-ground-truth: the dataset has no GT masks; the table lists what each round produced.
+--shared-dir: the base run folder that holds round 0 (a study's run, config `shared_prefix`).
 """
 
 import argparse
@@ -23,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", required=True, type=int, nargs="+")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-ground-truth", action="store_true")
+    p.add_argument("--shared-dir", type=Path, default=None)
     return p
 
 
 def run(args: argparse.Namespace) -> None:
-    df = write_summary(args.run_dir, args.rounds, args.out, ground_truth=not args.no_ground_truth)
+    df = write_summary(args.run_dir, args.rounds, args.out, ground_truth=not args.no_ground_truth, shared_dir=args.shared_dir)
     print(df.to_string(index=False))
 
 

@@ -19,7 +19,15 @@ the summary and the tools read them from here.
       benchmarks/<rule>/<name>.tsv     .benchmark(rule, name)
 
 `t` and `shard` may be ints or Snakemake wildcard patterns ("{t}"), so the rules build their
-output patterns from the same methods. STAGES, MODELS and EVALS are the declarative tables
+output patterns from the same methods.
+
+Shared prefix [OURS] (a study's runs, conta_core.infra.study): RunLayout(run_dir, shared=BASE)
+puts what the conditions of a (dataset replicate, seed) share under the base run's folder
+BASE: data/, pretrain/ and every artifact of round 0 (t == 0 or "0": models, per-image
+folders, evaluation tables, confounding measures). A wildcard pattern ("{t}") stays under
+run_dir, so a run's rules never produce the base's files; round 0's confounder set (it
+depends on context.confounder_source), the summaries, figures, logs and benchmarks stay
+under run_dir too. STAGES, MODELS and EVALS are the declarative tables
 of what a round holds, per method (irn | amn).
 """
 
@@ -139,8 +147,15 @@ PRETRAIN_CACHE = "pretrain_cache"  # <results_dir>/pretrain_cache/<backbone>-<ke
 class RunLayout:
     """Paths of the artifacts of one run folder (results_dir/run); see the module docstring."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, shared: str | Path | None = None) -> None:
         self.run_dir = str(run_dir)
+        self.shared = str(shared) if shared else None
+
+    def _base(self, t=None) -> str:
+        """The folder that holds round t's artifacts (t None: data/ and pretrain/)."""
+        if self.shared is not None and (t is None or str(t) == "0"):
+            return self.shared
+        return self.run_dir
 
     @staticmethod
     def run_of(path: str | Path) -> str:
@@ -176,19 +191,24 @@ class RunLayout:
 
     @property
     def manifest(self) -> str:
-        return self._p("data", "manifest.json")
+        return f"{self.data_dir}/manifest.json"
 
     @property
     def data_dir(self) -> str:
-        return self._p("data")
+        return f"{self._base()}/data"
 
     def pretrain(self, backbone: str) -> str:
-        return self._p("pretrain", f"{backbone}.pth")
+        return f"{self._base()}/pretrain/{backbone}.pth"
 
     def pretrain_log(self, backbone: str) -> str:
-        return self._p("pretrain", f"{backbone}_train_log.csv")
+        return f"{self._base()}/pretrain/{backbone}_train_log.csv"
 
     def round_dir(self, t) -> str:
+        """round<t>/ of the run, or of the shared base for round 0 (see the module docstring)."""
+        return f"{self._base(t)}/round{t}"
+
+    def own_round_dir(self, t) -> str:
+        """round<t>/ under run_dir even for a shared round 0 (confounder set, summaries, figures)."""
         return self._p(f"round{t}")
 
     def shard_dir(self, t, stage: str, shard) -> str:
@@ -215,7 +235,7 @@ class RunLayout:
         return f"{self.round_dir(t)}/seg_eval_{split}.csv"
 
     def confounder(self, t) -> str:
-        return f"{self.round_dir(t)}/{CONFOUNDER_FILE}"
+        return f"{self.own_round_dir(t)}/{CONFOUNDER_FILE}"
 
     def diagnostics(self, t) -> str:
         return f"{self.round_dir(t)}/{DIAGNOSTICS_FILE}"
@@ -226,10 +246,10 @@ class RunLayout:
         return f"{self.round_dir(t)}/confounding_{stage}.json"
 
     def summary(self, t=None) -> str:
-        return self._p(SUMMARY_FILE) if t is None else f"{self.round_dir(t)}/{SUMMARY_FILE}"
+        return self._p(SUMMARY_FILE) if t is None else f"{self.own_round_dir(t)}/{SUMMARY_FILE}"
 
     def figures(self, t) -> str:
-        return f"{self.round_dir(t)}/figures"
+        return f"{self.own_round_dir(t)}/figures"
 
     def figure(self, t, name: str) -> str:
         return f"{self.figures(t)}/{name}"

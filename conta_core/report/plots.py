@@ -264,3 +264,26 @@ def write_per_class_iou(evals: list[tuple[int, str, Path]], out_csv: Path) -> pd
     table = per_class_iou_table(evals)
     write_csv(out_csv, table)
     return table
+
+
+def plot_study_differences(analysis: pd.DataFrame, out_png: Path, dpi: int = DEFAULT_DPI) -> Path:
+    """A study's paired differences per round with their 95 % t intervals: one panel per
+    measure, one line per pair (conta_core.evaluation.study_analysis.analyze's table)."""
+    measures = list(dict.fromkeys(analysis["measure"]))
+    cols = min(3, max(1, len(measures)))
+    rows = math.ceil(len(measures) / cols)
+    fig = Figure(figsize=(4.0 * cols, 3.0 * rows))
+    for i, measure in enumerate(measures):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        sub = analysis[analysis["measure"] == measure]
+        for (a, b), part in sub.groupby(["treatment", "reference"], sort=False):
+            part = part.sort_values("round")
+            err = np.vstack([part["diff"] - part["ci_lo"], part["ci_hi"] - part["diff"]])
+            ax.errorbar(part["round"], part["diff"], yerr=np.nan_to_num(err), marker="o", capsize=3, label=f"{a} - {b}")
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_title(measure, fontsize=9)
+        ax.set_xlabel("round")
+        ax.set_ylabel("difference (95 % t CI)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, Path(out_png), dpi)

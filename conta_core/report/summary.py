@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from conta_core.infra.fileio import read_json, write_csv
-from conta_core.infra.layout import CONFOUNDER_FILE, CONFOUNDING_STAGES, DIAGNOSTICS_FILE, EVALS
+from conta_core.infra.layout import CONFOUNDER_FILE, CONFOUNDING_STAGES, DIAGNOSTICS_FILE, EVALS, RunLayout
 
 SUMMARY_COLUMNS = [
     "round",
@@ -113,17 +113,24 @@ def product_row(round_dir: Path, t: int) -> dict:
     }
 
 
-def summarize(run_dir: Path, rounds: list[int], ground_truth: bool = True) -> pd.DataFrame:
+def summarize(run_dir: Path, rounds: list[int], ground_truth: bool = True, shared_dir: Path | None = None) -> pd.DataFrame:
     """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals).
+
+    shared_dir: the base run folder that holds round 0 (a study run, conta_core.infra.layout).
 
     ground_truth False (a dataset without GT masks): NO_GT_COLUMNS, what each round made,
     plus the context diagnostics columns of context rounds.
     """
+    layout = RunLayout(run_dir, shared=shared_dir)
+
+    def rd(t: int) -> Path:
+        return Path(layout.round_dir(t))
+
     if not ground_truth:
-        rows = [{**product_row(run_dir / f"round{t}", t), **round_row(run_dir / f"round{t}", t)} for t in rounds]
+        rows = [{**product_row(rd(t), t), **round_row(rd(t), t)} for t in rounds]
         columns = NO_GT_COLUMNS + (CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else [])
         return pd.DataFrame(rows).reindex(columns=columns)
-    rows = [round_row(run_dir / f"round{t}", t) for t in rounds]
+    rows = [round_row(rd(t), t) for t in rounds]
     columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
     columns += [c for c in CONFOUNDING_COLUMNS if any(c in r for r in rows)]
     columns += CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else []
@@ -194,7 +201,9 @@ def paired_comparison(
     return runs.round(2), pd.DataFrame(out).round(2)
 
 
-def write_summary(run_dir: Path, rounds: list[int], out_csv: Path, ground_truth: bool = True) -> pd.DataFrame:
-    df = summarize(run_dir, rounds, ground_truth)
+def write_summary(
+    run_dir: Path, rounds: list[int], out_csv: Path, ground_truth: bool = True, shared_dir: Path | None = None
+) -> pd.DataFrame:
+    df = summarize(run_dir, rounds, ground_truth, shared_dir)
     write_csv(out_csv, df)
     return df

@@ -1,0 +1,148 @@
+"""The paired analysis of a study (conta_core.infra.study): per pair of conditions, measure and
+round, the differences treatment - reference within each (replicate, seed).
+
+    measures: DataFrame, one row per run and round: run, condition, seed, replicate, round,
+              <summary columns> (the measures files of rule study_measures)
+    paired_differences(measures, a, b, column, t) -> Series of d_i = a_i - b_i, i over the
+              (replicate, seed) cells where both ran (n of them)
+
+Per (pair, measure, round) `analyze` reports n, the means of both conditions, the mean
+difference, its sd (ddof 1), the 95 % t interval mean +- t_{1-alpha/2, n-1} sd / sqrt(n), the
+difference relative to the reference mean (and its interval, the same interval divided by
+the reference mean) where the measure asks for it, the power of the two-sided paired t test
+against the effect (noncentral t, noncentrality effect sqrt(n) / sd) and the seeds needed for
+the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n)
+<= effect (the t-quantile approximation; z quantiles, 1.96 + 0.84, undercount small n).
+
+Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of the reference
+mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
+the reference mean when the measure is `relative`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MAX_SEEDS = 1000  # seeds_needed gives up (NaN) beyond this
+
+
+def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest n >= 2 with (t_{1-alpha/2,n-1} + t_{power,n-1}) * sd / sqrt(n) <= effect
+    (paired two-sided t test); NaN when sd or effect is not positive and finite, or n > MAX_SEEDS."""
+    if not (np.isfinite(sd) and np.isfinite(effect)) or effect <= 0:
+        return math.nan
+    if sd == 0:
+        return 2.0
+    for n in range(2, MAX_SEEDS + 1):
+        q = stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)
+        if q * sd / math.sqrt(n) <= effect:
+            return float(n)
+    return math.nan
+
+
+def power_of(n: int, sd: float, effect: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t test with n pairs against a true mean difference
+    `effect` (noncentral t with n - 1 degrees of freedom, noncentrality effect sqrt(n) / sd)."""
+    if n < 2 or not np.isfinite(sd) or not np.isfinite(effect):
+        return math.nan
+    if sd == 0:
+        return 1.0
+    df, nc = n - 1, effect * math.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """(mean, sd, lo, hi) of the 1-alpha t interval of the mean of d (NaN sd/interval for n < 2)."""
+    d = np.asarray(d, dtype=float)
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(d.std(ddof=1))
+    half = stats.t.ppf(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half
+
+
+def paired_differences(measures: pd.DataFrame, a: str, b: str, column: str, t: int) -> pd.DataFrame:
+    """Columns replicate, seed, a, b, diff over the (replicate, seed) cells where both conditions
+    have a value of `column` in round t (sorted by replicate, seed)."""
+    rows = measures[measures["round"] == t]
+    keys = ["replicate", "seed"]
+
+    def side(c: str) -> pd.DataFrame:
+        part = rows[rows["condition"] == c]
+        return part[keys + [column]].rename(columns={column: c})
+
+    both = side(a).merge(side(b), on=keys).dropna()
+    both["diff"] = both[a] - both[b]
+    return both.sort_values(keys).reset_index(drop=True)
+
+
+def measure_effect(measure: dict, ref_mean: float, power_cfg: dict) -> float:
+    """The absolute effect to detect for `measure` (see the module docstring)."""
+    column, relative = measure["column"], measure.get("relative", False)
+    if "effect" in measure:
+        return measure["effect"] * abs(ref_mean) if relative else measure["effect"]
+    if column.endswith("_miou") and not relative:
+        return power_cfg["miou_effect"]
+    return power_cfg["relative_effect"] * abs(ref_mean)
+
+
+def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int, power_cfg: dict) -> pd.DataFrame:
+    """One row per (pair, measure, round): see the module docstring."""
+    alpha, target = power_cfg["alpha"], power_cfg["power"]
+    out = []
+    for a, b in pairs:
+        for m in specs:
+            column = m["column"]
+            if column not in measures.columns:
+                raise ValueError(f"measure {column!r} is no column of the measures files ({', '.join(measures.columns)})")
+            for t in m.get("rounds") or range(1, rounds + 1):
+                d = paired_differences(measures, a, b, column, t)
+                n = len(d)
+                mean, sd, lo, hi = t_interval(d["diff"].to_numpy(), alpha)
+                ref = float(d[b].mean()) if n else math.nan
+                effect = measure_effect(m, ref, power_cfg) if n else math.nan
+                row = {
+                    "treatment": a,
+                    "reference": b,
+                    "measure": column,
+                    "role": m.get("role", "secondary"),
+                    "round": t,
+                    "n": n,
+                    f"mean_{'treatment'}": float(d[a].mean()) if n else math.nan,
+                    "mean_reference": ref,
+                    "diff": mean,
+                    "sd": sd,
+                    "ci_lo": lo,
+                    "ci_hi": hi,
+                    "rel_diff": math.nan,
+                    "rel_ci_lo": math.nan,
+                    "rel_ci_hi": math.nan,
+                    "effect": effect,
+                    "power": power_of(n, sd, effect, alpha),
+                    "seeds_needed": seeds_needed(sd, effect, alpha, target),
+                }
+                if m.get("relative", False) and n and ref != 0:
+                    row.update(rel_diff=mean / ref, rel_ci_lo=lo / abs(ref), rel_ci_hi=hi / abs(ref))
+                out.append(row)
+    return pd.DataFrame(out)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """The analysis as a Markdown table (3 significant decimals)."""
+    cols = ["treatment", "reference", "measure", "role", "round", "n", "diff", "ci_lo", "ci_hi", "rel_diff", "sd", "effect", "power", "seeds_needed"]
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.3f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for _, r in df.iterrows()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,114 @@
+# A study: every run of a sheet in one DAG (`--config study=studies/<name>/study.yaml`, target
+# `study`). conta_core.infra.study loads and checks the study file and its sheet (a bad row fails
+# here, before any job); each unfinished run, and the base run (rounds 0) of each (replicate,
+# seed) with an unfinished run, is an instance of the single-run workflow rules/run.smk as a
+# Snakemake module with its merged config, its rules prefixed `<run>_` (`base_r<K>_s<S>_`).
+# The runs of a (replicate, seed) read data/, pretrain/ and round 0 from their base run's
+# folder (config shared_prefix, conta_core.infra.layout), so those are built once per seed.
+#
+# [OURS] The modules are declared with workflow.module / workflow.userule, the calls Snakemake
+# compiles a `module` and a `use rule * from M as M_*` statement into, because their names
+# come from the sheet. A run instance excludes the rules whose outputs lie under the base
+# (prepare_data, pretrain): only the base instance produces them, no rule is ambiguous.
+# The profile's per-rule settings (set-threads, set-resources: `train_cls`, ...) are copied
+# to the prefixed rule names, so `--profile profiles/slurm` sizes a study's jobs as a run's.
+
+import json
+import os
+
+from conta_core.infra.config import ConfigError
+from conta_core.infra.study import ANALYSIS_DIR, load_study
+
+try:
+    STUDY = load_study(config["study"], config)
+except ConfigError as e:
+    raise WorkflowError(str(e))
+
+RUN_SNAKEFILE = os.path.join(workflow.basedir, "rules", "run.smk")
+SHARED_RULES = ["prepare_data", "pretrain"]  # outputs under the base run's folder
+STUDY_PENDING = STUDY.pending_runs()
+STUDY_INSTANCES = [(name, cfg, []) for name, cfg in STUDY.pending_bases().items()] + [
+    (r.name, r.config, SHARED_RULES) for r in STUDY_PENDING
+]
+
+
+def _copy_profile_settings(prefixes):
+    """The profile's set-threads / set-resources of rule X also for <prefix>_X."""
+    rs = workflow.resource_settings
+    for table in (rs._parsed_overwrite_threads, rs._parsed_overwrite_resources):
+        for rule_name in list(table):
+            for prefix in prefixes:
+                table.setdefault(f"{prefix}_{rule_name}", table[rule_name])
+
+
+_copy_profile_settings([name for name, _, _ in STUDY_INSTANCES])
+
+for _name, _cfg, _exclude in STUDY_INSTANCES:
+    workflow.module(_name, snakefile=RUN_SNAKEFILE, config=_cfg)
+    workflow.userule(rules=["*"], from_module=_name, exclude_rules=_exclude or None, name_modifier=f"{_name}_*")(
+        lambda: None
+    )
+
+
+localrules:
+    study,
+    study_measures,
+
+
+rule study:
+    input:
+        STUDY.analysis_file("pairs.csv"),
+        STUDY.analysis_file("pairs.md"),
+        STUDY.analysis_file("differences.png"),
+
+
+# One small CSV per finished run (its summary rows, one per round), meant to be committed:
+# a run with this file is not instantiated again (conta_core.infra.study).
+rule study_measures:
+    input:
+        summary=lambda w: f"{STUDY.run_dir(w.run)}/summary.csv",
+    output:
+        out=STUDY.measures_file("{run}"),
+    wildcard_constraints:
+        run="|".join(r.name for r in STUDY_PENDING) or "^$",
+    params:
+        condition=lambda w: STUDY_RUNS[w.run].condition,
+        seed=lambda w: STUDY_RUNS[w.run].seed,
+        replicate=lambda w: STUDY_RUNS[w.run].replicate,
+    conda:
+        "../envs/conta.yaml"
+    script:
+        "../workflow_scripts/study_measures.py"
+
+
+STUDY_RUNS = {r.name: r for r in STUDY.runs}
+
+
+rule study_analysis:
+    input:
+        measures=[STUDY.measures_file(r.name) for r in STUDY.runs],
+    output:
+        out_csv=report(
+            STUDY.analysis_file("pairs.csv"),
+            caption="../report/study.rst",
+            category="Study",
+            labels={"table": "paired differences"},
+        ),
+        out_md=STUDY.analysis_file("pairs.md"),
+        out_png=report(
+            STUDY.analysis_file("differences.png"),
+            caption="../report/study.rst",
+            category="Study",
+            labels={"figure": "differences per round"},
+        ),
+    log:
+        f"{STUDY.results_dir}/logs/study_analysis.log",
+    params:
+        cfg=json.dumps(
+            {"pairs": STUDY.pairs, "measures": STUDY.measures, "power": STUDY.power, "rounds": STUDY.rounds},
+            sort_keys=True,
+        ),
+    conda:
+        "../envs/conta.yaml"
+    script:
+        "../workflow_scripts/study_analysis.py"

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Write a study's paired analysis (conta_core.evaluation.study_analysis) from its measures files.
+
+    study_analysis.py --cfg '{"pairs": [...], "measures": [...], "power": {...}, "rounds": T}'
+                      --measures studies/<name>/measures/<run>.csv ...
+                      --out-csv pairs.csv --out-md pairs.md --out-png differences.png
+
+--cfg: the study's pairs, measures, power settings and rounds (study.yaml).
+Writes one row per (pair, measure, round) as CSV and Markdown, and the differences figure.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from pathlib import Path as _Path
+
+sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
+
+import pandas as pd
+
+from conta_core.evaluation.study_analysis import analyze, markdown_table
+from conta_core.infra.fileio import write_csv, write_text
+from conta_core.infra.script import script_doc, script_main
+from conta_core.report.plots import plot_study_differences
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=script_doc(__file__))
+    p.add_argument("--cfg", required=True)
+    p.add_argument("--measures", required=True, type=Path, nargs="+")
+    p.add_argument("--out-csv", required=True, type=Path)
+    p.add_argument("--out-md", required=True, type=Path)
+    p.add_argument("--out-png", required=True, type=Path)
+    return p
+
+
+def run(args: argparse.Namespace) -> None:
+    cfg = json.loads(args.cfg)
+    measures = pd.concat([pd.read_csv(f) for f in args.measures], ignore_index=True)
+    df = analyze(measures, cfg["pairs"], cfg["measures"], cfg["rounds"], cfg["power"])
+    write_csv(args.out_csv, df)
+    write_text(args.out_md, markdown_table(df))
+    plot_study_differences(df, args.out_png)
+    print(df.to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    script_main(build_parser, run, globals().get("snakemake"))
