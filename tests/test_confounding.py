@@ -39,11 +39,30 @@ def test_pair_confusion_and_leaks_known_answer():
     assert r["pair_confusion"]["person->horse"] == pytest.approx(8 / tp_horse)
     assert r["pair_confusion"]["horse->person"] == 0.0
     assert r["pair_confusion_mean"] == pytest.approx(4 / tp_horse)
+    assert r["pair_confusion_undefined"] == 0
     pred_horse = tp_horse + 8 + 4
     assert r["bg_leak"]["horse"] == pytest.approx(4 / pred_horse)
     assert r["texture_leak"]["horse"] == pytest.approx(4 / pred_horse)
     assert r["bg_leak_context"] == pytest.approx(4 / pred_horse)  # context classes: horse only
     assert r["bg_leak"]["person"] == 0.0
+
+
+def test_pair_confusion_with_no_true_positive_is_counted_not_dropped():
+    # horse (1) is never found but 8 person (2) pixels are labelled horse: m(person->horse)
+    # = 8 / 0 is undefined, left out of the mean and counted; horse->person stays 0.
+    gt = np.zeros((4, 4), np.uint8)
+    gt[:, :2], gt[:, 2:] = 2, 1
+    pred = gt.copy()
+    pred[:, 2:] = 0  # every horse pixel missed
+    pred[:, :2] = 1  # every person pixel labelled horse
+    acc = ConfoundingAccumulator(3, pairs=[(1, 2)])
+    acc.add(pred, gt)
+    r = acc.result(["background", "horse", "person"])
+    assert r["pair_confusion"]["person->horse"] is None
+    assert r["pair_confusion_undefined"] == 1
+    assert r["pair_confusion_undefined_pairs"] == ["person->horse"]
+    assert r["pair_confusion"]["horse->person"] is None  # TP(person) = 0 too, but no FP: 0/0, not counted
+    assert r["pair_confusion_mean"] is None
 
 
 def test_texture_leak_only_on_the_confounding_texture():

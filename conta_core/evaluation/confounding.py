@@ -9,7 +9,7 @@ GT gt: uint8[H, W] (255 ignored):
 
 | key | definition |
 | --- | --- |
-| `pair_confusion[k->c]` | confusion ratio m(k->c) = FP(k->c) / TP(c): pixels of the co-occurring class k labelled c, over c's true positives (EPS, Fan et al., CVPR 2021) |
+| `pair_confusion[k->c]` | confusion ratio m(k->c) = FP(k->c) / TP(c): pixels of the co-occurring class k labelled c, over c's true positives (EPS: Lee, Lee, Lee and Shim, CVPR 2021); null where TP(c) = 0 |
 | `bg_leak[c]` | share of the pixels predicted c whose GT is background |
 | `texture_leak[c]` | (generated data) share of the pixels predicted c that are background of an image whose texture is c's confounding texture (boat -> water) |
 | `interior_miss[c]` | share of c's interior pixels (GT c at more than `band` px from any other label) predicted background: the part-context failure on any data |
@@ -19,6 +19,10 @@ GT gt: uint8[H, W] (255 ignored):
 Summary scalars (the study's pre-registered primary measures are the first two,
 docs/context.md):
 - `pair_confusion_mean`: mean of m(k->c) over both directions of every co-occurring pair;
+- `pair_confusion_undefined`: [OURS] how many directions k->c have TP(c) = 0 but FP(k->c) > 0
+  (an infinite ratio: c never found, k labelled c); they are left out of the mean, which this
+  count qualifies (`pair_confusion_undefined_pairs` names them). 0/0 (no c and no confusion)
+  is left out without counting;
 - `bg_leak_context`: mean bg_leak over the context-texture classes (generated data) or over
   all foreground classes (real data);
 - `texture_leak_mean`, `interior_miss_mean`, `part_miss_mean`, `bg_leak_mean`, `boundary_f`.
@@ -200,10 +204,12 @@ class ConfoundingAccumulator:
         tp = np.diag(conf)
         pred_total = conf.sum(axis=0)
         ratio = lambda a, b: float(a) / float(b) if b else math.nan  # noqa: E731
-        pair_conf = {}
+        pair_conf, undefined = {}, []
         for a, b in self.pairs:
             for k, c in ((a, b), (b, a)):
                 pair_conf[f"{names[k]}->{names[c]}"] = ratio(conf[k, c], tp[c])
+                if tp[c] == 0 and conf[k, c] > 0:
+                    undefined.append(f"{names[k]}->{names[c]}")
         fg = range(1, self.num_classes)
         bg_leak = {names[c]: ratio(conf[0, c], pred_total[c]) for c in fg}
         tex_leak = {names[c]: ratio(self.tex_bg[c], pred_total[c]) for c in self.textures}
@@ -227,6 +233,8 @@ class ConfoundingAccumulator:
             "boundary_precision": precision,
             "boundary_recall": recall,
             "pair_confusion_mean": _nanmean(pair_conf.values()),
+            "pair_confusion_undefined": len(undefined),
+            "pair_confusion_undefined_pairs": undefined,
             "bg_leak_context": _nanmean(bg_leak[c] for c in context_classes),
             "bg_leak_mean": _nanmean(bg_leak.values()),
             "texture_leak_mean": _nanmean(tex_leak.values()),

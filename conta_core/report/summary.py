@@ -8,7 +8,8 @@ Reads the evaluation CSVs of each round:
 - method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
   reported in the extra columns AMN_COLUMNS, which appear only when a round has that file;
 - `round<t>/confounding_<stage>.json` (conta_core.evaluation.confounding): per stage the pair confusion
-  `cf_<stage>_pair` (mean m(k->c) over the co-occurring pairs) and the background leak
+  `cf_<stage>_pair` (mean m(k->c) over the co-occurring pairs), `cf_<stage>_pair_undef` (how many
+  directions k->c the mean leaves out because TP(c) = 0 < FP(k->c)) and the background leak
   `cf_<stage>_bg` (bg_leak_context), and the pseudo-masks' boundary F `cf_pseudo_mask_bf`;
   ratios, not percentages; columns appear when a round has the files (CONFOUNDING_COLUMNS);
 - context rounds (conta / placebo, t > 0): `round<t>/context_diagnostics.json`
@@ -56,7 +57,11 @@ def cam_scores(path: Path) -> tuple[float, float, float]:
 
 
 CONTEXT_COLUMNS = ["ctx_alpha_entropy_mean", "ctx_m_cv", "ctx_cam_change", "ctx_inert"]  # context_diagnostics.json
-CONFOUNDING_KEYS = {"pair": "pair_confusion_mean", "bg": "bg_leak_context"}  # column suffix -> JSON key
+CONFOUNDING_KEYS = {  # column suffix -> JSON key
+    "pair": "pair_confusion_mean",
+    "pair_undef": "pair_confusion_undefined",  # directions with TP(c) = 0 < FP(k->c), left out of `pair`
+    "bg": "bg_leak_context",
+}
 CONFOUNDING_COLUMNS = [f"cf_{s}_{k}" for s in CONFOUNDING_STAGES for k in CONFOUNDING_KEYS] + ["cf_pseudo_mask_bf"]
 
 
@@ -67,7 +72,7 @@ def confounding_values(round_dir: Path) -> dict:
         path = round_dir / f"confounding_{stage}.json"
         if path.exists():
             d = read_json(path)
-            row.update({f"cf_{stage}_{k}": d[key] for k, key in CONFOUNDING_KEYS.items()})
+            row.update({f"cf_{stage}_{k}": d.get(key) for k, key in CONFOUNDING_KEYS.items()})
             if stage == "pseudo_mask":
                 row["cf_pseudo_mask_bf"] = d["boundary_f"]
     return row

@@ -1,0 +1,107 @@
+"""Study sheets (conta_core.infra.study): loading, the merged run configs, the shared base per
+(replicate, seed), and errors that name the row before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
+from conta_core.infra.study import StudyError, load_study, measures_table
+
+REPO = Path(__file__).resolve().parent.parent
+HEADER = "run\tcondition\tseed\treplicate\toverlay\n"
+GOOD = [
+    "conta_s0\tconta\t0\t0\t{context: {mode: conta}}",
+    "placebo_s0\tplacebo\t0\t0\t{context: {mode: placebo}}",
+    "conta_s1\tconta\t1\t3\t{context: {mode: conta}}",
+    "placebo_s1\tplacebo\t1\t3\tplacebo.yaml",
+]
+
+
+def make_study(tmp_path: Path, rows: list[str], **extra) -> Path:
+    folder = tmp_path / "studies" / "demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "placebo.yaml").write_text("context: {mode: placebo}\n")
+    (folder / "runs.tsv").write_text(HEADER + "\n".join(rows) + "\n")
+    study = {
+        "name": "demo",
+        "base": str(REPO / ".test/config.yaml"),
+        "sheet": "runs.tsv",
+        "rounds": 2,
+        "pairs": [["conta", "placebo"]],
+        "measures": [{"column": "seg_val_miou", "role": "primary"}],
+        **extra,
+    }
+    import yaml
+
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return folder / "study.yaml"
+
+
+def load(path: Path):
+    return load_study(path, load_yaml(DEFAULT_CONFIG))
+
+
+def test_runs_get_merged_configs_and_one_base_per_replicate_and_seed(tmp_path):
+    study = load(make_study(tmp_path, GOOD))
+    assert [r.name for r in study.runs] == ["conta_s0", "placebo_s0", "conta_s1", "placebo_s1"]
+    r = study.runs[3]
+    cfg = r.config
+    assert (cfg["run"], cfg["seed"], cfg["rounds"], cfg["results_dir"]) == ("placebo_s1", 1, 2, "results/demo")
+    assert cfg["dataset"]["synthetic"]["seed"] == 3  # replicate = the generator seed
+    assert cfg["context"]["mode"] == "placebo"  # from the overlay file
+    assert cfg["shards"] == 2  # from the base (.test/config.yaml)
+    assert cfg["shared_prefix"] == "results/demo/base_r3_s1"
+    assert sorted(study.bases) == ["base_r0_s0", "base_r3_s1"]
+    assert study.bases["base_r3_s1"]["rounds"] == 0
+    assert study.pending_bases().keys() == study.bases.keys()
+
+
+def test_finished_runs_and_their_bases_are_not_pending(tmp_path):
+    path = make_study(tmp_path, GOOD)
+    study = load(path)
+    for name in ("conta_s0", "placebo_s0"):
+        Path(study.measures_file(name)).parent.mkdir(parents=True, exist_ok=True)
+        Path(study.measures_file(name)).write_text("run\n")
+    assert [r.name for r in study.pending_runs()] == ["conta_s1", "placebo_s1"]
+    assert list(study.pending_bases()) == ["base_r3_s1"]
+
+
+@pytest.mark.parametrize(
+    "rows, match",
+    [
+        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{context: {mode: placebo, colour: red}}"], r"row 4 \(run placebo_s1\): invalid config:.*context.*colour"),
+        (GOOD[:3] + ["conta_s0\tplacebo\t1\t3\t"], r"row 4 \(run conta_s0\): duplicate run name \(first in row 1\)"),
+        (GOOD[:3], r"row 3 \(run conta_s1\): condition conta has no partner placebo for replicate 3, seed 1"),
+        (GOOD[:3] + ["placebo_s1\tplacebo\tone\t3\t"], r"row 4 \(run placebo_s1\): seed 'one' is not an integer"),
+        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t-2\t"], r"row 4 \(run placebo_s1\): replicate -2 is negative"),
+        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{seed: 4}"], r"row 4 \(run placebo_s1\): overlay sets seed"),
+        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{classifier: {epochs: 3}}"], r"row 4 \(run placebo_s1\): overlay changes classifier.epochs, which round 0 uses"),
+        (GOOD[:3] + ["placebo-s1\tplacebo\t1\t3\t"], r"row 4 \(run placebo-s1\): run name"),
+    ],
+    ids=["unknown-overlay-key", "duplicate-run", "missing-partner", "bad-seed", "bad-replicate", "fixed-key", "round0-key", "bad-name"],
+)
+def test_bad_sheets_fail_naming_the_row(tmp_path, rows, match):
+    with pytest.raises(StudyError, match=r"(?s)^study demo " + match):
+        load(make_study(tmp_path, rows))
+
+
+def test_bad_study_file_fails_naming_the_key(tmp_path):
+    with pytest.raises(StudyError, match="pairs"):
+        load(make_study(tmp_path, GOOD, pairs=[["conta"]]))
+    with pytest.raises(StudyError, match="pairs: condition none has no run"):
+        load(make_study(tmp_path, GOOD, pairs=[["conta", "none"]]))
+
+
+def test_measures_table_puts_the_run_first():
+    df = measures_table(pd.DataFrame({"round": [0, 1], "seg_val_miou": [40.0, 41.0]}), "a", "conta", 2, 0)
+    assert list(df.columns) == ["run", "condition", "seed", "replicate", "round", "seg_val_miou"]
+    assert df["seed"].tolist() == [2, 2]
+
+
+def test_the_example_study_loads():
+    study = load(REPO / "studies/example/study.yaml")
+    assert len(study.runs) == 4 and len(study.bases) == 2

@@ -1,0 +1,80 @@
+"""The paired analysis of a study (conta_core.evaluation.study_analysis) on known numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from conta_core.evaluation.study_analysis import analyze, markdown_table, power_of, seeds_needed, t_interval
+
+POWER = {"alpha": 0.05, "power": 0.8, "miou_effect": 2.0, "relative_effect": 0.2}
+
+
+def test_t_interval_matches_scipy():
+    d = np.array([1.0, 2.5, -0.5, 3.0, 1.5])
+    mean, sd, lo, hi = t_interval(d)
+    ref = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    assert mean == pytest.approx(d.mean())
+    assert sd == pytest.approx(d.std(ddof=1))
+    assert (lo, hi) == pytest.approx(ref)
+
+
+def test_power_matches_the_noncentral_t_and_a_simulation():
+    n, sd, effect = 6, 2.0, 2.0
+    p = power_of(n, sd, effect)
+    crit = stats.t.ppf(0.975, n - 1)
+    nc = effect * math.sqrt(n) / sd
+    assert p == pytest.approx(stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc))
+    rng = np.random.default_rng(0)
+    sims = rng.normal(effect, sd, size=(20000, n))
+    pvals = stats.ttest_1samp(sims, 0.0, axis=1).pvalue
+    assert p == pytest.approx((pvals < 0.05).mean(), abs=0.015)
+
+
+def test_seeds_needed_uses_t_quantiles():
+    # the issue's case: z quantiles, ceil(((1.96 + 0.84) sd / effect)^2), give 1 seed for
+    # sd / effect = 0.34; with t quantiles n = 3 fails ((4.30 + 1.06) * 0.34 / sqrt 3 > 1), n = 4 holds
+    assert math.ceil(((1.96 + 0.8416) * 0.34) ** 2) == 1
+    assert seeds_needed(0.34, 1.0) == 4
+    for sd in (0.5, 1.0, 3.0):
+        n = int(seeds_needed(sd, 2.0))
+        q = lambda m: stats.t.ppf(0.975, m - 1) + stats.t.ppf(0.8, m - 1)  # noqa: E731
+        assert q(n) * sd / math.sqrt(n) <= 2.0 < q(n - 1) * sd / math.sqrt(n - 1) or n == 2
+    assert math.isnan(seeds_needed(1.0, 0.0))
+
+
+def _measures() -> pd.DataFrame:
+    rows = []
+    for rep in (0, 1):
+        for seed in (0, 1, 2):
+            base = 50 + seed + 3 * rep
+            for cond, shift in (("conta", 1.0 + 0.5 * seed), ("placebo", 0.0)):
+                rows.append({"run": f"{cond}_{rep}_{seed}", "condition": cond, "seed": seed, "replicate": rep, "round": 1,
+                             "seg_val_miou": base + shift, "cf_pair": 0.5 - 0.1 * shift})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_analyze_pairs_within_replicate_and_seed():
+    specs = [{"column": "seg_val_miou", "role": "primary"}, {"column": "cf_pair", "relative": True}]
+    df = analyze(_measures(), [("conta", "placebo")], specs, 1, POWER)
+    miou = df[df["measure"] == "seg_val_miou"].iloc[0]
+    d = np.array([1.0, 1.5, 2.0, 1.0, 1.5, 2.0])  # conta - placebo per (replicate, seed)
+    assert miou["n"] == 6
+    assert miou["diff"] == pytest.approx(d.mean())
+    assert miou["sd"] == pytest.approx(d.std(ddof=1))
+    assert miou["effect"] == 2.0
+    assert miou["seeds_needed"] == seeds_needed(d.std(ddof=1), 2.0)
+    cf = df[df["measure"] == "cf_pair"].iloc[0]
+    assert cf["mean_reference"] == pytest.approx(0.5)
+    assert cf["effect"] == pytest.approx(0.1)  # 20 % of the reference mean
+    assert cf["rel_diff"] == pytest.approx(-0.1 * d.mean() / 0.5)
+    assert "| conta | placebo | seg_val_miou |" in markdown_table(df)
+
+
+def test_analyze_names_a_missing_measure():
+    with pytest.raises(ValueError, match="nope"):
+        analyze(_measures(), [("conta", "placebo")], [{"column": "nope"}], 1, POWER)
