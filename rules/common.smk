@@ -78,6 +78,11 @@ def run_dir_param(wildcards, output) -> str:
     return RunLayout.run_of(output[0])
 
 
+def shared_dir_param(wildcards):
+    """The base run folder holding round 0 (a study run, config shared_prefix), else None."""
+    return SHARED
+
+
 def data_dir_param(wildcards, output) -> str:
     return os.path.dirname(output[0])
 

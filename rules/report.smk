@@ -16,7 +16,7 @@ rule round_summary:
         run_dir=run_dir_param,
         rounds=rounds_of,
         no_ground_truth=not HAS_GT,
-        shared_dir=SHARED,
+        shared_dir=shared_dir_param,
     script:
         "../workflow_scripts/summary.py"
 
@@ -32,7 +32,7 @@ use rule round_summary as summary with:
         run_dir=run_dir_param,
         rounds=list(range(T + 1)),
         no_ground_truth=not HAS_GT,
-        shared_dir=SHARED,
+        shared_dir=shared_dir_param,
 
 
 # Measures of the confounding (conta_core.evaluation.confounding): pair confusion m(k->c), background

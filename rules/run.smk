@@ -4,7 +4,6 @@
 
 from snakemake.utils import validate
 
-
 validate(config, f"{workflow.basedir}/config/schema.yaml")
 
 from conta_core.infra.config import ConfigError, check_config  # noqa: E402
@@ -22,7 +21,21 @@ include: "common.smk"
 # Light bookkeeping jobs run in the main Snakemake process, never as cluster jobs. (A call, not
 # the `localrules:` directive: a study's module instance renames its rules, the directive would not.)
 workflow.localrules(
-    *map(workflow.modifier.modify_rulename, ["all", "round0_pseudo", "round_summary", "summary", "figure_miou", "figure_cam_sweep", "figure_train_loss", "figure_confounder", "table_per_class_iou", "table_summary"]),
+    *map(
+        workflow.modifier.modify_rulename,
+        [
+            "all",
+            "round0_pseudo",
+            "round_summary",
+            "summary",
+            "figure_miou",
+            "figure_cam_sweep",
+            "figure_train_loss",
+            "figure_confounder",
+            "table_per_class_iou",
+            "table_summary",
+        ],
+    ),
 )
 
 

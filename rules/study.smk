@@ -32,22 +32,23 @@ STUDY_INSTANCES = [(name, cfg, []) for name, cfg in STUDY.pending_bases().items(
 ]
 
 
-def _copy_profile_settings(prefixes):
-    """The profile's set-threads / set-resources of rule X also for <prefix>_X."""
-    rs = workflow.resource_settings
-    for table in (rs._parsed_overwrite_threads, rs._parsed_overwrite_resources):
-        for rule_name in list(table):
-            for prefix in prefixes:
-                table.setdefault(f"{prefix}_{rule_name}", table[rule_name])
-
-
-_copy_profile_settings([name for name, _, _ in STUDY_INSTANCES])
+# The profile's set-threads / set-resources of rule X also for <prefix>_X.
+for _table in (
+    workflow.resource_settings._parsed_overwrite_threads,
+    workflow.resource_settings._parsed_overwrite_resources,
+):
+    for _rule in list(_table):
+        for _name, _, _ in STUDY_INSTANCES:
+            _table.setdefault(f"{_name}_{_rule}", _table[_rule])
 
 for _name, _cfg, _exclude in STUDY_INSTANCES:
     workflow.module(_name, snakefile=RUN_SNAKEFILE, config=_cfg)
-    workflow.userule(rules=["*"], from_module=_name, exclude_rules=_exclude or None, name_modifier=f"{_name}_*")(
-        lambda: None
-    )
+    workflow.userule(
+        rules=["*"],
+        from_module=_name,
+        exclude_rules=_exclude or None,
+        name_modifier=f"{_name}_*",
+    )(lambda: None)
 
 
 localrules:
@@ -69,14 +70,16 @@ rule study_measures:
         summary=lambda w: f"{STUDY.run_dir(w.run)}/summary.csv",
     output:
         out=STUDY.measures_file("{run}"),
+    log:
+        f"{STUDY.results_dir}/logs/study_measures/{{run}}.log",
     wildcard_constraints:
         run="|".join(r.name for r in STUDY_PENDING) or "^$",
+    conda:
+        "../envs/conta.yaml"
     params:
         condition=lambda w: STUDY_RUNS[w.run].condition,
         seed=lambda w: STUDY_RUNS[w.run].seed,
         replicate=lambda w: STUDY_RUNS[w.run].replicate,
-    conda:
-        "../envs/conta.yaml"
     script:
         "../workflow_scripts/study_measures.py"
 
@@ -103,12 +106,17 @@ rule study_analysis:
         ),
     log:
         f"{STUDY.results_dir}/logs/study_analysis.log",
-    params:
-        cfg=json.dumps(
-            {"pairs": STUDY.pairs, "measures": STUDY.measures, "power": STUDY.power, "rounds": STUDY.rounds},
-            sort_keys=True,
-        ),
     conda:
         "../envs/conta.yaml"
+    params:
+        cfg=json.dumps(
+            {
+                "pairs": STUDY.pairs,
+                "measures": STUDY.measures,
+                "power": STUDY.power,
+                "rounds": STUDY.rounds,
+            },
+            sort_keys=True,
+        ),
     script:
         "../workflow_scripts/study_analysis.py"

@@ -73,16 +73,31 @@ def test_finished_runs_and_their_bases_are_not_pending(tmp_path):
 @pytest.mark.parametrize(
     "rows, match",
     [
-        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{context: {mode: placebo, colour: red}}"], r"row 4 \(run placebo_s1\): invalid config:.*context.*colour"),
+        (
+            GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{context: {mode: placebo, colour: red}}"],
+            r"row 4 \(run placebo_s1\): invalid config:.*context.*colour",
+        ),
         (GOOD[:3] + ["conta_s0\tplacebo\t1\t3\t"], r"row 4 \(run conta_s0\): duplicate run name \(first in row 1\)"),
         (GOOD[:3], r"row 3 \(run conta_s1\): condition conta has no partner placebo for replicate 3, seed 1"),
         (GOOD[:3] + ["placebo_s1\tplacebo\tone\t3\t"], r"row 4 \(run placebo_s1\): seed 'one' is not an integer"),
         (GOOD[:3] + ["placebo_s1\tplacebo\t1\t-2\t"], r"row 4 \(run placebo_s1\): replicate -2 is negative"),
         (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{seed: 4}"], r"row 4 \(run placebo_s1\): overlay sets seed"),
-        (GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{classifier: {epochs: 3}}"], r"row 4 \(run placebo_s1\): overlay changes classifier.epochs, which round 0 uses"),
+        (
+            GOOD[:3] + ["placebo_s1\tplacebo\t1\t3\t{classifier: {epochs: 3}}"],
+            r"row 4 \(run placebo_s1\): overlay changes classifier.epochs, which round 0 uses",
+        ),
         (GOOD[:3] + ["placebo-s1\tplacebo\t1\t3\t"], r"row 4 \(run placebo-s1\): run name"),
     ],
-    ids=["unknown-overlay-key", "duplicate-run", "missing-partner", "bad-seed", "bad-replicate", "fixed-key", "round0-key", "bad-name"],
+    ids=[
+        "unknown-overlay-key",
+        "duplicate-run",
+        "missing-partner",
+        "bad-seed",
+        "bad-replicate",
+        "fixed-key",
+        "round0-key",
+        "bad-name",
+    ],
 )
 def test_bad_sheets_fail_naming_the_row(tmp_path, rows, match):
     with pytest.raises(StudyError, match=r"(?s)^study demo " + match):

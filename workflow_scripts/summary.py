@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    df = write_summary(args.run_dir, args.rounds, args.out, ground_truth=not args.no_ground_truth, shared_dir=args.shared_dir)
+    df = write_summary(
+        args.run_dir, args.rounds, args.out, ground_truth=not args.no_ground_truth, shared_dir=args.shared_dir
+    )
     print(df.to_string(index=False))
 
 

@@ -101,7 +101,9 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
         for m in specs:
             column = m["column"]
             if column not in measures.columns:
-                raise ValueError(f"measure {column!r} is no column of the measures files ({', '.join(measures.columns)})")
+                raise ValueError(
+                    f"measure {column!r} is no column of the measures files ({', '.join(measures.columns)})"
+                )
             for t in m.get("rounds") or range(1, rounds + 1):
                 d = paired_differences(measures, a, b, column, t)
                 n = len(d)
@@ -136,7 +138,22 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
 
 def markdown_table(df: pd.DataFrame) -> str:
     """The analysis as a Markdown table (3 significant decimals)."""
-    cols = ["treatment", "reference", "measure", "role", "round", "n", "diff", "ci_lo", "ci_hi", "rel_diff", "sd", "effect", "power", "seeds_needed"]
+    cols = [
+        "treatment",
+        "reference",
+        "measure",
+        "role",
+        "round",
+        "n",
+        "diff",
+        "ci_lo",
+        "ci_hi",
+        "rel_diff",
+        "sd",
+        "effect",
+        "power",
+        "seeds_needed",
+    ]
 
     def fmt(v) -> str:
         if isinstance(v, float):

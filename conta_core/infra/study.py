@@ -173,7 +173,9 @@ def _validate_study_file(data: dict, path: Path) -> None:
         raise StudyError(f"study file {path}:\n  " + "\n  ".join(lines))
 
 
-def _run_config(default: dict, base: dict, overlay: dict, results_dir: str, run: str, seed: int, replicate: int, rounds: int) -> dict:
+def _run_config(
+    default: dict, base: dict, overlay: dict, results_dir: str, run: str, seed: int, replicate: int, rounds: int
+) -> dict:
     cfg = deep_merge(deep_merge(default, base), overlay)
     cfg = deep_merge(cfg, {"run": run, "results_dir": results_dir, "seed": seed, "rounds": rounds, "study": None})
     if cfg.get("dataset", {}).get("kind") == "synthetic":
@@ -216,7 +218,10 @@ def load_study(path: str | Path, default_config: dict) -> Study:
         reader = csv.DictReader((line for line in f if line.strip() and not line.startswith("#")), delimiter="\t")
         missing = [c for c in SHEET_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise _study_error(name, f"sheet {sheet_path} lacks the column(s) {', '.join(missing)} (columns: {', '.join(SHEET_COLUMNS)})")
+            raise _study_error(
+                name,
+                f"sheet {sheet_path} lacks the column(s) {', '.join(missing)} (columns: {', '.join(SHEET_COLUMNS)})",
+            )
         rows = list(reader)
     if not rows:
         raise _study_error(name, f"sheet {sheet_path} has no runs")
@@ -237,15 +242,22 @@ def load_study(path: str | Path, default_config: dict) -> Study:
             condition = (row.get("condition") or "").strip()
             if not NAME.match(condition):
                 raise ConfigError(f"condition {condition!r} must match {NAME.pattern}")
-            seed, replicate = _int_cell(row.get("seed") or "", "seed"), _int_cell(row.get("replicate") or "", "replicate")
+            seed, replicate = (
+                _int_cell(row.get("seed") or "", "seed"),
+                _int_cell(row.get("replicate") or "", "replicate"),
+            )
             key = (condition, replicate, seed)
             if key in cells:
-                raise ConfigError(f"condition {condition}, replicate {replicate}, seed {seed} already in row {cells[key]}")
+                raise ConfigError(
+                    f"condition {condition}, replicate {replicate}, seed {seed} already in row {cells[key]}"
+                )
             cells[key] = i
             overlay = parse_overlay(row.get("overlay") or "", folder)
             fixed = [k for k in SET_BY_STUDY if k in overlay]
             if fixed:
-                raise ConfigError(f"overlay sets {', '.join(fixed)}, which the study sets (sheet columns, rounds, results_dir)")
+                raise ConfigError(
+                    f"overlay sets {', '.join(fixed)}, which the study sets (sheet columns, rounds, results_dir)"
+                )
             cfg = _run_config(default, base, overlay, results_dir, run, seed, replicate, rounds)
             if cfg["dataset"]["kind"] != "synthetic" and replicate != 0:
                 raise ConfigError("replicate other than 0 needs dataset.kind synthetic (it is the generator seed)")
@@ -266,7 +278,10 @@ def load_study(path: str | Path, default_config: dict) -> Study:
             partner = b if r.condition == a else a if r.condition == b else None
             if partner is not None and (partner, r.replicate, r.seed) not in cells:
                 raise _study_error(
-                    name, f"condition {r.condition} has no partner {partner} for replicate {r.replicate}, seed {r.seed} (pairs: [{a}, {b}])", r.row, r.name
+                    name,
+                    f"condition {r.condition} has no partner {partner} for replicate {r.replicate}, seed {r.seed} (pairs: [{a}, {b}])",
+                    r.row,
+                    r.name,
                 )
 
     bases: dict[str, dict] = {}
@@ -289,7 +304,7 @@ def load_study(path: str | Path, default_config: dict) -> Study:
     return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir)
 
 
-def measures_table(summary: "pd.DataFrame", run: str, condition: str, seed: int, replicate: int) -> "pd.DataFrame":
+def measures_table(summary: pd.DataFrame, run: str, condition: str, seed: int, replicate: int) -> pd.DataFrame:
     """A run's measures file: its summary rows (one per round) after META_COLUMNS."""
     df = summary.copy()
     for col, value in (("run", run), ("condition", condition), ("seed", seed), ("replicate", replicate)):

@@ -118,7 +118,9 @@ def product_row(round_dir: Path, t: int) -> dict:
     }
 
 
-def summarize(run_dir: Path, rounds: list[int], ground_truth: bool = True, shared_dir: Path | None = None) -> pd.DataFrame:
+def summarize(
+    run_dir: Path, rounds: list[int], ground_truth: bool = True, shared_dir: Path | None = None
+) -> pd.DataFrame:
     """Summary table for `rounds` of `run_dir` (mIoU as percentages, 2 decimals).
 
     shared_dir: the base run folder that holds round 0 (a study run, conta_core.infra.layout).

@@ -1,0 +1,85 @@
+"""A study through the real workflow (rules/study.smk): the sheet's runs in one DAG, round 0
+built once per seed, the paired analysis written, and nothing redone once the measures exist.
+
+The study: the tiny test config (.test/config.yaml, one shard), CONTA vs placebo, two seeds,
+one dataset replicate, round 1 (studies/example/ with the base made absolute).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+
+STUDY = REPO / "studies/example"
+
+
+def study_copy(workdir: Path, base_extra: dict | None = None) -> Path:
+    """studies/example copied into workdir, its base the tiny config (plus base_extra)."""
+    folder = workdir / "studies" / "example"
+    shutil.copytree(STUDY, folder, ignore=shutil.ignore_patterns("measures", "analysis"))
+    base = yaml.safe_load((REPO / ".test/config.yaml").read_text())
+    base = {k: v for k, v in base.items() if k not in ("run", "results_dir")} | (base_extra or {})
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    study = yaml.safe_load((folder / "study.yaml").read_text())
+    study["base"] = "base.yaml"
+    (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return folder / "study.yaml"
+
+
+def snakemake(workdir: Path, study: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    cmd += ["study", "--config", f"study={study}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def test_slurm_profile_dry_run_plans_one_round0_per_seed(tmp_path):
+    study = study_copy(tmp_path)
+    proc = snakemake(tmp_path, study, "-n", "--profile", str(REPO / "profiles/slurm"), timeout=600)
+    out = proc.stdout + proc.stderr
+    # the profile's per-rule resources reach the prefixed rules of every run
+    assert "rule conta_s0_train_cls:" in out and "runtime=360" in out
+    counts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert counts["base_r0_s0_train_cls"] == counts["base_r0_s1_train_cls"] == 1
+    assert counts["conta_s0_train_cls"] == counts["placebo_s1_train_cls"] == 1
+    assert "conta_s0_prepare_data" not in counts and counts["study_measures"] == 4
+
+
+@pytest.mark.e2e
+def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
+    study = study_copy(tmp_path, {"shards": 1})
+    snakemake(tmp_path, study, "--cores", "2")
+    results = tmp_path / "results" / "example"
+    round0_cls = sorted(p.parent.parent.parent.name for p in results.glob("*/benchmarks/train_cls/round0.tsv"))
+    assert round0_cls == ["base_r0_s0", "base_r0_s1"]  # round 0 once per seed, shared by both conditions
+    assert len(list(results.glob("*/benchmarks/train_cls/round1.tsv"))) == 4
+    folder = study.parent
+    measures = pd.concat(pd.read_csv(f) for f in sorted((folder / "measures").glob("*.csv")))
+    assert sorted(measures["run"].unique()) == ["conta_s0", "conta_s1", "placebo_s0", "placebo_s1"]
+    assert sorted(measures["round"].unique()) == [0, 1]
+    # round 0 is the same data for both conditions of a seed (common random numbers)
+    r0 = measures[measures["round"] == 0].set_index(["seed", "condition"])["cam_miou"].unstack()
+    assert (r0["conta"] == r0["placebo"]).all()
+    pairs = pd.read_csv(folder / "analysis/pairs.csv")
+    assert set(pairs["measure"]) == {"cam_miou", "pseudo_mask_miou", "cf_pseudo_mask_pair"}
+    assert (pairs["n"] == 2).all()
+    assert (folder / "analysis/pairs.md").stat().st_size > 0 and (folder / "analysis/differences.png").exists()
+    # a fresh machine: no results, only the committed measures and analysis -> nothing to do
+    shutil.rmtree(tmp_path / "results")
+    shutil.rmtree(tmp_path / ".snakemake")
+    proc = snakemake(tmp_path, study, "-n", timeout=600)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
