@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """Seeds x conditions study of round 1 with paired differences and 95 % confidence intervals.
 
+The tool of the earlier study (docs/context.md "Results", docs/study/), kept to reproduce it;
+a new study is a sheet run by the workflow itself: `snakemake --cores 2 study --config
+study=studies/<name>/study.yaml` (rules/study.smk, docs/context.md "Running a study").
+
     python tools/context_study.py --base results/default --out study/confounded \\
         --seeds 0 1 2 3 4 --stage pseudo \\
         --condition conta '{}' --condition placebo '{"context": {"mode": "placebo"}}' \\
@@ -52,6 +56,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from conta_core.evaluation.study_analysis import seeds_needed  # noqa: E402
 from conta_core.infra.fileio import read_json, write_csv  # noqa: E402
 from conta_core.infra.layout import RunLayout
 from conta_core.report.summary import round_row  # noqa: E402
@@ -234,7 +239,7 @@ def pairs_table(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
                 half = t_quantile(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
                 mde = (t_quantile(0.975, n - 1) + POWER_Z) * sd / math.sqrt(n) if n > 1 else float("nan")
                 effect = EFFECT if m in MIOU else REL_EFFECT * abs(ref)
-                need = math.ceil(((1.96 + POWER_Z) * sd / effect) ** 2) if n > 1 and effect > 0 else None
+                need = int(seeds_needed(sd, effect)) if n > 1 and effect > 0 and sd == sd else None  # t quantiles
                 digits = 2 if m in MIOU else 4
                 rel = mean / ref if ref else float("nan")
                 rows.append(
