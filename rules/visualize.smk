@@ -37,6 +37,7 @@ rule figure_samples:
     params:
         cfg=REPORT_JSON,
         run_dir=run_dir_param,
+        shared_dir=shared_dir_param,
         rounds=rounds_of,
         seed=config["seed"],
         device="cpu",

@@ -79,3 +79,22 @@ def test_describe_reads_round_and_name_from_a_path():
     for bad in ("/r/default/round1/summary.csv", "/elsewhere/cam_eval.csv"):
         with pytest.raises(ValueError, match="not an evaluation table or training log"):
             RunLayout.describe(bad)
+
+
+def test_shared_prefix_puts_data_pretrain_and_round0_under_the_base():
+    L = RunLayout("results/s/conta_s0", shared="results/s/base_r0_s0")
+    assert L.manifest == "results/s/base_r0_s0/data/manifest.json"
+    assert L.pretrain("resnet18") == "results/s/base_r0_s0/pretrain/resnet18.pth"
+    for t in (0, "0"):
+        assert L.model(t, "cls") == "results/s/base_r0_s0/round0/cls/model.pth"
+        assert L.shard_dir(t, "pseudo_mask", 1) == "results/s/base_r0_s0/round0/pseudo_mask/1"
+        assert L.eval_csv(t, "cam") == "results/s/base_r0_s0/round0/cam_eval.csv"
+    # patterns and later rounds stay in the run's folder, so the run's rules never make base files
+    assert L.model("{t}", "cls") == "results/s/conta_s0/round{t}/cls/model.pth"
+    assert L.model(1, "cls") == "results/s/conta_s0/round1/cls/model.pth"
+    # the round-0 confounder set (it depends on context.confounder_source), summaries, figures, logs: own
+    assert L.confounder(0) == "results/s/conta_s0/round0/confounder.h5"
+    assert L.summary(0) == "results/s/conta_s0/round0/summary.csv"
+    assert L.figure(0, "miou.png") == "results/s/conta_s0/round0/figures/miou.png"
+    assert L.log("prepare_data") == "results/s/conta_s0/logs/prepare_data.log"
+    assert RunLayout("results/x").model(0, "cls") == "results/x/round0/cls/model.pth"

@@ -9,6 +9,7 @@
 ids are given), image_ids (list or null; --ids overrides), tile_px, dpi.
 The grids read the run folder layout (round<t>/cam, ir_label, pseudo_mask, seg_pred,
 cls/model.pth for M_t) directly; missing artifacts are drawn as grey tiles.
+--shared-dir: the base run folder holding data/ and round 0 (a study's run, config shared_prefix).
 Writes out-dir/<id>.png, one per image.
 """
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", required=True, type=int, nargs="+")
     p.add_argument("--out-dir", required=True, type=Path)
     p.add_argument("--ids", nargs="+", default=None)
+    p.add_argument("--shared-dir", type=Path, default=None)
     return p
 
 
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace) -> None:
         tile_px=int(cfg["tile_px"]),
         dpi=int(cfg["dpi"]),
         device=device,
+        shared_dir=args.shared_dir,
     )
 
 

@@ -216,11 +216,11 @@ def context_map(model: torch.nn.Module, xm_label: np.ndarray, device: torch.devi
 
 
 def _context_tile(
-    run_dir: Path, image_id: str, t: int, names: list[str], size: tuple[int, int] | None, device: torch.device
+    layout: RunLayout, image_id: str, t: int, names: list[str], size: tuple[int, int] | None, device: torch.device
 ) -> Tile:
     """The M_t tile of round t > 0 (see module docstring); a note tile when it cannot be computed."""
     title = f"M_{t}"
-    ckpt = Path(RunLayout(run_dir).model(t, "cls"))
+    ckpt = Path(layout.model(t, "cls"))
     if not ckpt.is_file():
         return Tile(title, note="no classifier")
     try:
@@ -232,7 +232,7 @@ def _context_tile(
         return Tile(title, note="unloadable")
     if not getattr(model, "uses_context", False):
         return Tile(title, note="no context")
-    prev = run_dir / f"round{t - 1}"
+    prev = Path(layout.round_dir(t - 1))
     source = (model.context_cfg or {}).get("confounder_source", "seg")
     if source == "pseudo":
         xm_path = find_artifact(prev, "pseudo_mask", image_id, ".png")
@@ -270,7 +270,7 @@ def grid_pixel_size(num_rows: int, num_cols: int, tile_px: int = DEFAULT_TILE_PX
 
 
 def _row_tiles(
-    run_dir: Path,
+    layout: RunLayout,
     manifest: Manifest,
     image_id: str,
     t: int,
@@ -279,7 +279,7 @@ def _row_tiles(
     with_context: bool,
     device: torch.device,
 ) -> list[Tile]:
-    rd = run_dir / f"round{t}"
+    rd = Path(layout.round_dir(t))
     classes = list(manifest.labels.get(image_id, []))
     image_tile = Tile("image", img) if img is not None else Tile("image")
     row = [image_tile, gt]
@@ -292,7 +292,7 @@ def _row_tiles(
     if with_context:
         size = None if img is None else img.shape[:2]
         if t > 0:
-            row.append(_context_tile(run_dir, image_id, t, manifest.class_names, size, device))
+            row.append(_context_tile(layout, image_id, t, manifest.class_names, size, device))
         else:
             row.append(Tile("M_0", note="round 0: none"))
     return row
@@ -321,21 +321,23 @@ def render_image_grid(
     dpi: int = DEFAULT_DPI,
     device: torch.device | str = "cpu",
     manifest: Manifest | None = None,
+    shared_dir: Path | None = None,
 ) -> None:
     """Write the overview grid of one image (rows = rounds) to out_png atomically.
 
-    run_dir: results/<run> (its data/manifest.json is read unless `manifest` is given).
+    run_dir: results/<run> (its data/manifest.json is read unless `manifest` is given);
+    shared_dir: the base run folder holding data/ and round 0 (a study run, conta_core.infra.layout).
     The PNG is grid_pixel_size(len(rounds), len(grid_columns(...)), tile_px) pixels.
     """
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir, shared=shared_dir)
     if not rounds:
         raise ValueError(f"render_image_grid: no rounds given for image {image_id!r}")
     if manifest is None:
-        manifest = Manifest.load(RunLayout(run_dir).manifest)
+        manifest = Manifest.load(layout.manifest)
     device = torch.device(device)
     img, gt = _load_inputs(manifest, image_id)
     with_context = any(t > 0 for t in rounds)
-    rows = [_row_tiles(run_dir, manifest, image_id, t, img, gt, with_context, device) for t in rounds]
+    rows = [_row_tiles(layout, manifest, image_id, t, img, gt, with_context, device) for t in rounds]
     _draw_grid(rows, [f"round {t}" for t in rounds], Path(out_png), tile_px, dpi, title=image_id)
 
 
@@ -415,13 +417,14 @@ def render_samples(
     tile_px: int = DEFAULT_TILE_PX,
     dpi: int = DEFAULT_DPI,
     device: torch.device | str = "cpu",
+    shared_dir: Path | None = None,
 ) -> list[Path]:
     """Render out_dir/<id>.png for `ids` (None: sample_ids(manifest, num_images, seed)).
 
     Returns the written paths. Unknown ids raise ValueError naming the id and the manifest.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    manifest_path = Path(RunLayout(run_dir).manifest)
+    manifest_path = Path(RunLayout(run_dir, shared=shared_dir).manifest)
     manifest = Manifest.load(manifest_path)
     if ids is None:
         ids = sample_ids(manifest, num_images, seed)
@@ -432,6 +435,16 @@ def render_samples(
     paths = []
     for image_id in track(ids, "visualize"):
         out = out_dir / f"{image_id}.png"
-        render_image_grid(run_dir, image_id, rounds, out, tile_px=tile_px, dpi=dpi, device=device, manifest=manifest)
+        render_image_grid(
+            run_dir,
+            image_id,
+            rounds,
+            out,
+            tile_px=tile_px,
+            dpi=dpi,
+            device=device,
+            manifest=manifest,
+            shared_dir=shared_dir,
+        )
         paths.append(out)
     return paths
