@@ -54,6 +54,7 @@ for _name, _cfg, _exclude in STUDY_INSTANCES:
 localrules:
     study,
     study_measures,
+    study_analysis,
 
 
 rule study:
