@@ -77,7 +77,6 @@ METRICS = MIOU + CF_METRICS
 DIAG = ["alpha_entropy_mean", "alpha_std_across_images", "m_cv", "cam_change", "m_logit_share", "inert"]
 EFFECT = 2.0  # mIoU points the study should be able to detect
 REL_EFFECT = 0.2  # ... and the relative change of a confounding measure
-POWER_Z = 0.8416  # z of 80 % power
 
 
 def deep_merge(a: dict, b: dict) -> dict:
@@ -237,7 +236,7 @@ def pairs_table(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
                 mean, ref = float(d.mean()), float(both[b].mean())
                 sd = float(d.std(ddof=1)) if n > 1 else float("nan")
                 half = t_quantile(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-                mde = (t_quantile(0.975, n - 1) + POWER_Z) * sd / math.sqrt(n) if n > 1 else float("nan")
+                mde = (t_quantile(0.975, n - 1) + t_quantile(0.8, n - 1)) * sd / math.sqrt(n) if n > 1 else float("nan")
                 effect = EFFECT if m in MIOU else REL_EFFECT * abs(ref)
                 need = int(seeds_needed(sd, effect)) if n > 1 and effect > 0 and sd == sd else None  # t quantiles
                 digits = 2 if m in MIOU else 4
