@@ -110,6 +110,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                 mean, sd, lo, hi = t_interval(d["diff"].to_numpy(), alpha)
                 ref = float(d[b].mean()) if n else math.nan
                 effect = measure_effect(m, ref, power_cfg) if n else math.nan
+                by_rep = d.groupby("replicate")["diff"].mean()
                 row = {
                     "treatment": a,
                     "reference": b,
@@ -129,6 +130,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "effect": effect,
                     "power": power_of(n, sd, effect, alpha),
                     "seeds_needed": seeds_needed(sd, effect, alpha, target),
+                    "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
                     row.update(rel_diff=mean / ref, rel_ci_lo=lo / abs(ref), rel_ci_hi=hi / abs(ref))
