@@ -281,6 +281,7 @@ def plot_study_differences(analysis: pd.DataFrame, out_png: Path, dpi: int = DEF
             err = np.vstack([part["diff"] - part["ci_lo"], part["ci_hi"] - part["diff"]])
             ax.errorbar(part["round"], part["diff"], yerr=np.nan_to_num(err), marker="o", capsize=3, label=f"{a} - {b}")
         ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xticks(sorted(sub["round"].unique()))
         ax.set_title(measure, fontsize=9)
         ax.set_xlabel("round")
         ax.set_ylabel("difference (95 % t CI)")
