@@ -12,10 +12,12 @@ conta predict --model results/<run>/round<t>/seg/model.pth IMAGE [IMAGE ...]
 conta visualize results/<run> [--ids ID ...] [--num-images N] [--rounds T ...]
                 [--out-dir DIR] [--seed S] [--tile-px P]
     overview grids (conta_core.report.visualize) of chosen or sampled images.
-conta fetch voc12 [--dest resources] [--base-url URL] [--offline] [--only ITEM ...]
-    downloads VOC 2012, SBD, the torchvision ResNet-50/101 weights and DeepLab's init with
-    their checksums checked (resumable), extracts and checks the layout, and writes
-    DEST/voc12_paths.yaml for `--configfile` (conta_core.data.fetch).
+conta fetch voc12|coco14 [--dest resources] [--base-url URL] [--offline] [--only ITEM,ITEM]
+                         [--checksum FILE=ALGO:HEX ...] [--verify] [--overlay PATH]
+    downloads VOC 2012 + SBD (or COCO 2014), the torchvision ResNet-50/101 weights and DeepLab's
+    init with their checksums checked (resumable), extracts and checks the layout, converts
+    DeepLab's init.caffemodel to deeplabv1_resnet101-coco.pth, and writes
+    DEST/<dataset>_paths.yaml for `--configfile` (conta_core.data.fetch).
 conta import-cams SRC_DIR OUT_DIR
     converts CAM files of IRNet / AMN (<id>.npy pickled dicts) into this pipeline's
     <id>.npz (conta_core.infra.fileio.save_cam), read with a restricted unpickler (numpy arrays and
@@ -68,11 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
     vis.add_argument("--tile-px", type=int, default=None)
 
     fet = sub.add_parser("fetch", help="download and check the data and weights of a real-data run")
-    fet.add_argument("dataset", choices=["voc12"])
+    fet.add_argument("dataset", type=_fetch_dataset, help="voc12 | coco14")
     fet.add_argument("--dest", type=Path, default=Path("resources"), help="folder for the files (default: resources)")
-    fet.add_argument("--base-url", default=None, help="a mirror: every file is fetched as URL/<file name>")
-    fet.add_argument("--offline", action="store_true", help="download nothing; check the files already in --dest")
-    fet.add_argument("--only", nargs="+", default=None, help="items to fetch: voc sbd resnet50 resnet101 deeplab_init")
+    fet.add_argument("--base-url", default=None, help="a mirror (http(s):// or file://): every file is URL/<file name>")
+    fet.add_argument("--offline", action="store_true", help="download nothing; check and extract what is in --dest")
+    fet.add_argument(
+        "--only",
+        type=_comma_list,
+        action="extend",
+        default=None,
+        help="items, comma-separated (repeatable): voc,sbd,resnet50,resnet101,deeplab_init (coco14: coco_train,...)",
+    )
+    fet.add_argument(
+        "--checksum",
+        action="append",
+        default=None,
+        metavar="FILE=ALGO:HEX",
+        help="expected checksum of a file (md5 / sha256), overriding DEST/checksums.json and the built-in one",
+    )
+    fet.add_argument("--verify", action="store_true", help="re-hash every file in place (default: changed files only)")
+    fet.add_argument(
+        "--overlay", type=Path, default=None, help="write the paths overlay here (default: DEST/<dataset>_paths.yaml)"
+    )
 
     imp = sub.add_parser("import-cams", help="convert IRNet/AMN CAM .npy files into this pipeline's .npz")
     imp.add_argument("src_dir", type=Path, help="folder of <id>.npy CAM dicts (IRNet make_cam.py output)")
@@ -80,11 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+FETCH_DATASETS = ("voc12", "coco14")
+
+
+def _fetch_dataset(text: str) -> str:
+    if text not in FETCH_DATASETS:
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset {text!r} (known: {', '.join(FETCH_DATASETS)}); the dataset comes first and "
+            "--only takes a comma list: conta fetch voc12 --only voc,sbd"
+        )
+    return text
+
+
+def _comma_list(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
     from conta_core.data.fetch import FetchError, fetch
 
     try:
-        path = fetch(args.dataset, args.dest, args.base_url, args.offline, args.only, sys.stderr.isatty())
+        path = fetch(
+            args.dataset,
+            args.dest,
+            args.base_url,
+            args.offline,
+            args.only,
+            sys.stderr.isatty(),
+            checksums=args.checksum,
+            verify=args.verify,
+            overlay_path=args.overlay,
+        )
     except FetchError as e:
         print(f"conta fetch: {e}", file=sys.stderr)
         return 1

@@ -1,6 +1,7 @@
-"""Download and check the data and weights of a real-data run: `conta fetch voc12`.
+"""Download and check the data and weights of a real-data run: `conta fetch voc12 | coco14`.
 
-    conta fetch voc12 --dest resources [--base-url URL] [--offline] [--only voc sbd ...]
+    conta fetch voc12 [--dest resources] [--base-url URL] [--offline] [--only voc,sbd ...]
+                      [--checksum FILE=ALGO:HEX ...] [--verify] [--overlay PATH]
 
 What `voc12` fetches into DEST (about 3.4 GB of archives, 5 GB extracted):
 
@@ -9,49 +10,67 @@ What `voc12` fetches into DEST (about 3.4 GB of archives, 5 GB extracted):
 | `voc` | PASCAL VOC 2012 trainval, host.robots.ox.ac.uk | md5 published with the dataset (as torchvision's VOCSegmentation checks it) |
 | `sbd` | SBD `benchmark.tgz` (Hariharan et al., ICCV 2011), www2.eecs.berkeley.edu | md5 as torchvision's SBDataset checks it |
 | `resnet50`, `resnet101` | torchvision ImageNet weights, download.pytorch.org | the sha256 prefix in the file name (torchvision's own check) |
-| `deeplab_init` | DeepLab-v2's released `prototxt_and_model.zip` (liangchiehchen.com), holding `init.caffemodel` (the COCO-pretrained init) | none published: its sha256 is printed and recorded in DEST/checksums.json on the first download, and checked against that record afterwards |
+| `deeplab_init` | DeepLab-v2's released `prototxt_and_model.zip` (liangchiehchen.com), holding `init.caffemodel` (the COCO-pretrained init) | none published: its sha256 is recorded in DEST/checksums.json after the first download that is a zip and extracts, and checked against that record afterwards |
 
-Then it writes DEST/voc12_paths.yaml, an overlay with `dataset.root`, `dataset.sbd_root` and
-every `pretrained:` path, so the VOC run needs no hand edits:
+`coco14` fetches COCO 2014 (images.cocodataset.org: `train2014.zip`, `val2014.zip`,
+`annotations_trainval2014.zip`, about 20 GB) into DEST/coco2014/ with the md5s that are widely
+used for them (Salesforce LAVIS's COCO builders, pystiche, PaddleDetection's download
+tables; cocodataset.org publishes none), plus the same weights.
 
-    snakemake --configfile config/voc12.yaml resources/voc12_paths.yaml --profile profiles/slurm round3
+After the downloads, DEST/deeplab_init/init.caffemodel is converted into
+DEST/deeplabv1_resnet101-coco.pth (conta_core.data.caffemodel: caffe's protobuf read
+directly, deeplab-pytorch's key names), the `segmentation.pretrained` of the VOC/COCO run.
+When that file is there, `deeplab_init` and `resnet101` are not needed (the overlay names
+neither) and are skipped unless named with --only.
 
-`segmentation.pretrained` names `deeplabv1_resnet101-coco.pth`, the caffe model converted by
-deeplab-pytorch's `convert.py` (https://github.com/kazuto1011/deeplab-pytorch); until that
-file exists the layout check says how to make it.
+Then it writes DEST/<dataset>_paths.yaml (or --overlay PATH), an overlay with
+`dataset.root`, `dataset.sbd_root` and every `pretrained:` path of what exists, merged into
+that file's earlier content, so the run needs no hand edits:
 
-Why pooch (https://www.fatiando.org/pooch): it is the ecosystem's downloader with hash
-checking (md5 / sha256), a progress bar and a move into place only after the hash matched,
-so a truncated or corrupt download never sits where a later step would take it as good.
-[OURS] A partial download is resumed: the downloader handed to pooch keeps DEST/.partial/
-<file> and continues it with an HTTP Range request (pooch itself restarts from 0; a 2 GB
-archive over a flaky link needs the resume). A connection that drops, a short body, a
-server error or a checksum mismatch raise FetchError naming the file and the URL; the bad
-file is never moved into place (a mismatching partial is deleted, an interrupted one kept
-for the resume). Archives are extracted into a temporary folder and renamed into place;
-extraction refuses members outside the target (tarfile's "data" filter).
+    snakemake round3 --configfile config/voc12.yaml resources/voc12_paths.yaml --profile profiles/slurm
 
-Mirrors and offline use: --base-url URL fetches every file as URL/<file name> (a lab
-mirror, or the tests' local server); --offline downloads nothing and only checks that the
-files and folders are already there (the "files are already here" path: put the archives
-or the extracted folders into DEST yourself).
+Checks. [OURS] Every file is checked before it takes its final name: the download goes to
+DEST/.partial/<file>, its hash and its kind (zip / tar / gzip / torch magic bytes, so an HTML
+login page is refused) are checked there, and only then is it renamed into place (a rename
+on the same file system: no second copy). What is already in place is checked too: by a
+stamp (size, mtime and the hash it had) in DEST/.conta-fetch-stamps.json, which a changed
+file fails, and with --verify by a full re-hash. A file that fails is named with what to do
+(a file the tool did not create is never deleted). Checksums: `--checksum FILE=md5:HEX`
+(or sha256:HEX) > an entry of DEST/checksums.json (a lab mirror with re-packed archives: put
+`{"VOCtrainval_11-May-2012.tar": "md5:..."}` there) > the built-in one.
+
+Download. [OURS] No pooch (it moves a file to its final name before its hash check and
+leaves temporary files in DEST): requests for http(s), plain reads for file:// mirrors. A
+partial download is resumed with an HTTP Range request. Before a download and before an
+extraction the free space of DEST is compared with what will be written. On a terminal a
+progress bar; otherwise (a batch log) a line every CONTA_PROGRESS_SECONDS (30) seconds with
+bytes, rate and ETA. Files follow the umask.
+
+Extraction. Into DEST/.partial/extract-<item>/, then only what is missing in DEST is moved in
+(a user's VOCdevkit/VOC2007 stays; a symlinked VOCdevkit is followed); members outside the
+target are refused (tarfile's "data" filter). DEST/.partial holds only the tool's own files;
+leftovers of a killed run are removed on the next run (partial downloads are kept to resume).
+
+Failures raise FetchError with one line: what failed, the file and URL, and what to do.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tarfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import yaml
-
-from conta_core.infra.fileio import write_json, write_text
 
 log = logging.getLogger("conta.fetch")
 
@@ -60,46 +79,165 @@ NET_CHUNK = 1 << 16  # writes to the partial file: what was received before a dr
 TIMEOUT_S = 60  # per read: a stalled server fails instead of hanging a cluster job
 PARTIAL_DIR = ".partial"
 CHECKSUMS_FILE = "checksums.json"
-OVERLAY_FILE = "voc12_paths.yaml"
+STAMPS_FILE = ".conta-fetch-stamps.json"
 DEEPLAB_CONVERTED = "deeplabv1_resnet101-coco.pth"
+DEEPLAB_CAFFEMODEL = "deeplab_init/init.caffemodel"
+FREE_MARGIN = 16 << 20  # bytes kept free besides what a download / extraction writes
+HASH_KINDS = ("md5", "sha256", "sha256-prefix")
+
+
+def progress_seconds() -> float:
+    return float(os.environ.get("CONTA_PROGRESS_SECONDS", "30"))
 
 
 class FetchError(RuntimeError):
-    """A download, checksum, extraction or layout problem; the message names file and URL."""
+    """A download, checksum, extraction or layout problem; the message names file and URL and
+    says what to do."""
 
 
 @dataclass(frozen=True)
 class Item:
     """One file to fetch: name (CLI key), url, file name, hash ("md5:..", "sha256:..",
-    "sha256-prefix:.." or None = record on first use), extract_to (folder that must exist
-    after extraction, relative to DEST; None = no archive) and what to check inside it."""
+    "sha256-prefix:.." or None = record on first use), kind (zip | tar | gzip | torch, checked
+    by magic bytes), extract_to (folder that must exist after extraction, relative to DEST;
+    None = no archive), layout (what must exist inside it), extract_into (the folder of DEST
+    the archive's members are relative to), needed_unless (a file of DEST whose presence makes
+    the item unnecessary)."""
 
     name: str
     url: str
     fname: str
     known_hash: str | None
+    kind: str
     extract_to: str | None = None
     layout: tuple[str, ...] = ()
+    extract_into: str = ""
+    needed_unless: str | None = None
 
 
+WEIGHT_ITEMS = (
+    Item("resnet50", "https://download.pytorch.org/models/resnet50-19c8e357.pth", "resnet50-19c8e357.pth",
+         "sha256-prefix:19c8e357", "torch"),
+    Item("resnet101", "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth", "resnet101-5d3b4d8f.pth",
+         "sha256-prefix:5d3b4d8f", "torch", needed_unless=DEEPLAB_CONVERTED),
+    Item("deeplab_init", "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
+         "prototxt_and_model.zip", None, "zip", "deeplab_init", ("init.caffemodel",), "deeplab_init",
+         DEEPLAB_CONVERTED),
+)  # fmt: skip
 VOC12_ITEMS = (
     Item("voc", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
-         "VOCtrainval_11-May-2012.tar", "md5:6cd6e144f989b92b3379bac3b3de84fd", "VOCdevkit/VOC2012",
+         "VOCtrainval_11-May-2012.tar", "md5:6cd6e144f989b92b3379bac3b3de84fd", "tar", "VOCdevkit/VOC2012",
          ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt")),
     Item("sbd", "http://www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz",
-         "benchmark.tgz", "md5:82b4d87ceb2ed10f6038a1cba92111cb", "benchmark_RELEASE/dataset",
+         "benchmark.tgz", "md5:82b4d87ceb2ed10f6038a1cba92111cb", "gzip", "benchmark_RELEASE/dataset",
          ("cls", "img", "train.txt", "val.txt")),
-    Item("resnet50", "https://download.pytorch.org/models/resnet50-19c8e357.pth", "resnet50-19c8e357.pth",
-         "sha256-prefix:19c8e357"),
-    Item("resnet101", "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth", "resnet101-5d3b4d8f.pth",
-         "sha256-prefix:5d3b4d8f"),
-    Item("deeplab_init", "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
-         "prototxt_and_model.zip", None, "deeplab_init", ("init.caffemodel",)),
+    *WEIGHT_ITEMS,
 )  # fmt: skip
-DATASETS = {"voc12": VOC12_ITEMS}
+COCO14_ITEMS = (
+    Item("coco_train", "http://images.cocodataset.org/zips/train2014.zip", "train2014.zip",
+         "md5:0da8c0bd3d6becc4dcb32757491aca88", "zip", "coco2014/train2014", (), "coco2014"),
+    Item("coco_val", "http://images.cocodataset.org/zips/val2014.zip", "val2014.zip",
+         "md5:a3d79f5ed8d289b7a7554ce06a5782b3", "zip", "coco2014/val2014", (), "coco2014"),
+    Item("coco_annotations", "http://images.cocodataset.org/annotations/annotations_trainval2014.zip",
+         "annotations_trainval2014.zip", "md5:0a379cfc70b0e71301e0f377548639bd", "zip", "coco2014/annotations",
+         ("instances_train2014.json", "instances_val2014.json"), "coco2014"),
+    *WEIGHT_ITEMS,
+)  # fmt: skip
+DATASETS = {"voc12": VOC12_ITEMS, "coco14": COCO14_ITEMS}
+CONFIGFILES = {"voc12": "config/voc12.yaml", "coco14": "config/voc12.yaml config/coco14.yaml"}
 
 
-# ------------------------------------------------------------------------------ checksums
+def overlay_file(dataset: str) -> str:
+    return f"{dataset}_paths.yaml"
+
+
+OVERLAY_FILE = overlay_file("voc12")
+
+
+# ------------------------------------------------------------------------------ small helpers
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _os_error(e: OSError, what: str, where: Path) -> FetchError:
+    """One line for a write failure: disk full, read-only or no permission."""
+    if e.errno == errno.ENOSPC:
+        return FetchError(f"{what}: disk full in {where}; free space there or use --dest on a larger disk")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return FetchError(
+            f"{what}: cannot write into {where} ({e.strerror}); use a writable --dest"
+            + (" or --overlay PATH" if "overlay" in what else "")
+        )
+    return FetchError(f"{what}: {e.strerror or e} ({where})")
+
+
+def _write_dest(dest: Path, path: Path, text: str) -> None:
+    """Atomic write of a small file of DEST: the temporary name lives in DEST/.partial (cleaned
+    on the next run), so a kill -9 leaves nothing beside the files."""
+    tmp_dir = dest / PARTIAL_DIR
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / f"{path.name}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_any(path: Path, text: str, dest: Path) -> None:
+    if path.parent.resolve() == dest.resolve():
+        _write_dest(dest, path, text)
+    else:
+        from conta_core.infra.fileio import write_text
+
+        write_text(path, text)
+
+
+def _clean_leftovers(dest: Path) -> None:
+    """Remove what a killed earlier run left in DEST/.partial: temporary writes and extraction
+    folders (never a partial download, which is resumed)."""
+    part = dest / PARTIAL_DIR
+    if not part.is_dir():
+        return
+    for p in part.iterdir():
+        try:
+            if p.name.endswith(".tmp"):
+                p.unlink()
+            elif p.name.startswith("extract-") and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+        except OSError:
+            pass  # a read-only DEST: nothing to clean there
+
+
+def parse_checksums(entries: list[str] | None) -> dict[str, str]:
+    """--checksum FILE=ALGO:HEX entries -> {file: "algo:hex"}; FetchError on a bad entry."""
+    out = {}
+    for e in entries or []:
+        name, sep, spec = e.partition("=")
+        kind, sep2, hexd = spec.partition(":")
+        if not (sep and sep2 and name and kind in HASH_KINDS and hexd) or any(
+            c not in "0123456789abcdef" for c in hexd.lower()
+        ):
+            raise FetchError(f"--checksum {e!r}: expected FILE=ALGO:HEX with ALGO one of {', '.join(HASH_KINDS)}")
+        out[name] = f"{kind}:{hexd.lower()}"
+    return out
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FetchError(f"{path}: cannot read {what} ({e}); fix or delete it") from e
+    if not isinstance(data, dict):
+        raise FetchError(f"{path}: {what} must be a JSON object of file name -> checksum")
+    return data
+
+
+# ------------------------------------------------------------------------------ checks
 
 
 def file_hash(path: Path, algorithm: str) -> str:
@@ -110,8 +248,30 @@ def file_hash(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def check_hash(path: Path, known: str | None, url: str) -> str:
-    """sha256 of `path`; FetchError naming file and URL when it does not match `known`."""
+def check_kind(path: Path, kind: str, label: str) -> None:
+    """FetchError unless the file's first bytes are those of `kind` (an HTML page, an empty
+    file or another format is refused before its hash is trusted or recorded)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    ok = {
+        "zip": head[:4] in (b"PK\x03\x04", b"PK\x05\x06"),
+        "gzip": head[:2] == b"\x1f\x8b",
+        "tar": head[257:262] == b"ustar",
+        "torch": head[:4] == b"PK\x03\x04" or head[:3] == b"\x80\x02\x8a",  # zip or legacy pickle format
+    }[kind]
+    if not ok:
+        what = (
+            "an HTML page (a login or error page of the server?)"
+            if head.lstrip()[:1] == b"<"
+            else "an empty file"
+            if not head
+            else "another kind of file"
+        )
+        raise FetchError(f"{label}: is {what}, not a {kind} file")
+
+
+def check_hash(path: Path, known: str | None, label: str) -> str:
+    """sha256 of `path`; FetchError naming `label` when it does not match `known`."""
     sha256 = file_hash(path, "sha256")
     if known is None:
         return sha256
@@ -120,142 +280,261 @@ def check_hash(path: Path, known: str | None, url: str) -> str:
     ok = got.startswith(want) if kind == "sha256-prefix" else got == want
     if not ok:
         raise FetchError(
-            f"{path.name} from {url}: {kind} {got} does not match the published {want} "
+            f"{label}: {kind} {got} does not match the expected {want} "
             "(a corrupt or truncated download, or another file at that URL)"
         )
     return sha256
 
 
+class Checker:
+    """Checks files of DEST against their expected hash, remembering good ones in the stamp
+    sidecar (size, mtime_ns, sha256, the hash spec checked) so that later runs re-hash only
+    files that changed (all of them with `full`)."""
+
+    def __init__(self, dest: Path, full: bool) -> None:
+        self.dest, self.full = dest, full
+        self.path = dest / STAMPS_FILE
+        self.stamps = _read_json(self.path, "the stamp file") if self.path.exists() else {}
+
+    def _key(self, path: Path) -> dict:
+        st = path.stat()
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def check(self, path: Path, known: str | None, kind: str, label: str) -> str:
+        """sha256 of `path` (FetchError when kind or hash fail)."""
+        stamp = self.stamps.get(path.name)
+        if not self.full and stamp and {k: stamp.get(k) for k in ("size", "mtime_ns")} == self._key(path):
+            if stamp.get("checked") == known or known is None:
+                return stamp["sha256"]
+        check_kind(path, kind, label)
+        sha256 = check_hash(path, known, label)
+        self.record(path, sha256, known)
+        return sha256
+
+    def record(self, path: Path, sha256: str, known: str | None) -> None:
+        self.stamps[path.name] = {**self._key(path), "sha256": sha256, "checked": known}
+        try:
+            _write_dest(self.dest, self.path, json.dumps(self.stamps, indent=1) + "\n")
+        except OSError:
+            log.debug("cannot write %s (read-only DEST): files are re-hashed next time", self.path)
+
+    def forget(self, name: str) -> None:
+        self.stamps.pop(name, None)
+
+
 # ------------------------------------------------------------------------------ download
 
 
-class ResumableDownloader:
-    """A pooch downloader (callable(url, output_file, pooch)) that continues DEST/.partial/<file>
-    with an HTTP Range request and raises FetchError on a short body or a dropped connection."""
+class Progress:
+    """A tqdm bar on a terminal; otherwise a log line every CONTA_PROGRESS_SECONDS with the
+    bytes received, the rate and the ETA."""
 
-    def __init__(self, partial_dir: Path, progressbar: bool = True) -> None:
-        self.partial_dir = Path(partial_dir)
-        self.progressbar = progressbar
+    def __init__(self, name: str, total: int | None, initial: int, tty: bool) -> None:
+        self.name, self.total, self.done, self.start_bytes = name, total, initial, initial
+        self.t0 = self.last = time.monotonic()
+        self.every = progress_seconds()
+        self.bar = None
+        if tty:
+            from tqdm import tqdm
 
-    def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
-        import requests
+            self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=name, leave=False)
 
-        if check_only:
-            return True
-        partial = self.partial_dir / Path(url).name
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        have = partial.stat().st_size if partial.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        try:
-            with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as r:
-                if r.status_code == 416 and have:  # the partial file is already complete
-                    total = have
-                else:
-                    r.raise_for_status()
-                    if have and r.status_code != 206:  # no range support: start again
-                        have = 0
-                    length = r.headers.get("Content-Length")
-                    total = have + int(length) if length is not None else None
-                    mode = "ab" if have else "wb"
-                    if have:
-                        log.info("%s: resuming at %.1f MB", partial.name, have / 1e6)
-                    bar = self._bar(total, have, partial.name)
-                    with open(partial, mode) as f:
-                        for block in r.iter_content(NET_CHUNK):
-                            f.write(block)
-                            if bar is not None:
-                                bar.update(len(block))
-                    if bar is not None:
-                        bar.close()
-        except requests.RequestException as e:
-            raise FetchError(
-                f"{partial.name} from {url}: download failed ({e}); the partial file "
-                f"{partial} is kept and the next run resumes it"
-            ) from e
-        size = partial.stat().st_size
-        if total is not None and size != total:
-            raise FetchError(
-                f"{partial.name} from {url}: got {size} of {total} bytes (the connection "
-                f"dropped); the partial file {partial} is kept and the next run resumes it"
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        rate = (self.done - self.start_bytes) / max(now - self.t0, 1e-9)
+        if self.total:
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            eta = time.strftime("%H:%M:%S", time.gmtime(left)) if left != float("inf") else "?"
+            return (
+                f"{self.name}: {_mb(self.done)} of {_mb(self.total)} ({100 * self.done / self.total:.0f}%), "
+                f"{_mb(rate)}/s, ETA {eta}"
             )
-        shutil.copyfile(partial, output_file)  # pooch checks the hash, then moves it into place
-        partial.unlink()
+        return f"{self.name}: {_mb(self.done)}, {_mb(rate)}/s"
 
-    def _bar(self, total, initial, desc):
-        if not self.progressbar:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, leave=False)
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def download(item: Item, dest: Path, base_url: str | None, records: dict, progressbar: bool = True) -> Path:
-    """DEST/<fname>, downloaded (resumed) and hash-checked unless it is already there and good."""
-    import pooch
-
-    url = f"{base_url.rstrip('/')}/{item.fname}" if base_url else item.url
-    target = dest / item.fname
-    known = item.known_hash or records.get(item.fname)
-    if known and known.startswith("sha256-prefix:"):
-        pooch_hash = None  # pooch knows full hashes only: checked below
-    else:
-        pooch_hash = known
-    try:
-        path = Path(
-            pooch.retrieve(
-                url,
-                known_hash=pooch_hash,
-                fname=item.fname,
-                path=dest,
-                downloader=ResumableDownloader(dest / PARTIAL_DIR, progressbar),
-            )
+def _check_space(where: Path, need: int, what: str) -> None:
+    free = shutil.disk_usage(where).free
+    if need + FREE_MARGIN > free:
+        raise FetchError(
+            f"{what}: needs {_mb(need)} free in {where}, only {_mb(free)} are free; "
+            "free space there or use --dest on a larger disk"
         )
-    except ValueError as e:  # pooch's hash mismatch: it has already deleted its temporary file
-        raise FetchError(f"{item.fname} from {url}: {e}") from e
+
+
+def _kept(partial: Path) -> str:
+    size = partial.stat().st_size if partial.exists() else 0
+    if size:
+        return f"the partial file {partial} ({_mb(size)}) is kept and the next run resumes it"
+    partial.unlink(missing_ok=True)
+    return "nothing was downloaded or kept"
+
+
+def _net_cause(e: Exception) -> str:
+    import requests
+
+    text = str(e)
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        r = e.response
+        return f"the server answered {r.status_code} {r.reason} (a wrong URL or --base-url?)"
+    if isinstance(e, requests.Timeout):
+        return f"no data for {TIMEOUT_S} s (the server stalled)"
+    if any(s in text for s in ("NameResolution", "Name or service not known", "getaddrinfo", "nodename nor")):
+        return "cannot resolve the host name (no network or DNS on this machine, or a typo in --base-url?)"
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused (the server is down, or a wrong host/port in --base-url?)"
+    if isinstance(e, requests.exceptions.ChunkedEncodingError) or "IncompleteRead" in text:
+        return "the connection dropped"
+    return f"the connection failed ({text.splitlines()[0][:200] if text else type(e).__name__})"
+
+
+def _stream(chunks, partial: Path, mode: str, prog: Progress) -> None:
+    with open(partial, mode) as f:
+        for block in chunks:
+            f.write(block)
+            prog.update(len(block))
+
+
+def download_partial(url: str, partial: Path, tty: bool) -> None:
+    """Download (or continue) `url` into `partial`; FetchError with the cause and whether the
+    partial file is kept. http(s) through requests with Range; file:// read directly."""
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    have = partial.stat().st_size if partial.exists() else 0
+    label = f"{partial.name} from {url}"
+    if urlparse(url).scheme == "file":
+        src = Path(url2pathname(urlparse(url).path))
+        if not src.is_file():
+            raise FetchError(f"{label}: no such file on the mirror; nothing was downloaded or kept")
+        total = src.stat().st_size
+        have = have if have <= total else 0
+        _check_space(partial.parent, total - have, label)
+        prog = Progress(partial.name, total, have, tty)
+        with open(src, "rb") as f:
+            f.seek(have)
+            _stream(iter(lambda: f.read(NET_CHUNK), b""), partial, "ab" if have else "wb", prog)
+        prog.close()
+        return
+    import requests
+
+    headers = {"Range": f"bytes={have}-"} if have else {}
     try:
-        sha256 = check_hash(path, known, url)
+        with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as r:
+            if r.status_code == 416 and have:  # the partial file is already complete
+                return
+            r.raise_for_status()
+            if have and r.status_code != 206:  # no range support: start again
+                have = 0
+            length = r.headers.get("Content-Length")
+            total = have + int(length) if length is not None else None
+            if length is not None:
+                _check_space(partial.parent, int(length), label)
+            if have:
+                log.info("%s: resuming at %s", partial.name, _mb(have))
+            prog = Progress(partial.name, total, have, tty)
+            _stream(r.iter_content(NET_CHUNK), partial, "ab" if have else "wb", prog)
+            prog.close()
+    except requests.RequestException as e:
+        raise FetchError(f"{label}: download failed: {_net_cause(e)}; {_kept(partial)}") from e
+    size = partial.stat().st_size
+    if total is not None and size != total:
+        raise FetchError(f"{label}: got {size} of {total} bytes (the connection dropped); {_kept(partial)}")
+
+
+def download(item: Item, dest: Path, url: str, known: str | None, checker: Checker, tty: bool) -> Path:
+    """DEST/<fname>: downloaded into DEST/.partial, checked there (kind and hash) and only then
+    renamed to its final name. A partial that fails its check is deleted."""
+    partial = dest / PARTIAL_DIR / item.fname
+    label = f"{item.fname} from {url}"
+    try:
+        download_partial(url, partial, tty)
+    except OSError as e:
+        raise _os_error(e, f"{label}: download", dest) from e
+    try:
+        check_kind(partial, item.kind, label)
+        sha256 = check_hash(partial, known, label)
     except FetchError:
-        path.unlink()  # never leave a bad file where the next run would take it as good
+        partial.unlink()  # the tool's own partial: never resumed, never moved into place
         raise
-    if item.known_hash is None and item.fname not in records:
-        records[item.fname] = f"sha256:{sha256}"
-        log.info("%s: no published checksum; recorded sha256 %s in %s", item.fname, sha256, CHECKSUMS_FILE)
-    log.info("%s: ok (%s)", target.name, known or f"sha256:{sha256}")
-    return path
+    target = dest / item.fname
+    os.replace(partial, target)
+    checker.record(target, sha256, known)
+    log.info("%s: ok (%s)", item.fname, known or f"sha256:{sha256}")
+    return target
 
 
 # ------------------------------------------------------------------------------ extraction
 
 
-def extract(archive: Path, dest: Path, item: Item) -> Path:
-    """Extract `archive` into DEST (zip: into DEST/<extract_to>) through a temporary folder;
-    returns DEST/<extract_to>. Members outside the target are refused."""
-    final = dest / item.extract_to
-    top = Path(item.extract_to).parts[0]
-    tmp = dest / f".extract-{item.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def _members_size(archive: Path) -> int:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            return sum(i.file_size for i in z.infolist())
+    with tarfile.open(archive) as t:
+        return sum(m.size for m in t.getmembers())
+
+
+def _merge_missing(src: Path, dst: Path) -> tuple[int, int]:
+    """Move every entry of `src` that `dst` lacks into `dst` (following a symlinked folder of
+    dst); what dst already has stays untouched. Returns (moved, kept)."""
+    moved = kept = 0
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if not os.path.lexists(target):
+            try:
+                os.replace(entry, target)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                shutil.move(str(entry), str(target))  # a symlinked folder on another file system
+            moved += 1
+        elif entry.is_dir() and not entry.is_symlink() and target.is_dir():
+            m, k = _merge_missing(entry, target)
+            moved, kept = moved + m, kept + k
+        else:
+            kept += 1
+    return moved, kept
+
+
+def extract(archive: Path, dest: Path, item: Item) -> None:
+    """Extract `archive` into DEST/.partial/extract-<item>/<extract_into>, then move in only
+    what DEST lacks. Members outside the target are refused; nothing of DEST is deleted."""
+    tmp = dest / PARTIAL_DIR / f"extract-{item.name}"
+    shutil.rmtree(tmp, ignore_errors=True)  # the tool's own folder
     try:
-        if archive.suffix == ".zip":
+        _check_space(dest, _members_size(archive), f"extracting {archive}")
+        (tmp / item.extract_into).mkdir(parents=True)
+        if item.kind == "zip":
             with zipfile.ZipFile(archive) as z:
                 for m in z.namelist():
                     if Path(m).is_absolute() or ".." in Path(m).parts:
                         raise FetchError(f"{archive}: member {m!r} points outside the target")
-                z.extractall(tmp / top)
+                z.extractall(tmp / item.extract_into)
         else:
             with tarfile.open(archive) as t:
-                t.extractall(tmp, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
+                t.extractall(tmp / item.extract_into, filter="data")
+        if not (tmp / item.extract_to).is_dir():
+            raise FetchError(f"{archive}: holds no {item.extract_to}/ (not the expected archive)")
+        moved, kept = _merge_missing(tmp, dest)
+        if kept:
+            log.info("%s: %d entries already in %s were kept as they are", archive.name, kept, dest)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
         raise FetchError(f"{archive}: cannot extract ({e}); delete it to download it again") from e
-    if not (tmp / item.extract_to).exists():
+    except OSError as e:
+        raise _os_error(e, f"extracting {archive}", dest) from e
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise FetchError(f"{archive}: holds no {item.extract_to}/ (not the expected archive)")
-    if (dest / top).exists():
-        shutil.rmtree(dest / top)
-    os.replace(tmp / top, dest / top)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def check_layout(dest: Path, item: Item) -> list[str]:
@@ -263,22 +542,125 @@ def check_layout(dest: Path, item: Item) -> list[str]:
     if item.extract_to is None:
         return [] if (dest / item.fname).is_file() else [str(dest / item.fname)]
     root = dest / item.extract_to
+    if not root.is_dir():
+        return [str(root)]
     return [str(root / rel) for rel in item.layout if not (root / rel).exists()]
 
 
 # ------------------------------------------------------------------------------ the command
 
 
-def overlay(dest: Path) -> dict:
-    """The config overlay that points the voc12 run at DEST."""
+def overlay(dataset: str, dest: Path) -> dict:
+    """The config overlay of what exists in DEST: dataset paths and `pretrained:` weights."""
     d = dest.resolve()
-    return {
-        "dataset": {"root": str(d / "VOCdevkit/VOC2012"), "sbd_root": str(d / "benchmark_RELEASE/dataset")},
-        "classifier": {"pretrained": str(d / "resnet50-19c8e357.pth")},
-        "irn": {"pretrained": str(d / "resnet50-19c8e357.pth")},
-        "amn": {"pretrained": str(d / "resnet50-19c8e357.pth")},
-        "segmentation": {"pretrained": str(d / DEEPLAB_CONVERTED)},
-    }
+    have = {i.name for i in DATASETS[dataset] if not check_layout(dest, i)}
+    out: dict = {}
+    if dataset == "voc12":
+        ds = {}
+        if "voc" in have:
+            ds["root"] = str(d / "VOCdevkit/VOC2012")
+        if "sbd" in have:
+            ds["sbd_root"] = str(d / "benchmark_RELEASE/dataset")
+        if ds:
+            out["dataset"] = ds
+    elif {"coco_train", "coco_val", "coco_annotations"} <= have:
+        out["dataset"] = {"kind": "coco14", "root": str(d / "coco2014"), "sbd_root": None}
+    if "resnet50" in have:
+        for section in ("classifier", "irn", "amn"):
+            out[section] = {"pretrained": str(d / "resnet50-19c8e357.pth")}
+    if (dest / DEEPLAB_CONVERTED).is_file():
+        out["segmentation"] = {"pretrained": str(d / DEEPLAB_CONVERTED)}
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_overlay(dataset: str, dest: Path, path: Path) -> Path:
+    """Merge the overlay of what exists into `path` (its other keys are kept)."""
+    old = {}
+    if path.exists():
+        try:
+            old = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise FetchError(f"{path}: cannot read the existing overlay ({e}); fix or delete it") from e
+    text = f"# written by `conta fetch {dataset}`: paths of the fetched data and weights\n" + yaml.safe_dump(
+        _merge(old, overlay(dataset, dest)), sort_keys=False
+    )
+    try:
+        _write_any(path, text, dest)
+    except OSError as e:
+        raise _os_error(e, f"writing the overlay {path}", path.parent) from e
+    return path
+
+
+def convert_init(dest: Path) -> None:
+    """DEST/deeplab_init/init.caffemodel -> DEST/deeplabv1_resnet101-coco.pth."""
+    from conta_core.data.caffemodel import CaffeModelError, convert_caffemodel
+
+    src, dst = dest / DEEPLAB_CAFFEMODEL, dest / DEEPLAB_CONVERTED
+    log.info("converting %s -> %s", src, dst)
+    try:
+        state = convert_caffemodel(src, dst)
+    except CaffeModelError as e:
+        raise FetchError(f"{e}; delete {dest / 'prototxt_and_model.zip'} and {src.parent} to download it again") from e
+    except OSError as e:
+        raise _os_error(e, f"converting {src}", dest) from e
+    log.info("%s: %d tensors (caffe-layout ResNet-101, segmentation.resnet_style: caffe)", dst.name, len(state))
+
+
+def _ensure(item, dest, base_url, offline, known, checker, records, tty) -> None:
+    """Make `item` complete in DEST (check what is there, download, extract)."""
+    url = f"{base_url.rstrip('/')}/{item.fname}" if base_url else item.url
+    archive = dest / item.fname
+    missing = check_layout(dest, item)
+    if item.extract_to is not None and not missing:
+        if checker.full and archive.is_file():
+            checker.check(archive, known, item.kind, f"{archive} (in place)")
+        log.info("%s: already in place", item.name)
+        return
+    downloaded = False
+    if archive.is_file():
+        try:
+            checker.check(archive, known, item.kind, f"{archive} (in place)")
+        except FetchError as e:
+            raise FetchError(
+                f"{e}; it was not downloaded by this run: delete or replace it (or give its checksum with "
+                f"--checksum {item.fname}=md5:HEX) and run again"
+            ) from None
+        log.info("%s: %s in place and checked", item.name, item.fname)
+    elif offline:
+        raise FetchError(
+            f"{item.name}: missing {', '.join(missing)} (--offline: nothing is downloaded; put {item.fname} "
+            f"from {item.url}, or the extracted folder, into {dest})"
+        )
+    else:
+        download(item, dest, url, known, checker, tty)
+        downloaded = True
+    if item.extract_to is None:
+        return
+    try:
+        extract(archive, dest, item)
+        still = check_layout(dest, item)
+        if still:
+            raise FetchError(f"{item.name}: after extracting {archive.name}, missing {', '.join(still)}")
+    except FetchError:
+        if downloaded and known is None:
+            archive.unlink()  # downloaded by this run with no checksum: never left to be trusted
+            checker.forget(archive.name)
+        raise
+    if known is None:  # recorded only now: a file that is the expected kind and extracts
+        sha256 = checker.check(archive, None, item.kind, str(archive))
+        records[item.fname] = f"sha256:{sha256}"
+        try:
+            _write_dest(dest, dest / CHECKSUMS_FILE, json.dumps(records, indent=1) + "\n")
+            log.info("%s: no published checksum; recorded sha256 %s in %s", item.fname, sha256, CHECKSUMS_FILE)
+        except OSError as e:
+            log.warning("%s: cannot record its sha256 in %s (%s)", item.fname, dest / CHECKSUMS_FILE, e.strerror)
 
 
 def fetch(
@@ -288,53 +670,50 @@ def fetch(
     offline: bool = False,
     only: list[str] | None = None,
     progressbar: bool = True,
+    checksums: list[str] | None = None,
+    verify: bool = False,
+    overlay_path: Path | None = None,
 ) -> Path:
-    """Fetch (or, offline, check) every item of `dataset`; write the overlay; return its path.
-    FetchError lists what is missing or bad."""
+    """Fetch (or, offline, check and extract) the items of `dataset`, convert DeepLab's init,
+    write the overlay of what exists; return its path. FetchError says what is missing or bad."""
     if dataset not in DATASETS:
         raise FetchError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
-    items = [i for i in DATASETS[dataset] if not only or i.name in only]
-    if only and len(items) != len(set(only)):
-        known = ", ".join(i.name for i in DATASETS[dataset])
-        raise FetchError(f"--only {' '.join(only)}: unknown item (known: {known})")
+    all_items = DATASETS[dataset]
+    names = [i.name for i in all_items]
+    unknown = [n for n in only or [] if n not in names]
+    if unknown:
+        raise FetchError(f"--only {','.join(unknown)}: unknown item (known: {', '.join(names)})")
+    items = [i for i in all_items if not only or i.name in only]
+    user = parse_checksums(checksums)
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    rec_path = dest / CHECKSUMS_FILE
-    records = json.loads(rec_path.read_text()) if rec_path.exists() else {}
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, f"creating --dest {dest}", dest.parent) from e
+    _clean_leftovers(dest)
+    records = _read_json(dest / CHECKSUMS_FILE, "the checksum file")
+    checker = Checker(dest, verify)
     problems = []
     for item in items:
-        missing = check_layout(dest, item)
-        if not missing:
-            log.info("%s: already in place", item.name)
+        if item.needed_unless and (dest / item.needed_unless).is_file() and not only:
+            log.info("%s: not needed (%s is there)", item.name, item.needed_unless)
             continue
-        if offline:
-            problems.append(
-                f"{item.name}: missing {', '.join(missing)} (--offline: nothing is downloaded; put "
-                f"{item.fname} from {item.url} into {dest})"
-            )
-            continue
-        archive = download(item, dest, base_url, records, progressbar)
-        write_json(rec_path, records)
-        if item.extract_to is not None:
-            extract(archive, dest, item)
-            missing = check_layout(dest, item)
-            if missing:
-                problems.append(f"{item.name}: after extracting {archive.name}, missing {', '.join(missing)}")
+        known = user.get(item.fname) or records.get(item.fname) or item.known_hash
+        try:
+            _ensure(item, dest, base_url, offline, known, checker, records, progressbar)
+        except FetchError as e:
+            if not offline:
+                raise
+            problems.append(str(e))
     if problems:
         raise FetchError("; ".join(problems))
-    path = dest / OVERLAY_FILE
-    write_text(
+    if (dest / DEEPLAB_CAFFEMODEL).is_file() and not (dest / DEEPLAB_CONVERTED).is_file():
+        convert_init(dest)
+    path = write_overlay(dataset, dest, Path(overlay_path) if overlay_path else dest / overlay_file(dataset))
+    log.info(
+        "wrote %s; next: snakemake round3 --configfile %s %s --profile profiles/slurm",
         path,
-        "# written by `conta fetch voc12`: paths of the fetched data and weights\n"
-        + yaml.safe_dump(overlay(dest), sort_keys=False),
+        CONFIGFILES[dataset],
+        path,
     )
-    if not (dest / DEEPLAB_CONVERTED).exists():
-        log.warning(
-            "%s is not there yet: convert %s with deeplab-pytorch's convert.py "
-            "(https://github.com/kazuto1011/deeplab-pytorch, `python convert.py --dataset coco`) and put "
-            "the .pth there, or set segmentation.pretrained",
-            dest / DEEPLAB_CONVERTED,
-            dest / "deeplab_init/init.caffemodel",
-        )
-    log.info("wrote %s: snakemake --configfile config/voc12.yaml %s ...", path, path)
     return path
