@@ -2,13 +2,10 @@
 # for a single run (`snakemake --cores 2 round3`); a study (rules/study.smk) instantiates it once
 # per run of its sheet as a Snakemake module with that run's merged config.
 
-from snakemake.utils import validate
+from conta_core.infra.config import ConfigError, check_config, validate_schema  # noqa: E402
 
-validate(config, f"{workflow.basedir}/config/schema.yaml")
-
-from conta_core.infra.config import ConfigError, check_config  # noqa: E402
-
-try:
+try:  # the project's own checks ("config key classifier.batch_size: ..."), not Snakemake's validator
+    validate_schema(config)
     check_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e))

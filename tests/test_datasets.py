@@ -418,3 +418,13 @@ def test_datasets_name_bad_files(tiny, tmp_path: Path) -> None:
         SegmentationDataset(m, ["b"], labels, crop_size=8, scale_range=(1, 1))[0]
     with pytest.raises(ValueError, match="unknown image id"):
         SegmentationDataset(m, ["nope"], labels, crop_size=8, scale_range=(1, 1))
+
+
+def test_truncated_jpeg_is_named_before_training(tmp_path: Path) -> None:
+    """A JPEG cut after its header opens fine; only a full decode (dataset.check_images) sees it."""
+    cfg = _folder(tmp_path, ["image_id,labels", "a,cat", "b,dog"])
+    jpg = tmp_path / "imgs" / "b.jpg"
+    data = jpg.read_bytes()
+    jpg.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"image id 'b'.*b\.jpg.*truncated"):
+        prepare_dataset(cfg, tmp_path / "out")

@@ -2,7 +2,7 @@
 
 `dataset` config keys: kind (synthetic | voc12 | coco14 | folder), root (real datasets),
 synthetic (the generator section), sbd_root (voc12, optional), csv, masks_dir and
-class_names (folder), check_images (validate every image header and mask).
+class_names (folder), check_images (decode every image and mask in full).
 """
 
 from __future__ import annotations
@@ -70,11 +70,13 @@ def load_source(dataset_cfg: dict, out_dir: Path, workers: int = 1) -> Manifest:
 
 
 def check_image(path: Path, image_id: str) -> tuple[int, int]:
-    """(width, height) from the image header; ValueError naming the file and id."""
+    """(width, height) of an image decoded in full (a truncated JPEG whose header is fine fails
+    here, not in train_cls); ValueError naming the file and id."""
     if not path.is_file():
         raise ValueError(f"image id {image_id!r}: image file {path} not found")
     try:
         with Image.open(path) as im:
+            im.load()
             return im.size
     except (OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"image id {image_id!r}: cannot read image {path} ({e})") from e
@@ -104,7 +106,7 @@ def _check_ids(manifest: Manifest, ids: list[str]) -> None:
 
 
 def check_files(manifest: Manifest, workers: int = 1) -> None:
-    """Check every image of the manifest (header) and every mask (fully); threads = workers."""
+    """Decode every image and every mask of the manifest in full; threads = workers."""
     ids = sorted(set().union(*manifest.splits.values()))
     chunks = [ids[i : i + CHECK_CHUNK] for i in range(0, len(ids), CHECK_CHUNK)]
     with Progress("check images", len(ids), unit="img") as bar:
@@ -167,8 +169,8 @@ def check_scorable(manifest: Manifest) -> None:
 def prepare_dataset(dataset_cfg: dict, out_dir: Path, check_images: bool = True, workers: int = 1) -> Manifest:
     """Build, validate and save the dataset manifest as out_dir/manifest.json.
 
-    dataset_cfg: the `dataset` config section. check_images: verify every image header and
-    every mask (values, size). workers: threads for the checks / processes for COCO masks.
+    dataset_cfg: the `dataset` config section. check_images: decode every image and
+    every mask in full (mask values, size). workers: threads for the checks / processes for COCO masks.
     Returns the manifest (absolute root). Raises ValueError naming the key / file / id.
     """
     out_dir = Path(out_dir).resolve()
