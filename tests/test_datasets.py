@@ -426,5 +426,5 @@ def test_truncated_jpeg_is_named_before_training(tmp_path: Path) -> None:
     jpg = tmp_path / "imgs" / "b.jpg"
     data = jpg.read_bytes()
     jpg.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"image id 'b'.*b\.jpg.*truncated"):
+    with pytest.raises(ValueError, match=r"(?i)image id 'b'.*b\.jpg.*truncated"):
         prepare_dataset(cfg, tmp_path / "out")
