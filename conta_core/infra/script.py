@@ -119,10 +119,12 @@ def script_main(parser_fn, run_fn, smk=None, argv: list[str] | None = None) -> N
     if smk is None:
         run_fn(parser.parse_args(argv))
         return
+    console = None
     if smk.log:
         fd = os.open(smk.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
         sys.stdout.flush()
         sys.stderr.flush()
+        console = os.dup(2)  # Snakemake's console: the one-line cause of a failure goes there too
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -133,7 +135,21 @@ def script_main(parser_fn, run_fn, smk=None, argv: list[str] | None = None) -> N
         parser.prog = Path(main_file).name
     args = snakemake_argv(parser, smk)
     print(shlex.join([parser.prog, *args]), file=sys.stderr, flush=True)  # the equivalent command line
-    run_fn(parser.parse_args(args))
+    try:
+        run_fn(parser.parse_args(args))
+    except BaseException as e:
+        if console is not None and not (isinstance(e, SystemExit) and e.code in (0, None)):
+            os.write(console, f"{failure_line(e, smk.log[0])}\n".encode())
+        raise
+
+
+def failure_line(e: BaseException, log_path: str) -> str:
+    """`<log>: <Error>: <first line of the message>`: the cause of a failed job beside its log
+    (the traceback stays in the log); Snakemake's console otherwise shows only the log path."""
+    text = str(e.code) if isinstance(e, SystemExit) else str(e)
+    lines = text.strip().splitlines() or [""]
+    first = " ".join(x.strip() for x in lines[:2]) if lines[0].endswith(":") else lines[0]
+    return f"{log_path}: {type(e).__name__}: {first}"[:1000]
 
 
 def script_doc(path: str | os.PathLike) -> str:
