@@ -37,4 +37,6 @@ def test_schema_error_uses_the_projects_message(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", Path("results"), extra={"classifier": {"batch_size": "four"}})
     proc = run_snakemake(tmp_path, cfg, "-n", "round0", check=False, timeout=300)
     assert proc.returncode != 0
-    assert "config key classifier.batch_size: 'four' is not of type 'integer'" in proc.stderr, proc.stderr[-3000:]
+    assert "config key classifier.batch_size: 'four' is not of type 'integer'" in proc.stdout + proc.stderr, (
+        proc.stdout[-3000:]
+    )
