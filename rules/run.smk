@@ -2,7 +2,7 @@
 # for a single run (`snakemake --cores 2 round3`); a study (rules/study.smk) instantiates it once
 # per run of its sheet as a Snakemake module with that run's merged config.
 
-from conta_core.infra.config import ConfigError, check_config, validate_schema  # noqa: E402
+from conta_core.infra.config import ConfigError, check_config, validate_schema
 
 try:  # the project's own checks ("config key classifier.batch_size: ..."), not Snakemake's validator
     validate_schema(config)
