@@ -100,7 +100,7 @@ def context_diagnostics(
         raise ValueError(f"context diagnostics: need >= 2 images with an X_m, got {len(todo)} of {len(ids)} ids")
     alphas, maps, changes, shares = [], [], [], []
     block5 = 5 in model.blocks
-    w = model.classifier.weight.detach()[:, :, 0, 0]  # [C, C_last (+1)]
+    w = model.fg_head_weight().detach()  # [C, C_last (+1)]
     with torch.inference_mode():
         for image_id in todo:
             img = load_image(manifest.image_file(image_id))
