@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conta_core.infra.checkpoint import load_model
+from conta_core.infra.fileio import load_torch
 from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.steps.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
@@ -389,7 +390,13 @@ def build_classifier(
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> CAMNet:
-    """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`."""
+    """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`.
+    A SEAM checkpoint (kind "seam", method seam's round<t>/cls/model.pth) gives its SEAMNet,
+    which has the same context interface (uses_context, context_map, cam_maps, features)."""
+    if load_torch(path).get("kind") == "seam":
+        from conta_core.models.seam import load_seam
+
+        return load_seam(path, device)
     ckpt = load_model(path, "classifier")
     cfg = ckpt["config"]
     # The ImageNet weights are superseded by the state_dict: do not read them again.
