@@ -58,6 +58,7 @@ include: "rules/confounder.smk"
 include: "rules/report.smk"
 include: "rules/visualize.smk"
 include: "rules/amn.smk"
+include: "rules/seam.smk"
 
 
 rule all:

@@ -388,7 +388,7 @@ def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
 
 def test_rule_configs_split_training_from_post_training_keys():
     from conta_core.infra.config import load_config
-    from conta_core.steps.amn import POST_KEYS, random_walk_config, rule_configs
+    from conta_core.infra.rule_configs import POST_KEYS, random_walk_config, rule_configs
 
     cfg = load_config(overrides={"method": "amn"})
     rc = rule_configs(cfg)

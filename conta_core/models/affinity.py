@@ -143,7 +143,7 @@ def walk_labels(
     h, w = x.shape[-2:]
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     x = F.pad(x, (0, pw - w, 0, ph - h))
-    bg = (1 - fg_cams.amax(dim=0, keepdim=True)).pow(alpha) if len(fg_cams) else torch.ones(1, h, w)
+    bg = (1 - fg_cams.amax(dim=0, keepdim=True)).pow(alpha) if len(fg_cams) else torch.ones((1, h, w), device=fg_cams.device)
     scores = F.pad(torch.cat([bg.to(fg_cams.dtype), fg_cams]), (0, pw - w, 0, ph - h))
     scores = F.avg_pool2d(scores[None], STRIDE, STRIDE)[0]
     dense = model(x, to_dense=True)

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from conta_core.infra.checkpoint import load_model
 from conta_core.infra.fileio import load_torch
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
 from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.steps.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
@@ -55,10 +56,7 @@ log = logging.getLogger("conta.classifier")
 
 OUTPUT_STRIDE = 16  # IRNet CAM net: strides (2, 2, 2, 1), no dilation
 CONTEXT_BLOCKS = (2, 3, 4, 5)
-CONTEXT_MODES = ("conta", "placebo", "none")
-ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 CONTEXT_PRIORS = ("uniform",)
-ADJUSTMENTS = ("nwgm", "exact")  # context.adjustment: NWGM approximation (paper) | exact backdoor sum
 
 
 def parse_blocks(block: int | str) -> tuple[int, ...]:

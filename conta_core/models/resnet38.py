@@ -113,6 +113,8 @@ class ResNet38(nn.Module):
         self.b7 = ResBlockBot(c["b6"], c["b7"], dilation=4, dropout=0.5)
         self.bn7 = nn.BatchNorm2d(c["b7"])
         self.not_training: list[nn.Module] = [self.conv1a]
+        self.freeze_bn = True  # official; [OURS] False for a randomly initialised stand-in
+        self.freeze_early = True  # not_training frozen (official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_as_dict(x)["conv6"]
@@ -131,12 +133,13 @@ class ResNet38(nn.Module):
         return {"conv3": conv3, "conv4": conv4, "conv5": conv5, "conv6": conv6}
 
     def train(self, mode: bool = True) -> ResNet38:
-        """nn.Module.train, then the official freezing: not_training modules and every BN."""
+        """nn.Module.train, then the official freezing: not_training modules and every BN
+        (each unless its flag freeze_early / freeze_bn is False)."""
         super().train(mode)
-        for module in self.not_training:
+        for module in self.not_training if self.freeze_early else []:
             for p in module.parameters():
                 p.requires_grad_(False)
-        for m in self.modules():
+        for m in self.modules() if self.freeze_bn else []:
             if isinstance(m, nn.BatchNorm2d):
                 m.eval()
                 m.weight.requires_grad_(False)
