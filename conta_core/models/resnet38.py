@@ -136,14 +136,15 @@ class ResNet38(nn.Module):
         """nn.Module.train, then the official freezing: not_training modules and every BN
         (each unless its flag freeze_early / freeze_bn is False)."""
         super().train(mode)
-        for module in self.not_training if self.freeze_early else []:
+        for module in self.not_training:
             for p in module.parameters():
-                p.requires_grad_(False)
-        for m in self.modules() if self.freeze_bn else []:
+                p.requires_grad_(not self.freeze_early)
+        for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-                m.weight.requires_grad_(False)
-                m.bias.requires_grad_(False)
+                if self.freeze_bn:
+                    m.eval()
+                m.weight.requires_grad_(not self.freeze_bn)
+                m.bias.requires_grad_(not self.freeze_bn)
         return self
 
 
