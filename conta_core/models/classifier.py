@@ -2,7 +2,7 @@
 
 Round 0 is IRNet's network: ResNet backbone at output stride 16 (no dilation), GAP and a
 bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta or
-placebo) add the context module of conta_core.steps.context: the map M (float32[B, 1, h, w]) is
+placebo) add the context module of conta_core.models.context: the map M (float32[B, 1, h, w]) is
 resized bilinearly to the feature size of the chosen block, multiplied by a gain
 (context.m_scale [OURS]: a number, 1 = the paper's Eq. 3 as written, or "auto" = the RMS of
 that block's features over the RMS of M on the first training batch, then fixed and saved
@@ -17,7 +17,7 @@ identity on the feature channels and zero on M, so the network starts as the pla
 Adjustment (context.adjustment): the paper's Eq. 1 is the backdoor sum
 P(Y|do(X)) = sum_i P(Y | X, M = f(X, c_i)) P(c_i), and its implementation feeds the expected
 context once (the normalised weighted geometric mean, NWGM: M = sum_i P(c_i) alpha_i c_i,
-conta_core.steps.context.ContextModule). "nwgm" is that approximation (the paper's setting).
+conta_core.models.context.ContextModule). "nwgm" is that approximation (the paper's setting).
 "exact" [OURS: the paper states the sum but never runs it] evaluates the head once per
 stratum with M_i = f(X, c_i) = alpha_i c_i (so E_c[M_i] is the NWGM map): block-5 features
 F are computed once, logit_i = W_F GAP(F) + w_M GAP(g M_i), and the prediction is the
@@ -50,7 +50,8 @@ from conta_core.infra.fileio import load_torch
 from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
 from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
-from conta_core.steps.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
+from conta_core.data.xm import placebo_xm_files
+from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
 log = logging.getLogger("conta.classifier")
 
@@ -120,7 +121,7 @@ def context_active(context_cfg: dict | None, xm_files, confounder_path, step: st
 
 def context_xm_files(context: dict | None, xm_files: dict | None) -> dict | None:
     """The X_m file of each image as the context mode sees it: its own (conta) or its placebo
-    partner's (placebo, conta_core.steps.context.placebo_xm_files)."""
+    partner's (placebo, conta_core.data.xm.placebo_xm_files)."""
     if xm_files is None or context is None or context.get("mode") != "placebo":
         return xm_files
     return placebo_xm_files(xm_files)

@@ -17,7 +17,7 @@ A = ReLU(e^T e) normalised over its first index (sum + 1e-5), cam_rv = cam_d_nor
 State-dict keys equal the official Net's at width 1.0 (trunk + fc8, f8_3, f8_4, f9); the
 official `train()` freezing (every BN, conv1a, b2, b2_1, b2_2) is kept.
 
-CONTA (context.mode conta / placebo, rounds t > 0): the map M of conta_core.steps.context is
+CONTA (context.mode conta / placebo, rounds t > 0): the map M of conta_core.models.context is
 resized to the conv6 size, multiplied by the gain (context.m_scale) and concatenated after
 dropout7 [OURS: M is not dropped], so fc8 sees 4096w + 1 channels (block 5, the last
 ResNet-38 block; only block 5 is offered, config error otherwise). Adjustments:

@@ -59,7 +59,8 @@ from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_
 from conta_core.models.classifier import context_active, context_xm_files
 from conta_core.steps.cam import NORM_EPS, context_batch, multiscale_sum
 from conta_core.steps.confounder import load_confounder
-from conta_core.steps.context import encode_xm_batch, load_xm
+from conta_core.data.xm import load_xm
+from conta_core.models.context import encode_xm_batch
 
 log = logging.getLogger("conta.amn")
 

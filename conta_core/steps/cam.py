@@ -38,7 +38,7 @@ from conta_core.infra.device import inference_autocast, inference_model
 from conta_core.infra.fileio import CAM_SUFFIX, load_cam, load_image, load_label_png, save_cam, write_csv
 from conta_core.infra.progress import Progress, track
 from conta_core.models.classifier import context_xm_files, load_classifier
-from conta_core.steps.context import load_xm
+from conta_core.data.xm import load_xm
 
 log = logging.getLogger("conta.cam")
 

@@ -73,7 +73,8 @@ from conta_core.models.classifier import context_active, context_xm_files
 from conta_core.models.seam import SEAMNet, build_seam, load_seam, seam_config
 from conta_core.steps.cam import CAM_STRIDE, context_batch
 from conta_core.steps.confounder import load_confounder
-from conta_core.steps.context import encode_xm_batch, load_xm
+from conta_core.data.xm import load_xm
+from conta_core.models.context import encode_xm_batch
 from conta_core.steps.crf import crf_inference_prob
 
 log = logging.getLogger("conta.seam")
