@@ -2,7 +2,7 @@
 
 Reads the evaluation CSVs of each round:
 - `round<t>/cam_eval.csv`: threshold sweep (threshold, miou, per-class IoU,
-  is_eval_threshold, is_best), written by conta_core.steps.cam.eval_cam_to_csv;
+  is_eval_threshold, is_best), written by conta_core.evaluation.cam_eval.eval_cam_to_csv;
 - `round<t>/pseudo_mask_eval.csv`, `round<t>/seg_eval_{val,train}.csv`: per-class rows plus
   a final row class == "mean", written by conta_core.evaluation.evaluate.evaluate_to_csv;
 - method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
