@@ -1,7 +1,7 @@
 # Constants and named input functions shared by the rule files (included first by the
 # Snakefile, after the config is loaded and validated). The rule files hold only rules; every
 # artifact path comes from conta_core.infra.layout.RunLayout (L), every option of a workflow script
-# from the rule's named input / output / params (conta_core.infra.script.snakemake_argv).
+# from the rule's named input / output / params (conta_core.script.snakemake_argv).
 
 import json
 import os
@@ -18,7 +18,8 @@ SHARDS = list(range(int(config["shards"])))
 CONDA_ENV = "../envs/conta.yaml"  # `conda:` of every script rule (relative to rules/)
 MANIFEST = L.manifest
 CONTA = config["context"]["mode"] in ACTIVE_MODES  # modes with the context module
-METHOD = method(config["method"])  # the seed method's registry entry (conta_core.infra.methods)
+# the seed method's registry entry (conta_core.infra.methods)
+METHOD = method(config["method"])
 AMN = METHOD.name == "amn"
 SEAM = METHOD.name == "seam"
 GPU = int(
@@ -36,7 +37,9 @@ PRETRAIN_WEIGHTS = (
 )
 CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
 # --cfg of the method's own rules (rules/<method>.smk) and of random_walk (conta_core.infra.rule_configs)
-METHOD_JSON = {k: json.dumps(v, sort_keys=True) for k, v in rule_configs(config).items()}
+METHOD_JSON = {
+    k: json.dumps(v, sort_keys=True) for k, v in rule_configs(config).items()
+}
 RANDOM_WALK_JSON = json.dumps(random_walk_config(config), sort_keys=True)
 
 # --cfg of the figure scripts: the `report` section (they rerun when it changes).
