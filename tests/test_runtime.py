@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conta_core.data.manifest import Manifest
-from conta_core.script import add_loader_args, add_shard_args, add_xm_args, select_shard, xm_index
 from conta_core.infra.shards import shard_ids
 from conta_core.infra.training import loader_options
+from conta_core.script import add_loader_args, add_shard_args, add_xm_args, select_shard, xm_index
 
 IDS = ["e", "a", "d", "b", "c"]
 

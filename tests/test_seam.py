@@ -40,7 +40,9 @@ def test_forward_shapes_and_the_frozen_parts():
     assert cam.shape == cam_rv.shape == (2, 4, 40, 48) and logits.shape == (2, 4)
     net.train()
     frozen = {k.split(".")[0] for k, p in net.named_parameters() if not p.requires_grad}
-    assert {"conv1a", "b2", "b2_1", "b2_2"} <= frozen and not any(m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert {"conv1a", "b2", "b2_1", "b2_2"} <= frozen and not any(
+        m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     net.freeze_bn = net.freeze_early = False
     assert all(p.requires_grad for p in net.train().parameters())
 
@@ -67,7 +69,9 @@ def test_losses_by_hand():
     net.train()
     x1 = torch.randn(2, 3, 40, 40)
     x2 = torch.nn.functional.interpolate(x1, scale_factor=0.3, mode="bilinear", align_corners=True)
-    loss, parts = seam_losses(*net(x1, with_logits=True), *net(x2, with_logits=True), torch.tensor([[1.0, 0], [1, 1]]), 0.3, 0.2)
+    loss, parts = seam_losses(
+        *net(x1, with_logits=True), *net(x2, with_logits=True), torch.tensor([[1.0, 0], [1, 1]]), 0.3, 0.2
+    )
     loss.backward()
     assert torch.isfinite(loss) and set(parts) == {"loss_cls", "loss_er", "loss_ecr"}
     assert net.fc8.weight.grad.abs().sum() > 0 and net.f9.weight.grad.abs().sum() > 0

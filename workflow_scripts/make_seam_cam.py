@@ -15,7 +15,16 @@ from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.script import add_shard_args, add_xm_args, base_parser, script_doc, script_main, select_shard, setup, xm_index
+from conta_core.script import (
+    add_shard_args,
+    add_xm_args,
+    base_parser,
+    script_doc,
+    script_main,
+    select_shard,
+    setup,
+    xm_index,
+)
 from conta_core.steps.seam import make_seam_cams
 
 

@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     cfg, device = setup(args)
     manifest, ids = select_shard(args)
-    make_seam_pseudo_masks(manifest, ids, index_artifacts(args.cams_dir, CAM_SUFFIX), args.aff, args.out_dir, cfg, device)
+    make_seam_pseudo_masks(
+        manifest, ids, index_artifacts(args.cams_dir, CAM_SUFFIX), args.aff, args.out_dir, cfg, device
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

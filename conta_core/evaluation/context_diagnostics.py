@@ -35,9 +35,9 @@ import torch
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
+from conta_core.data.xm import load_xm, placebo_xm_files
 from conta_core.infra.fileio import load_image, write_json
 from conta_core.models.classifier import context_xm_files, load_classifier
-from conta_core.data.xm import load_xm, placebo_xm_files
 from conta_core.steps.train_cls import GRAD_COLUMNS
 
 log = logging.getLogger("conta.context_diagnostics")

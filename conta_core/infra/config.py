@@ -162,10 +162,14 @@ def _check_method(cfg: dict) -> None:
     ctx = cfg["context"]
     if ctx.get("mode") in ACTIVE_MODES:
         if ctx.get("block") not in m.context_blocks:
-            raise config_error("context.block", f"method {m.name} injects M at block(s) {list(m.context_blocks)}, got {ctx['block']!r}")
+            raise config_error(
+                "context.block", f"method {m.name} injects M at block(s) {list(m.context_blocks)}, got {ctx['block']!r}"
+            )
         adjustment = ctx.get("adjustment", "nwgm")
         if adjustment not in m.adjustments:
-            raise config_error("context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}")
+            raise config_error(
+                "context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}"
+            )
     if m.name == "amn":
         _check_amn(cfg)
     if m.name == "seam":

@@ -85,7 +85,9 @@ class AffinityNet(ResNet38):
     def forward(self, x: torch.Tensor, to_dense: bool = False) -> torch.Tensor:
         e = self.embedding(x)
         size = (e.shape[2], e.shape[3])
-        ind_from, ind_to = (torch.from_numpy(a).to(e.device) for a in pair_indices(effective_radius(self.radius, size), size))
+        ind_from, ind_to = (
+            torch.from_numpy(a).to(e.device) for a in pair_indices(effective_radius(self.radius, size), size)
+        )
         flat = e.flatten(2)
         ff = flat.index_select(2, ind_from)[:, :, None]  # [B, C, 1, N_from]
         ft = flat.index_select(2, ind_to).view(flat.shape[0], flat.shape[1], -1, ff.shape[3])  # [B, C, D, N_from]
@@ -124,9 +126,7 @@ def affinity_labels(label: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndar
     return bg, fg, neg
 
 
-def random_walk(
-    aff_dense: torch.Tensor, scores: torch.Tensor, beta: float, logt: int
-) -> torch.Tensor:
+def random_walk(aff_dense: torch.Tensor, scores: torch.Tensor, beta: float, logt: int) -> torch.Tensor:
     """v T^(2^logt) with T = A^beta / column sums: scores float32[K, hw] -> float32[K, hw]."""
     a = aff_dense.pow(beta)
     trans = a / a.sum(dim=0, keepdim=True)
@@ -143,7 +143,11 @@ def walk_labels(
     h, w = x.shape[-2:]
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     x = F.pad(x, (0, pw - w, 0, ph - h))
-    bg = (1 - fg_cams.amax(dim=0, keepdim=True)).pow(alpha) if len(fg_cams) else torch.ones((1, h, w), device=fg_cams.device)
+    bg = (
+        (1 - fg_cams.amax(dim=0, keepdim=True)).pow(alpha)
+        if len(fg_cams)
+        else torch.ones((1, h, w), device=fg_cams.device)
+    )
     scores = F.pad(torch.cat([bg.to(fg_cams.dtype), fg_cams]), (0, pw - w, 0, ph - h))
     scores = F.avg_pool2d(scores[None], STRIDE, STRIDE)[0]
     dense = model(x, to_dense=True)

@@ -45,12 +45,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
+from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import load_torch
 from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
-from conta_core.infra.config import config_error, require_keys
 from conta_core.models.backbone import ResNetBackbone
-from conta_core.data.xm import placebo_xm_files
 from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
 log = logging.getLogger("conta.classifier")

@@ -177,7 +177,11 @@ class SEAMNet(ContextMixin, ResNet38):
 
 def seam_config(cfg: dict, context: dict | None, num_fg: int) -> dict:
     """The `config` of a SEAM checkpoint: what load_seam needs to rebuild the network."""
-    return {"seam": {"width": float(cfg["width"])}, "context": dict(context) if context else None, "num_fg": int(num_fg)}
+    return {
+        "seam": {"width": float(cfg["width"])},
+        "context": dict(context) if context else None,
+        "num_fg": int(num_fg),
+    }
 
 
 def build_seam(cfg: dict, context: dict | None, num_fg: int, confounder=None) -> SEAMNet:

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
+from conta_core.data.xm import load_xm
 from conta_core.infra.checkpoint import load_model, save_model
 from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import CAM_SUFFIX, IGNORE_LABEL, load_image, load_map_for, save_cam, write_csv
@@ -57,10 +58,9 @@ from conta_core.infra.progress import track
 from conta_core.infra.training import Loop, Resume, fingerprint, fit, loader_options, shuffled_loader
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
 from conta_core.models.classifier import context_active, context_xm_files
+from conta_core.models.context import encode_xm_batch
 from conta_core.steps.cam import NORM_EPS, context_batch, multiscale_sum
 from conta_core.steps.confounder import load_confounder
-from conta_core.data.xm import load_xm
-from conta_core.models.context import encode_xm_batch
 
 log = logging.getLogger("conta.amn")
 

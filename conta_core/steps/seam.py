@@ -63,6 +63,7 @@ from torch.utils.data import Dataset
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import normalize, random_crop, random_hflip, rescale_image, resize_image, resize_label
+from conta_core.data.xm import load_xm
 from conta_core.infra.checkpoint import load_model, save_model
 from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import CAM_SUFFIX, atomic_path, load_cam, load_image, save_cam, save_label_png, write_csv
@@ -70,11 +71,10 @@ from conta_core.infra.progress import track
 from conta_core.infra.training import Loop, Resume, fingerprint, fit, loader_options, poly_lr, shuffled_loader
 from conta_core.models.affinity import AffinityNet, affinity_labels, effective_radius, load_affinity, walk_labels
 from conta_core.models.classifier import context_active, context_xm_files
+from conta_core.models.context import encode_xm_batch
 from conta_core.models.seam import SEAMNet, build_seam, load_seam, seam_config
 from conta_core.steps.cam import CAM_STRIDE, context_batch
 from conta_core.steps.confounder import load_confounder
-from conta_core.data.xm import load_xm
-from conta_core.models.context import encode_xm_batch
 from conta_core.steps.crf import crf_inference_prob
 
 log = logging.getLogger("conta.seam")
@@ -169,7 +169,11 @@ def seam_losses(
     loss_ecr = torch.topk(ecr1, k=k, dim=-1)[0].mean() + torch.topk(ecr2, k=k, dim=-1)[0].mean()
     loss_cls = (cls1 + cls2) / 2 + (min1 + min2) / 2
     loss = loss_cls + loss_er + loss_ecr
-    parts = {"loss_cls": float(loss_cls.detach()), "loss_er": float(loss_er.detach()), "loss_ecr": float(loss_ecr.detach())}
+    parts = {
+        "loss_cls": float(loss_cls.detach()),
+        "loss_er": float(loss_er.detach()),
+        "loss_ecr": float(loss_ecr.detach()),
+    }
     return loss, parts
 
 
@@ -181,7 +185,11 @@ def affinity_loss(
     fg_loss = (-fg * torch.log(aff + EPS)).sum() / (fg.sum() + EPS)
     neg_loss = (-neg * torch.log(1.0 + EPS - aff)).sum() / (neg.sum() + EPS)
     loss = bg_loss / 4 + fg_loss / 4 + neg_loss / 2
-    return loss, {"loss_bg": float(bg_loss.detach()), "loss_fg": float(fg_loss.detach()), "loss_neg": float(neg_loss.detach())}
+    return loss, {
+        "loss_bg": float(bg_loss.detach()),
+        "loss_fg": float(fg_loss.detach()),
+        "loss_neg": float(neg_loss.detach()),
+    }
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -266,7 +274,9 @@ def load_trunk(model: torch.nn.Module, path: str | os.PathLike | None, what: str
     missing, unexpected = model.load_state_dict(state, strict=False)
     trunk_missing = [k for k in missing if not k.startswith(("fc8", "f8_", "f9", "context", "m_gain", "confounder"))]
     if trunk_missing or unexpected:
-        raise ValueError(f"{path} ({what}): not ResNet-38 weights ({len(trunk_missing)} missing, {len(unexpected)} unexpected keys)")
+        raise ValueError(
+            f"{path} ({what}): not ResNet-38 weights ({len(trunk_missing)} missing, {len(unexpected)} unexpected keys)"
+        )
 
 
 def _freeze(model, cfg: dict):
@@ -333,7 +343,9 @@ def train_seam(
     resume.finish()
 
 
-def _seam_step(model: SEAMNet, optimizer, max_step: int, cfg: dict, ctx: dict | None, device, batch, step, epoch) -> dict:
+def _seam_step(
+    model: SEAMNet, optimizer, max_step: int, cfg: dict, ctx: dict | None, device, batch, step, epoch
+) -> dict:
     """One siamese SGD step (module docstring, step 1); the log row."""
     lr = poly_step(optimizer, step, max_step, float(cfg["poly_power"]))
     scale = float(cfg["siamese_scale"])
@@ -474,7 +486,9 @@ def load_crf_label(path: str | os.PathLike) -> dict[str, np.ndarray]:
 class AffinityDataset(Dataset):
     """train_aff items: {"image": float32[3, S, S], "bg", "fg", "neg": float32[D, N] pair labels}."""
 
-    def __init__(self, manifest: Manifest, ids: list[str], label_files: dict[str, Path], crop: int, radius: int, seed: int):
+    def __init__(
+        self, manifest: Manifest, ids: list[str], label_files: dict[str, Path], crop: int, radius: int, seed: int
+    ):
         if crop % 8:
             raise config_error("seam.aff.crop_size", f"must be a multiple of 8, got {crop}")
         self.manifest, self.ids, self.files = manifest, list(ids), label_files
@@ -534,7 +548,14 @@ def train_affinity(
             raise config_error("seam.aff.backbone_init", "is 'seam' but no SEAM checkpoint was given")
         state = load_model(seam_path, "seam")["state_dict"]
         own = model.state_dict()
-        model.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(("f8_", "f9"))}, strict=False)
+        model.load_state_dict(
+            {
+                k: v
+                for k, v in state.items()
+                if k in own and own[k].shape == v.shape and not k.startswith(("f8_", "f9"))
+            },
+            strict=False,
+        )
     elif aff["backbone_init"] == "pretrained":
         load_trunk(model, aff.get("pretrained"), "seam.aff.pretrained")
     model = _freeze(model.to(device), cfg)
@@ -550,9 +571,13 @@ def train_affinity(
     cuda = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
-        rows = fit(Loop("train_aff", model, optimizer, max_step, len(loader), batches, step_fn, resume, [loader.generator]))
+        rows = fit(
+            Loop("train_aff", model, optimizer, max_step, len(loader), batches, step_fn, resume, [loader.generator])
+        )
     config = {"affinity": {"width": float(cfg["width"]), "radius": int(aff["radius"])}}
-    save_model(out_path, "affinity", model, config, seed=int(seed), num_images=len(dataset), final_loss=rows[-1]["loss"])
+    save_model(
+        out_path, "affinity", model, config, seed=int(seed), num_images=len(dataset), final_loss=rows[-1]["loss"]
+    )
     if log_csv is not None:
         write_csv(log_csv, pd.DataFrame(rows, columns=AFF_LOG_COLUMNS))
     resume.finish()
@@ -598,7 +623,12 @@ def make_seam_pseudo_masks(
         x = torch.from_numpy(normalize(img))[None].to(device)
         with torch.inference_mode():
             idx = walk_labels(
-                model, x, torch.from_numpy(cam["high_res"]).to(device), float(cfg["beta"]), int(cfg["logt"]), float(cfg["alpha"])
+                model,
+                x,
+                torch.from_numpy(cam["high_res"]).to(device),
+                float(cfg["beta"]),
+                int(cfg["logt"]),
+                float(cfg["alpha"]),
             )
         class_ids = np.concatenate([[0], keys + 1]).astype(np.uint8)
         save_label_png(out_dir / f"{image_id}.png", class_ids[idx.cpu().numpy()])

@@ -34,8 +34,8 @@ from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import write_csv
 from conta_core.infra.training import Loop, Resume, fingerprint, fit, loader_options, poly_lr, shuffled_loader
 from conta_core.models.classifier import CAMNet, build_classifier, context_active, context_xm_files
-from conta_core.steps.confounder import load_confounder
 from conta_core.models.context import encode_xm_batch
+from conta_core.steps.confounder import load_confounder
 
 log = logging.getLogger("conta.train_cls")
 
