@@ -122,3 +122,13 @@ def test_pairs_labels_and_walk():
     torch.manual_seed(0)
     idx = walk_labels(AffinityNet(0.0625).eval(), torch.randn(1, 3, 37, 45), torch.rand(2, 37, 45), 8, 2, 6)
     assert idx.shape == (37, 45) and int(idx.max()) <= 2
+
+
+def test_resize_long_draws_the_long_side_in_bounds():
+    from conta_core.steps.seam import resize_long
+
+    img = np.zeros((30, 60, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out, (m,) = resize_long(img, [np.zeros((30, 60), np.uint8)], (90, 100), rng)
+        assert 90 <= out.shape[1] <= 100 and out.shape[0] == round(30 * out.shape[1] / 60) and m.shape == out.shape[:2]

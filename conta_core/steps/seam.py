@@ -62,7 +62,14 @@ from torch.utils.data import Dataset
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
-from conta_core.data.transforms import normalize, random_crop, random_hflip, rescale_image, resize_image, resize_label
+from conta_core.data.transforms import (
+    normalize,
+    pil_resize_image,
+    random_crop,
+    random_hflip,
+    rescale_image,
+    resize_label,
+)
 from conta_core.data.xm import load_xm
 from conta_core.infra.checkpoint import load_model, save_model
 from conta_core.infra.config import config_error, require_keys
@@ -219,12 +226,13 @@ def poly_step(optimizer: torch.optim.Optimizer, step: int, max_step: int, power:
 
 
 def resize_long(img: np.ndarray, maps: list[np.ndarray], bounds, rng: np.random.Generator):
-    """RandomResizeLong: the long side to an integer drawn from [lo, hi] (both included)."""
+    """RandomResizeLong: the long side to an integer drawn from [lo, hi] (both included), PIL
+    bicubic for the image (official), nearest for the maps."""
     target = int(rng.integers(int(bounds[0]), int(bounds[1]) + 1))
     h, w = img.shape[:2]
     s = target / max(h, w)
     size = (max(1, round(h * s)), max(1, round(w * s)))
-    return resize_image(img, size), [resize_label(m, size) for m in maps]
+    return pil_resize_image(img, size), [resize_label(m, size) for m in maps]
 
 
 class SeamDataset(ClassificationDataset):
