@@ -132,3 +132,26 @@ def test_resize_long_draws_the_long_side_in_bounds():
     for _ in range(5):
         out, (m,) = resize_long(img, [np.zeros((30, 60), np.uint8)], (90, 100), rng)
         assert 90 <= out.shape[1] <= 100 and out.shape[0] == round(30 * out.shape[1] / 60) and m.shape == out.shape[:2]
+
+
+def test_exact_logits_equal_the_brute_force_mixture_over_strata():
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    net = SEAMNet(0.0625, num_classes=4, context={**CTX, "adjustment": "exact"}).eval()
+    c = torch.rand(3, 4, 4)
+    net.set_confounder(c)
+    x, xm = torch.randn(1, 3, 32, 40), torch.rand(1, 4, 4)
+    _, _, logits = net(x, xm, with_logits=True)
+    with torch.no_grad():
+        feats = net.forward_as_dict(x)["conv6"]
+        alpha = net.context.attention(xm, c)[0]
+        probs = 0
+        for i in range(3):
+            mi = F.interpolate(
+                (alpha[i] * c[i])[None, None], size=feats.shape[-2:], mode="bilinear", align_corners=False
+            )
+            cam_i = net.fc8(torch.cat([feats, mi * net.m_gain], dim=1))
+            up = F.interpolate(cam_i, (32, 40), mode="bilinear", align_corners=True)
+            probs = probs + torch.sigmoid(up.mean(dim=(2, 3))[:, 1:]) / 3
+    assert torch.allclose(logits[:, 1:], torch.log(probs) - torch.log1p(-probs), atol=1e-4)
