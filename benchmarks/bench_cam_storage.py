@@ -67,7 +67,7 @@ def storage(k: int) -> dict[str, int]:
 
 def float16_effect(round_dir: Path, manifest_path: Path) -> dict:
     """CAM sweep mIoU (percent) with float32 and float16-rounded high_res on train_eval."""
-    import conta_core.steps.cam as cam_mod
+    import conta_core.evaluation.cam_eval as cam_mod
     from conta_core.data.artifacts import index_artifacts
     from conta_core.data.manifest import Manifest
     from conta_core.infra.config import load_config

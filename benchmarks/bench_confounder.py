@@ -35,7 +35,7 @@ def _setup(spec: dict, ids: list[str]):
     import torch
 
     from conta_core.data.manifest import Manifest
-    from conta_core.steps.context import ContextModule
+    from conta_core.models.context import ContextModule
 
     manifest = Manifest.load(spec["manifest"])
     size = tuple(int(s) for s in spec["context"]["size"])
@@ -52,8 +52,8 @@ def naive(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     import torch.nn.functional as F
 
     from conta_core.infra.fileio import load_label_png
+    from conta_core.models.context import encode_xm
     from conta_core.steps.confounder import save_confounder
-    from conta_core.steps.context import encode_xm
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     sums = np.zeros((manifest.num_fg, *size))
@@ -78,8 +78,8 @@ def fast(spec: dict, ids: list[str], out: Path, device, threads: int) -> None:
     import torch
 
     from conta_core.infra.fileio import load_label_png
+    from conta_core.models.context import encode_xm
     from conta_core.steps.confounder import build_confounder, save_confounder
-    from conta_core.steps.context import encode_xm
 
     manifest, size, module, masks, labels = _setup(spec, ids)
     c, counts = build_confounder(masks, labels, manifest.num_fg, size, spec["context"]["confounder_resize"])

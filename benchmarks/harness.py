@@ -76,7 +76,7 @@ class Step:
 # Imported by every worker before the clock starts, so that no variant pays for a first
 # import of the code the other one has already loaded (the variants import lazily).
 PRELOAD = (
-    "conta_core.steps.cam", "conta_core.steps.confounder", "conta_core.steps.context", "conta_core.steps.crf",
+    "conta_core.steps.cam", "conta_core.steps.confounder", "conta_core.models.context", "conta_core.data.xm", "conta_core.steps.crf",
     "conta_core.data.artifacts", "conta_core.data.manifest", "conta_core.data.transforms",
     "conta_core.infra.fileio", "conta_core.steps.ir_label", "conta_core.steps.irn", "conta_core.models.classifier",
     "conta_core.models.deeplab", "conta_core.models.irn", "conta_core.steps.random_walk", "conta_core.steps.segment",

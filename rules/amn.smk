@@ -8,7 +8,7 @@
 #     -> train_irn / random_walk (amn_cam ** amn.rw_power) / segmentation / confounder as usual.
 #
 # The rules exist only with method amn (an irn config need not have an `amn:` section);
-# their --cfg objects (AMN_JSON) come from conta_core.steps.amn.rule_configs.
+# their --cfg objects (METHOD_JSON) come from conta_core.infra.rule_configs.
 
 if AMN:
 
@@ -32,7 +32,7 @@ if AMN:
         resources:
             gpu=GPU,
         params:
-            cfg=AMN_JSON["train"],
+            cfg=METHOD_JSON["train"],
             split="train",
             device=config["device"],
             seed=round_seed,
@@ -58,7 +58,7 @@ if AMN:
         resources:
             gpu=GPU,
         params:
-            cfg=AMN_JSON["infer"],
+            cfg=METHOD_JSON["infer"],
             split="train",
             num_shards=len(SHARDS),
             device=config["device"],
@@ -77,7 +77,7 @@ if AMN:
         benchmark:
             L.benchmark("eval_amn_cam", "round{t}")
         params:
-            cfg=AMN_JSON["eval"],
+            cfg=METHOD_JSON["eval"],
             split="train_eval",
 
     use rule make_ir_label as make_amn_ir_label with:
@@ -91,6 +91,6 @@ if AMN:
         benchmark:
             L.benchmark("make_amn_ir_label", "round{t}_{shard}")
         params:
-            cfg=AMN_JSON["ir_label"],
+            cfg=METHOD_JSON["ir_label"],
             split="train",
             num_shards=len(SHARDS),

@@ -1,15 +1,15 @@
 # Constants and named input functions shared by the rule files (included first by the
 # Snakefile, after the config is loaded and validated). The rule files hold only rules; every
 # artifact path comes from conta_core.infra.layout.RunLayout (L), every option of a workflow script
-# from the rule's named input / output / params (conta_core.infra.script.snakemake_argv).
+# from the rule's named input / output / params (conta_core.script.snakemake_argv).
 
 import json
 import os
 
 from conta_core.infra.config import has_ground_truth, pretrain_targets, with_pretrain
-from conta_core.steps.amn import random_walk_config
-from conta_core.steps.amn import rule_configs as amn_rule_configs
 from conta_core.infra.layout import CONFOUNDING_STAGES, RunLayout
+from conta_core.infra.methods import ACTIVE_MODES, method
+from conta_core.infra.rule_configs import random_walk_config, rule_configs
 
 R = f"{config['results_dir']}/{config['run']}"
 # shared_prefix [OURS]: a study run's base folder that holds data/, pretrain/ and round 0
@@ -20,11 +20,11 @@ T = int(config["rounds"])
 SHARDS = list(range(int(config["shards"])))
 CONDA_ENV = "../envs/conta.yaml"  # `conda:` of every script rule (relative to rules/)
 MANIFEST = L.manifest
-CONTA = config["context"]["mode"] in (
-    "conta",
-    "placebo",
-)  # modes with the context module
-AMN = config["method"] == "amn"
+CONTA = config["context"]["mode"] in ACTIVE_MODES  # modes with the context module
+# the seed method's registry entry (conta_core.infra.methods)
+METHOD = method(config["method"])
+AMN = METHOD.name == "amn"
+SEAM = METHOD.name == "seam"
 GPU = int(
     config["gpus_per_job"]
 )  # `gpu` resource of GPU rules (0 on CPU-only clusters)
@@ -39,18 +39,15 @@ PRETRAIN_WEIGHTS = (
     L.pretrain(config["pretrain"]["backbone"]) if PRETRAIN_SECTIONS else None
 )
 CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
-# --cfg of the AMN rules and of random_walk (conta_core.steps.amn)
-AMN_JSON = {
-    k: json.dumps(v, sort_keys=True)
-    for k, v in (amn_rule_configs(config) if AMN else {}).items()
+# --cfg of the method's own rules (rules/<method>.smk) and of random_walk (conta_core.infra.rule_configs)
+METHOD_JSON = {
+    k: json.dumps(v, sort_keys=True) for k, v in rule_configs(config).items()
 }
 RANDOM_WALK_JSON = json.dumps(random_walk_config(config), sort_keys=True)
 
 # --cfg of the figure scripts: the `report` section (they rerun when it changes).
 REPORT_JSON = json.dumps(config["report"], sort_keys=True)
-LOSS_STAGES = (
-    ["cls", "irn", "seg"] if config["method"] == "irn" else ["cls", "amn", "irn", "seg"]
-)
+LOSS_STAGES = list(METHOD.models)
 MASK_EVALS = [
     "pseudo_mask",
     "seg_train",
@@ -167,12 +164,12 @@ def amn_cams_of(w) -> list[str]:
 
 def seed_labels_of(w) -> list[str]:
     """IR label folders IRNet trains on: ir_label (irn) or amn_ir_label (amn)."""
-    return L.shard_dirs(w.t, "amn_ir_label" if AMN else "ir_label", shards_of(w))
+    return L.shard_dirs(w.t, METHOD.seed_labels or "ir_label", shards_of(w))
 
 
 def walk_cams_of(w) -> list[str]:
-    """Map folders the random walk propagates: cam (irn) or amn_cam (amn)."""
-    return L.shard_dirs(w.t, "amn_cam" if AMN else "cam", shards_of(w))
+    """Map folders the random walk propagates: cam (irn, seam) or amn_cam (amn)."""
+    return L.shard_dirs(w.t, METHOD.walk_maps, shards_of(w))
 
 
 def pseudo_masks_of(w) -> list[str]:
@@ -230,14 +227,14 @@ def round_evals(t: int | str) -> list[str]:
             files += [
                 L.eval_csv(r, n) for n in ("cam", "pseudo_mask", "seg_val", "seg_train")
             ]
-            if AMN:  # method amn: the AMN map sweep too (summary columns amn_cam_*)
-                files.append(L.eval_csv(r, "amn_cam"))
+            # the method's own tables (amn: the AMN map sweep, summary columns amn_cam_*)
+            files += [L.eval_csv(r, e) for e in METHOD.evals]
             # the confounding measures (summary columns cf_*, conta_core.evaluation.confounding)
             files += [L.confounding(r, s) for s in CONFOUNDING_STAGES]
         else:
             files += round_products(r)
         if (
-            CONTA and r > 0 and not AMN
+            CONTA and r > 0 and METHOD.diagnostics
         ):  # summary columns ctx_* (the classifier's context)
             files.append(L.diagnostics(r))
     return files

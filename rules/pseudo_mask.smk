@@ -2,7 +2,7 @@
 # pseudo-masks, and their mIoU against GT on the training split.
 # method amn (rules/amn.smk): IRNet and the walk take the AMN maps and AMN IR labels instead,
 # and the walk starts from amn_cam ** amn.rw_power (seed_labels_of, walk_cams_of and
-# RANDOM_WALK_JSON, conta_core.steps.amn.random_walk_config). With method irn nothing here changes.
+# RANDOM_WALK_JSON, conta_core.infra.rule_configs.random_walk_config). With method irn nothing here changes.
 
 
 rule make_ir_label:

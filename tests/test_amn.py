@@ -14,7 +14,7 @@ from conta_core.data.manifest import Manifest
 from conta_core.infra.fileio import load_cam, load_torch, save_label_png, save_torch
 from conta_core.models.amn import AMNNet, build_amn, init_from_classifier, load_amn
 from conta_core.models.classifier import build_classifier
-from conta_core.report.summary import AMN_COLUMNS, SUMMARY_COLUMNS, summarize
+from conta_core.report.summary import METHOD_COLUMNS, SUMMARY_COLUMNS, summarize
 from conta_core.steps.amn import (
     amn_loss,
     compute_amn_cam,
@@ -355,7 +355,7 @@ def test_summary_has_amn_columns_only_with_amn_evals(tmp_path):
     assert list(summarize(tmp_path, [0]).columns) == SUMMARY_COLUMNS
     sweep.assign(is_eval_threshold=[False, True]).to_csv(tmp_path / "round0/amn_cam_eval.csv", index=False)
     df = summarize(tmp_path, [0])
-    assert list(df.columns) == SUMMARY_COLUMNS + AMN_COLUMNS
+    assert list(df.columns) == SUMMARY_COLUMNS + METHOD_COLUMNS
     assert df.loc[0, "amn_cam_miou"] == 50.0 and df.loc[0, "amn_cam_best_threshold"] == 0.25
 
 
@@ -388,7 +388,7 @@ def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
 
 def test_rule_configs_split_training_from_post_training_keys():
     from conta_core.infra.config import load_config
-    from conta_core.steps.amn import POST_KEYS, random_walk_config, rule_configs
+    from conta_core.infra.rule_configs import POST_KEYS, random_walk_config, rule_configs
 
     cfg = load_config(overrides={"method": "amn"})
     rc = rule_configs(cfg)

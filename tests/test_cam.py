@@ -9,17 +9,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conta_core.data.manifest import Manifest
+from conta_core.evaluation.cam_eval import best_threshold, cam_label, eval_cam_sweep, eval_cam_to_csv, sweep_thresholds
 from conta_core.infra.fileio import load_cam, save_cam, save_label_png, save_torch
 from conta_core.models.classifier import build_classifier
-from conta_core.steps.cam import (
-    best_threshold,
-    cam_label,
-    compute_cam,
-    eval_cam_sweep,
-    eval_cam_to_csv,
-    make_cams,
-    sweep_thresholds,
-)
+from conta_core.steps.cam import compute_cam, make_cams
 
 torch.set_num_threads(1)
 

@@ -92,8 +92,13 @@ def test_one_config_error_format() -> None:
 
 
 LIBRARY_CHECKS = [  # (module, function, argument, the key the error must name)
-    ("conta_core.steps.cam", "sweep_thresholds", {"sweep": [0.5, 0.1, 0.1], "eval_threshold": 0.2}, "cam.sweep"),
-    ("conta_core.steps.cam", "sweep_thresholds", {"sweep": [0.1, 0.5, 0.1]}, "cam.eval_threshold"),
+    (
+        "conta_core.evaluation.cam_eval",
+        "sweep_thresholds",
+        {"sweep": [0.5, 0.1, 0.1], "eval_threshold": 0.2},
+        "cam.sweep",
+    ),
+    ("conta_core.evaluation.cam_eval", "sweep_thresholds", {"sweep": [0.1, 0.5, 0.1]}, "cam.eval_threshold"),
     ("conta_core.models.deeplab", "msc_extra_scales", {"msc_scales": [0.5]}, "segmentation.msc_scales"),
     (
         "conta_core.models.classifier",

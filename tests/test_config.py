@@ -22,7 +22,7 @@ def test_default_config_is_valid():
         ({"device": "gpu"}, "device"),
         ({"context": {"block": 6}}, "context.block"),
         ({"cam": {"scales": []}}, "cam.scales"),
-        ({"method": "seam"}, "method"),
+        ({"method": "sec"}, "method"),
         ({"loader_workers": -1}, "loader_workers"),
     ],
 )

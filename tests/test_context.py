@@ -1,4 +1,4 @@
-"""Tests of conta_core.steps.context: X_m encoding and the Eq. 3 attention module."""
+"""Tests of conta_core.models.context: X_m encoding and the Eq. 3 attention module."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conta_core.steps.context import ContextModule, encode_xm
+from conta_core.models.context import ContextModule, encode_xm
 
 torch.set_num_threads(1)
 

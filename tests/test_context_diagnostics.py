@@ -8,10 +8,11 @@ import pytest
 import torch
 from test_train_cls import CLS_CFG, CONTEXT, _disk_set
 
+from conta_core.data.xm import PlaceboFiles, load_xm, placebo_partners, placebo_xm_files
 from conta_core.evaluation.context_diagnostics import context_diagnostics, inert_reasons
 from conta_core.infra.fileio import load_torch, save_label_png
 from conta_core.models.classifier import load_classifier
-from conta_core.steps.context import ContextModule, PlaceboFiles, load_xm, placebo_partners, placebo_xm_files
+from conta_core.models.context import ContextModule
 from conta_core.steps.train_cls import GRAD_COLUMNS, make_optimizer, train_classifier
 
 torch.set_num_threads(1)

@@ -144,3 +144,10 @@ def test_amn_stages_and_pretrain_are_covered(tmp_path):
     assert r0.loc["amn/model.pth", "status"] == "ok" and r0.loc["amn_cam", "status"] == "missing"
     assert {"amn_ir_label", "amn_cam_eval.csv"} <= set(r0.index)
     assert "pretrain: resnet18.pth" in inspect.format_inspection(run, df)
+
+
+def test_a_seam_run_lists_affinitynet_and_no_irn(tmp_path):
+    run = make_run(tmp_path)
+    save_torch(run / "round0" / "aff" / "model.pth", {"state_dict": {}})
+    r0 = _by_artifact(inspect.inspect_run(run), 0)
+    assert r0.loc["aff/model.pth", "status"] == "ok" and "irn/model.pth" not in r0.index

@@ -64,8 +64,10 @@ def test_tables_per_method():
         "seg_eval_train.csv",
         "seg_eval_val.csv",
     ]
+    assert [m.name for m in for_method(MODELS, "seam")] == ["cls", "aff", "seg"]
+    assert "amn_cam" not in {s.name for s in for_method(STAGES, "seam")}
     with pytest.raises(ValueError, match="config key method"):
-        for_method(STAGES, "seam")
+        for_method(STAGES, "sec")
 
 
 def test_describe_reads_round_and_name_from_a_path():

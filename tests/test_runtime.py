@@ -1,4 +1,4 @@
-"""conta_core.infra.script: the shared shard selection and DataLoader options of the workflow scripts."""
+"""conta_core.script: the shared shard selection and DataLoader options of the workflow scripts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conta_core.data.manifest import Manifest
-from conta_core.infra.script import add_loader_args, add_shard_args, add_xm_args, select_shard, xm_index
 from conta_core.infra.shards import shard_ids
 from conta_core.infra.training import loader_options
+from conta_core.script import add_loader_args, add_shard_args, add_xm_args, select_shard, xm_index
 
 IDS = ["e", "a", "d", "b", "c"]
 
@@ -121,7 +121,7 @@ def _job(input_=None, output=None, params=None, wildcards=None, threads=2, confi
 
 
 def _job_parser():
-    from conta_core.infra.script import add_checkpoint_args, add_xm_args, base_parser
+    from conta_core.script import add_checkpoint_args, add_xm_args, base_parser
 
     p = base_parser("a training step")
     p.add_argument("--manifest", required=True)
@@ -136,7 +136,7 @@ def _job_parser():
 
 
 def test_snakemake_argv_maps_rule_names_to_the_options():
-    from conta_core.infra.script import snakemake_argv
+    from conta_core.script import snakemake_argv
 
     smk = _job(
         input_={"pretrained": ["w.pth"], "manifest": "m.json", "xm_dir": ["a/0", "a/1"], "confounder": []},
@@ -155,7 +155,7 @@ def test_snakemake_argv_maps_rule_names_to_the_options():
 
 
 def test_snakemake_argv_refuses_a_name_the_script_does_not_know():
-    from conta_core.infra.script import snakemake_argv
+    from conta_core.script import snakemake_argv
 
     with pytest.raises(ValueError, match="rule train_x: params 'sead' is no option of"):
         snakemake_argv(_job_parser(), _job(input_={"manifest": "m.json"}, params={"cfg": "{}", "sead": 3}))
@@ -168,7 +168,7 @@ def test_snakemake_argv_refuses_a_name_the_script_does_not_know():
 def test_script_main_runs_the_same_code_path_and_logs_the_command(tmp_path):
     import os
 
-    from conta_core.infra.script import script_main
+    from conta_core.script import script_main
 
     seen = []
     log = tmp_path / "job.log"

@@ -1,4 +1,4 @@
-"""`snakemake --lint` reports nothing for the workflow (irn and amn rule sets); snakefmt leaves it unchanged."""
+"""`snakemake --lint` reports nothing for the workflow (irn, amn and seam rule sets); snakefmt leaves it unchanged."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def run_lint(workdir: Path, *config: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=LINT_TIMEOUT_S)
 
 
-@pytest.mark.parametrize("config", [(), ("method=amn",)], ids=["irn", "amn"])
+@pytest.mark.parametrize("config", [(), ("method=amn",), ("method=seam",)], ids=["irn", "amn", "seam"])
 def test_lint_is_clean(tmp_path: Path, config: tuple[str, ...]):
     proc = run_lint(tmp_path, *config)
     out = proc.stdout + proc.stderr
@@ -95,5 +95,5 @@ def test_scripts_import_their_own_workflows_conta_core(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     files = proc.stdout.split()
-    assert len(files) == len(scripts) == 21
+    assert len(files) == len(scripts) == 26
     assert all(Path(f).resolve() == (copy / "conta_core" / "__init__.py").resolve() for f in files), files

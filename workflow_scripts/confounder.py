@@ -18,7 +18,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.infra.script import base_parser, script_doc, script_main, setup
+from conta_core.script import base_parser, script_doc, script_main, setup
 from conta_core.steps.confounder import build_confounder, save_confounder
 
 

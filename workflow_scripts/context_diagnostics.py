@@ -19,7 +19,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.manifest import Manifest
 from conta_core.evaluation.context_diagnostics import write_context_diagnostics
-from conta_core.infra.script import add_xm_args, base_parser, script_doc, script_main, setup, xm_index
+from conta_core.script import add_xm_args, base_parser, script_doc, script_main, setup, xm_index
 
 
 def build_parser() -> argparse.ArgumentParser:

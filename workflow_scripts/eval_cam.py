@@ -17,8 +17,8 @@ from pathlib import Path as _Path
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.data.manifest import Manifest
-from conta_core.infra.script import base_parser, script_doc, script_main, setup
-from conta_core.steps.cam import eval_cam_to_csv
+from conta_core.evaluation.cam_eval import eval_cam_to_csv
+from conta_core.script import base_parser, script_doc, script_main, setup
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.manifest import Manifest
 from conta_core.evaluation.evaluate import evaluate_to_csv
-from conta_core.infra.script import base_parser, script_doc, script_main, setup
+from conta_core.script import base_parser, script_doc, script_main, setup
 
 
 def build_parser() -> argparse.ArgumentParser:

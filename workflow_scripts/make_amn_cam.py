@@ -22,7 +22,7 @@ from pathlib import Path as _Path
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.data.artifacts import index_artifacts
-from conta_core.infra.script import (
+from conta_core.script import (
     add_shard_args,
     add_xm_args,
     base_parser,

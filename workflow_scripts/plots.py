@@ -22,8 +22,8 @@ from pathlib import Path as _Path
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.infra.layout import RunLayout
-from conta_core.infra.script import base_parser, script_doc, script_main, setup
 from conta_core.report import plots
+from conta_core.script import base_parser, script_doc, script_main, setup
 
 
 def labelled(paths: list[Path]) -> list[tuple[int, str, Path]]:

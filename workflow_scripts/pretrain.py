@@ -24,7 +24,7 @@ from pathlib import Path as _Path
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
 from conta_core.infra.layout import PRETRAIN_CACHE, RunLayout
-from conta_core.infra.script import add_checkpoint_args, base_parser, script_doc, script_main, setup
+from conta_core.script import add_checkpoint_args, base_parser, script_doc, script_main, setup
 from conta_core.steps.pretrain import pretrain_cached
 
 

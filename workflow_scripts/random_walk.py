@@ -27,7 +27,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.infra.fileio import CAM_SUFFIX
-from conta_core.infra.script import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
+from conta_core.script import add_shard_args, base_parser, script_doc, script_main, select_shard, setup
 from conta_core.steps.random_walk import make_pseudo_masks
 
 

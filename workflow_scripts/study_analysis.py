@@ -21,7 +21,7 @@ import pandas as pd
 
 from conta_core.evaluation.study_analysis import analyze, markdown_table
 from conta_core.infra.fileio import write_csv, write_text
-from conta_core.infra.script import script_doc, script_main
+from conta_core.script import script_doc, script_main
 from conta_core.report.plots import plot_study_differences
 
 

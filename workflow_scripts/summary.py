@@ -15,8 +15,8 @@ from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-from conta_core.infra.script import script_doc, script_main
 from conta_core.report.summary import write_summary
+from conta_core.script import script_doc, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.infra.script import (
+from conta_core.script import (
     add_checkpoint_args,
     add_loader_args,
     add_xm_args,

@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import augment
+from conta_core.data.xm import load_xm
 from conta_core.infra.fileio import IGNORE_LABEL, load_image, load_map_for
-from conta_core.steps.context import load_xm
 
 XM_PAD = 0  # padded context-map pixels count as background
 

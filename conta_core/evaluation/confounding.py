@@ -47,11 +47,11 @@ from scipy import ndimage
 from conta_core.data.artifacts import index_artifacts, require
 from conta_core.data.manifest import Manifest
 from conta_core.data.synthetic import part_mask_of
+from conta_core.evaluation.cam_eval import cam_label
 from conta_core.evaluation.metrics import confusion_matrix
 from conta_core.infra.fileio import IGNORE_LABEL, load_cam, load_label_png, write_json
 from conta_core.infra.layout import CAM_SUFFIX, CONFOUNDING_STAGES
 from conta_core.infra.progress import track
-from conta_core.steps.cam import cam_label
 
 DEFAULT_BAND = 2  # [OURS] px: interior margin and boundary tolerance
 LIFT_TOP = 10  # [OURS] co-occurring pairs on real data: the top pairs by lift ...

@@ -2,7 +2,7 @@
 
 For up to `max_images` images with an X_m (sorted ids of the evaluated split), with the X_m
 each image is given by its context mode (its own for conta, its partner's for placebo) and,
-as the swap, another image's X_m (conta_core.steps.context.placebo_xm_files applied once more):
+as the swap, another image's X_m (conta_core.data.xm.placebo_xm_files applied once more):
 
 - attention alpha float32[N, n]: normalised entropy H(alpha) / log n per image (1 = uniform),
   its mean and std over images, the mean max alpha, and the spread of each alpha_i over
@@ -35,9 +35,9 @@ import torch
 
 from conta_core.data.manifest import Manifest
 from conta_core.data.transforms import normalize
+from conta_core.data.xm import load_xm, placebo_xm_files
 from conta_core.infra.fileio import load_image, write_json
 from conta_core.models.classifier import context_xm_files, load_classifier
-from conta_core.steps.context import load_xm, placebo_xm_files
 from conta_core.steps.train_cls import GRAD_COLUMNS
 
 log = logging.getLogger("conta.context_diagnostics")
@@ -100,7 +100,7 @@ def context_diagnostics(
         raise ValueError(f"context diagnostics: need >= 2 images with an X_m, got {len(todo)} of {len(ids)} ids")
     alphas, maps, changes, shares = [], [], [], []
     block5 = 5 in model.blocks
-    w = model.classifier.weight.detach()[:, :, 0, 0]  # [C, C_last (+1)]
+    w = model.fg_head_weight().detach()  # [C, C_last (+1)]
     with torch.inference_mode():
         for image_id in todo:
             img = load_image(manifest.image_file(image_id))

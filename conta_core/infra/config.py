@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from conta_core.infra.methods import ACTIVE_MODES, method
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -104,12 +106,7 @@ def check_config(cfg: dict) -> None:
     if cfg["irn"]["backbone_init"] == "classifier" and cfg["irn"]["backbone"] != cfg["classifier"]["backbone"]:
         raise config_error("irn.backbone", "must equal classifier.backbone when irn.backbone_init = classifier")
     checkpoint_settings(cfg.get("checkpoint"))  # the trainers read it at run time
-    if cfg["method"] == "amn":
-        _check_amn(cfg)
-        if cfg["context"].get("adjustment", "nwgm") != "nwgm":
-            raise config_error(
-                "context.adjustment", "method amn implements only nwgm (the AMN head is not linear in M)"
-            )
+    _check_method(cfg)
     _check_pretrain(cfg)
     start, stop, step = cfg["cam"]["sweep"]
     if start > stop or step <= 0:
@@ -155,6 +152,33 @@ def _check_pretrain(cfg: dict) -> None:
     lo, hi = pre["object_frac"]
     if not 0 < lo <= hi:
         raise config_error("pretrain.object_frac", "need 0 < low <= high")
+
+
+def _check_method(cfg: dict) -> None:
+    """The method's own section and the context settings it supports (conta_core.infra.methods)."""
+    m = method(cfg["method"])
+    if m.section is not None and not cfg.get(m.section):
+        raise config_error(m.section, f"required when method = {m.name}")
+    ctx = cfg["context"]
+    if ctx.get("mode") in ACTIVE_MODES:
+        if ctx.get("block") not in m.context_blocks:
+            raise config_error(
+                "context.block", f"method {m.name} injects M at block(s) {list(m.context_blocks)}, got {ctx['block']!r}"
+            )
+        adjustment = ctx.get("adjustment", "nwgm")
+        if adjustment not in m.adjustments:
+            raise config_error(
+                "context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}"
+            )
+    if m.name == "amn":
+        _check_amn(cfg)
+    if m.name == "seam":
+        seam = cfg["seam"]
+        _check_range(cfg, "seam", "scale_range")
+        _check_path(seam.get("pretrained"), "seam.pretrained")
+        _check_path(seam["aff"].get("pretrained"), "seam.aff.pretrained")
+        if seam["aff"]["backbone_init"] == "pretrained" and not seam["aff"].get("pretrained"):
+            raise config_error("seam.aff.pretrained", "required when seam.aff.backbone_init = pretrained")
 
 
 def _check_amn(cfg: dict) -> None:

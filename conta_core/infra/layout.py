@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conta_core.infra.config import config_error
+from conta_core.infra.methods import METHOD_NAMES, METHODS
 
 CAM_SUFFIX = ".npz"  # CAM artifacts (conta_core.infra.fileio.save_cam)
 CONFOUNDER_FILE = "confounder.h5"  # round<t>/: the confounder set of round t (conta_core.steps.confounder)
@@ -46,8 +47,6 @@ CONFOUNDING_STAGES = ("cam", "pseudo_mask", "seg_train", "seg_val")  # round<t>/
 SUMMARY_FILE = "summary.csv"
 MODEL_FILE = "model.pth"  # round<t>/<model folder>/: the trained weights
 TRAIN_LOG_FILE = "train_log.csv"  # round<t>/<model folder>/: one row per training step
-METHODS = ("irn", "amn")
-BOTH = METHODS
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Stage:
     folder: str
     suffix: str
     split: str
-    methods: tuple[str, ...] = BOTH
+    shared: bool = True  # made by every method; False: only by the methods that list it (infra.methods)
 
 
 STAGES = {
@@ -66,8 +65,8 @@ STAGES = {
     for s in (
         Stage("cam", "cam", CAM_SUFFIX, "train"),
         Stage("ir_label", "ir_label", ".png", "train"),
-        Stage("amn_cam", "amn_cam", CAM_SUFFIX, "train", ("amn",)),
-        Stage("amn_ir_label", "amn_ir_label", ".png", "train", ("amn",)),
+        Stage("amn_cam", "amn_cam", CAM_SUFFIX, "train", False),
+        Stage("amn_ir_label", "amn_ir_label", ".png", "train", False),
         Stage("pseudo_mask", "pseudo_mask", ".png", "train"),
         Stage("seg_pred_train", "seg_pred/train", ".png", "train"),
         Stage("seg_pred_val", "seg_pred/val", ".png", "val"),
@@ -81,11 +80,11 @@ class Model:
 
     name: str
     folder: str
-    methods: tuple[str, ...] = BOTH
 
 
 MODELS = {
-    m.name: m for m in (Model("cls", "cls"), Model("amn", "amn", ("amn",)), Model("irn", "irn"), Model("seg", "seg"))
+    m.name: m
+    for m in (Model("cls", "cls"), Model("amn", "amn"), Model("irn", "irn"), Model("aff", "aff"), Model("seg", "seg"))
 }
 
 
@@ -96,14 +95,14 @@ class Eval:
     name: str
     file: str
     stage: str
-    methods: tuple[str, ...] = BOTH
+    shared: bool = True  # False: only for the methods that list it (infra.methods)
 
 
 EVALS = {
     e.name: e
     for e in (
         Eval("cam", "cam_eval.csv", "cam"),
-        Eval("amn_cam", "amn_cam_eval.csv", "amn_cam", ("amn",)),
+        Eval("amn_cam", "amn_cam_eval.csv", "amn_cam", False),
         Eval("pseudo_mask", "pseudo_mask_eval.csv", "pseudo_mask"),
         Eval("seg_train", "seg_eval_train.csv", "seg_pred_train"),
         Eval("seg_val", "seg_eval_val.csv", "seg_pred_val"),
@@ -130,10 +129,14 @@ def resume_steps(out_path: str | Path) -> list[tuple[int, Path]]:
 
 
 def for_method(table: dict, method: str) -> list:
-    """The entries of STAGES / MODELS / EVALS that `method` produces, in table order."""
+    """The entries of STAGES / MODELS / EVALS that `method` produces (conta_core.infra.methods), in table order."""
     if method not in METHODS:
-        raise config_error("method", f"{method!r} is not one of {METHODS}")
-    return [v for v in table.values() if method in v.methods]
+        raise config_error("method", f"{method!r} is not one of {METHOD_NAMES}")
+    m = METHODS[method]
+    if table is MODELS:
+        return [v for v in table.values() if v.name in m.models]
+    listed = m.stages if table is STAGES else m.evals
+    return [v for v in table.values() if v.shared or v.name in listed]
 
 
 TOP_FOLDERS = ("data", "pretrain", "logs", "benchmarks")

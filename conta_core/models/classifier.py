@@ -2,7 +2,7 @@
 
 Round 0 is IRNet's network: ResNet backbone at output stride 16 (no dilation), GAP and a
 bias-free 1x1 conv classifier over the last stage. Rounds t > 0 (context.mode = conta or
-placebo) add the context module of conta_core.steps.context: the map M (float32[B, 1, h, w]) is
+placebo) add the context module of conta_core.models.context: the map M (float32[B, 1, h, w]) is
 resized bilinearly to the feature size of the chosen block, multiplied by a gain
 (context.m_scale [OURS]: a number, 1 = the paper's Eq. 3 as written, or "auto" = the RMS of
 that block's features over the RMS of M on the first training batch, then fixed and saved
@@ -17,7 +17,7 @@ identity on the feature channels and zero on M, so the network starts as the pla
 Adjustment (context.adjustment): the paper's Eq. 1 is the backdoor sum
 P(Y|do(X)) = sum_i P(Y | X, M = f(X, c_i)) P(c_i), and its implementation feeds the expected
 context once (the normalised weighted geometric mean, NWGM: M = sum_i P(c_i) alpha_i c_i,
-conta_core.steps.context.ContextModule). "nwgm" is that approximation (the paper's setting).
+conta_core.models.context.ContextModule). "nwgm" is that approximation (the paper's setting).
 "exact" [OURS: the paper states the sum but never runs it] evaluates the head once per
 stratum with M_i = f(X, c_i) = alpha_i c_i (so E_c[M_i] is the NWGM map): block-5 features
 F are computed once, logit_i = W_F GAP(F) + w_M GAP(g M_i), and the prediction is the
@@ -45,19 +45,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
 from conta_core.infra.config import config_error, require_keys
+from conta_core.infra.fileio import load_torch
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
 from conta_core.models.backbone import ResNetBackbone
-from conta_core.steps.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm, placebo_xm_files
+from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
 log = logging.getLogger("conta.classifier")
 
 OUTPUT_STRIDE = 16  # IRNet CAM net: strides (2, 2, 2, 1), no dilation
 CONTEXT_BLOCKS = (2, 3, 4, 5)
-CONTEXT_MODES = ("conta", "placebo", "none")
-ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 CONTEXT_PRIORS = ("uniform",)
-ADJUSTMENTS = ("nwgm", "exact")  # context.adjustment: NWGM approximation (paper) | exact backdoor sum
 
 
 def parse_blocks(block: int | str) -> tuple[int, ...]:
@@ -121,7 +121,7 @@ def context_active(context_cfg: dict | None, xm_files, confounder_path, step: st
 
 def context_xm_files(context: dict | None, xm_files: dict | None) -> dict | None:
     """The X_m file of each image as the context mode sees it: its own (conta) or its placebo
-    partner's (placebo, conta_core.steps.context.placebo_xm_files)."""
+    partner's (placebo, conta_core.data.xm.placebo_xm_files)."""
     if xm_files is None or context is None or context.get("mode") != "placebo":
         return xm_files
     return placebo_xm_files(xm_files)
@@ -136,60 +136,33 @@ def _adapter(channels: int) -> nn.Conv2d:
     return conv
 
 
-class CAMNet(nn.Module):
-    """ResNet CAM classifier, optionally with CONTA context.
+class ContextMixin:
+    """CONTA's context input of a CAM network (CAMNet here, models.seam.SEAMNet): the context
+    module, the M gain (context.m_scale) and the confounder buffer; needs `num_fg`."""
 
-    forward(x: float32[B, 3, H, W], xm: float32[B, h, w] | None) -> logits float32[B, C].
-    cam_maps(x, xm) -> float32[B, C, H/16, W/16] (ReLU of the classifier applied densely).
-    xm is the encoded X_m (see `encode_xm`), required iff the context is active.
-    """
-
-    def __init__(
-        self,
-        num_fg: int,
-        backbone: str = "resnet50",
-        pretrained: str | Path | None = None,
-        freeze_bn: bool = True,
-        frozen_stages: int = 2,
-        context: dict | None = None,
-        output_stride: int = OUTPUT_STRIDE,
-    ) -> None:
-        super().__init__()
-        self.num_fg = int(num_fg)
-        self.backbone = ResNetBackbone(
-            backbone,
-            output_stride=output_stride,
-            dilate=False,
-            pretrained=pretrained,
-            freeze_bn=freeze_bn,
-            frozen_stages=frozen_stages,
-        )
-        active = context is not None and context.get("mode") in ACTIVE_MODES
-        if active:
+    def init_context(self, context: dict | None) -> None:
+        """Register the context module, m_gain and the confounder buffer for an active
+        `context:` section (mode conta / placebo); None: a plain network."""
+        if context is not None:
             validate_context_cfg(context)
-        self.context_cfg: dict | None = dict(context) if active else None
-        self.blocks: tuple[int, ...] = parse_blocks(context["block"]) if active else ()
-        self.exact = active and context.get("adjustment", "nwgm") == "exact"
-        extra = 1 if 5 in self.blocks else 0
-        self.classifier = nn.Conv2d(self.backbone.channels[-1] + extra, self.num_fg, kernel_size=1, bias=False)
-        if active:
-            size = (int(context["size"][0]), int(context["size"][1]))
-            self.context_size = size
-            self.context = ContextModule(
-                self.num_fg,
-                size,
-                bias=bool(context.get("bias", False)),
-                init_std=float(context.get("init_std", WEIGHT_INIT_STD)),
-            )
-            # M x m_gain at the concatenation: context.m_scale, or for "auto" (0 until then)
-            # RMS(features) / RMS(M) of the first training batch, then fixed and saved.
-            scale = context.get("m_scale", 1.0)
-            self.register_buffer("m_gain", torch.tensor(0.0 if scale == "auto" else float(scale)))
-            self._register_load_state_dict_pre_hook(self._default_m_gain)
-            self.adapters = nn.ModuleDict(
-                {str(b): _adapter(self.backbone.channels[b - 2]) for b in self.blocks if b != 5}
-            )
-            self.register_buffer("confounder", torch.zeros(self.num_fg, *size))
+        self.context_cfg: dict | None = dict(context) if context is not None else None
+        self.exact = context is not None and context.get("adjustment", "nwgm") == "exact"
+        if context is None:
+            return
+        size = (int(context["size"][0]), int(context["size"][1]))
+        self.context_size = size
+        self.context = ContextModule(
+            self.num_fg,
+            size,
+            bias=bool(context.get("bias", False)),
+            init_std=float(context.get("init_std", WEIGHT_INIT_STD)),
+        )
+        # M x m_gain at the concatenation: context.m_scale, or for "auto" (0 until then)
+        # RMS(features) / RMS(M) of the first training batch, then fixed and saved.
+        scale = context.get("m_scale", 1.0)
+        self.register_buffer("m_gain", torch.tensor(0.0 if scale == "auto" else float(scale)))
+        self._register_load_state_dict_pre_hook(self._default_m_gain)
+        self.register_buffer("confounder", torch.zeros(self.num_fg, *size))
 
     def _default_m_gain(self, state_dict, prefix, *args) -> None:
         """Checkpoints from before m_gain existed: use the configured (numeric) m_scale."""
@@ -234,11 +207,50 @@ class CAMNet(nn.Module):
         """(M float32[B, 1, h, w], alpha float32[B, n]) or None without context."""
         if not self.uses_context:
             if xm is not None:
-                raise ValueError("CAMNet: xm given but the classifier has no context module")
+                raise ValueError(f"{type(self).__name__}: xm given but the classifier has no context module")
             return None
         if xm is None:
-            raise ValueError("CAMNet: the context classifier needs xm (the encoded X_m map)")
+            raise ValueError(f"{type(self).__name__}: the context classifier needs xm (the encoded X_m map)")
         return self.context(xm, self.confounder)
+
+
+class CAMNet(ContextMixin, nn.Module):
+    """ResNet CAM classifier, optionally with CONTA context.
+
+    forward(x: float32[B, 3, H, W], xm: float32[B, h, w] | None) -> logits float32[B, C].
+    cam_maps(x, xm) -> float32[B, C, H/16, W/16] (ReLU of the classifier applied densely).
+    xm is the encoded X_m (see `encode_xm`), required iff the context is active.
+    """
+
+    def __init__(
+        self,
+        num_fg: int,
+        backbone: str = "resnet50",
+        pretrained: str | Path | None = None,
+        freeze_bn: bool = True,
+        frozen_stages: int = 2,
+        context: dict | None = None,
+        output_stride: int = OUTPUT_STRIDE,
+    ) -> None:
+        super().__init__()
+        self.num_fg = int(num_fg)
+        self.backbone = ResNetBackbone(
+            backbone,
+            output_stride=output_stride,
+            dilate=False,
+            pretrained=pretrained,
+            freeze_bn=freeze_bn,
+            frozen_stages=frozen_stages,
+        )
+        active = context is not None and context.get("mode") in ACTIVE_MODES
+        self.blocks: tuple[int, ...] = parse_blocks(context["block"]) if active else ()
+        extra = 1 if 5 in self.blocks else 0
+        self.classifier = nn.Conv2d(self.backbone.channels[-1] + extra, self.num_fg, kernel_size=1, bias=False)
+        self.init_context(context if active else None)
+        if active:
+            self.adapters = nn.ModuleDict(
+                {str(b): _adapter(self.backbone.channels[b - 2]) for b in self.blocks if b != 5}
+            )
 
     def features(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
         """Final features float32[B, C_last (+1 for block 5), h, w] with M injected."""
@@ -283,6 +295,11 @@ class CAMNet(nn.Module):
         feats = self.features(x, None)
         mk = F.interpolate(strata, size=feats.shape[-2:], mode="bilinear", align_corners=False)
         return feats, (mk * self._gain(feats, mk)).to(feats.dtype)
+
+    def fg_head_weight(self) -> torch.Tensor:
+        """float32[C, C_last (+1 for block 5: M's weight last)] of the foreground classes
+        (the context diagnostics read it; SEAMNet has the same method)."""
+        return self.classifier.weight[:, :, 0, 0]
 
     def _head_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_F: [C, C_last], w_M: [C]) of the bias-free 1x1 classifier over [F; M]."""
@@ -372,7 +389,13 @@ def build_classifier(
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> CAMNet:
-    """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`."""
+    """Rebuild a CAMNet from a checkpoint written by train_classifier; eval mode, on `device`.
+    A SEAM checkpoint (kind "seam", method seam's round<t>/cls/model.pth) gives its SEAMNet,
+    which has the same context interface (uses_context, context_map, cam_maps, features)."""
+    if load_torch(path).get("kind") == "seam":
+        from conta_core.models.seam import load_seam
+
+        return load_seam(path, device)
     ckpt = load_model(path, "classifier")
     cfg = ckpt["config"]
     # The ImageNet weights are superseded by the state_dict: do not read them again.

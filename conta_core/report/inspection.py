@@ -30,6 +30,7 @@ from conta_core.infra.layout import (
     for_method,
     resume_steps,
 )
+from conta_core.infra.methods import METHOD_NAMES
 from conta_core.infra.shards import shard_ids
 
 COLUMNS = ["round", "artifact", "status", "found", "expected", "detail"]
@@ -50,6 +51,7 @@ ORDER = (
     "amn_cam",
     "amn_ir_label",
     "irn",
+    "aff",
     "pseudo_mask",
     "seg",
     "seg_pred_train",
@@ -205,10 +207,15 @@ def load_run_manifest(run_dir: Path) -> tuple[Manifest | None, str]:
 
 
 def run_method(run_dir: Path, rounds: list[int]) -> str:
-    """amn when any round has an AMN artifact, else irn."""
-    amn = [m.folder for m in for_method(MODELS, "amn") if "irn" not in m.methods]
-    amn += [st.folder for st in for_method(STAGES, "amn") if "irn" not in st.methods]
-    return "amn" if any((Path(run_dir) / f"round{t}" / f).exists() for t in rounds for f in amn) else "irn"
+    """The first method of conta_core.infra.methods (after irn) of which a round holds an
+    artifact that irn does not make; else irn."""
+    base = {m.folder for m in for_method(MODELS, "irn")} | {st.folder for st in for_method(STAGES, "irn")}
+    for name in METHOD_NAMES[1:]:
+        own = [m.folder for m in for_method(MODELS, name)] + [st.folder for st in for_method(STAGES, name)]
+        own = [f for f in own if f not in base]
+        if any((Path(run_dir) / f"round{t}" / f).exists() for t in rounds for f in own):
+            return name
+    return "irn"
 
 
 def inspect_pretrain(run_dir: Path) -> str:

@@ -5,7 +5,7 @@ path. Drawing uses matplotlib's object API (matplotlib.figure.Figure, Agg canvas
 pyplot state, no global backend switch. Input formats:
 - summary.csv (conta_core.report.summary): round, cam_miou, cam_best_miou, cam_best_threshold,
   pseudo_mask_miou, seg_train_miou, seg_val_miou (mIoU in %);
-- cam_eval.csv (conta_core.steps.cam): threshold, miou, one IoU column per class name,
+- cam_eval.csv (conta_core.evaluation.cam_eval): threshold, miou, one IoU column per class name,
   is_eval_threshold, is_best (IoU as fractions);
 - pseudo_mask_eval.csv / seg_eval_{train,val}.csv (conta_core.evaluation.evaluate): stage, class,
   iou, precision, recall, gt_pixels, pred_pixels; last row class == "mean";

@@ -2,11 +2,13 @@
 
 Reads the evaluation CSVs of each round:
 - `round<t>/cam_eval.csv`: threshold sweep (threshold, miou, per-class IoU,
-  is_eval_threshold, is_best), written by conta_core.steps.cam.eval_cam_to_csv;
+  is_eval_threshold, is_best), written by conta_core.evaluation.cam_eval.eval_cam_to_csv;
 - `round<t>/pseudo_mask_eval.csv`, `round<t>/seg_eval_{val,train}.csv`: per-class rows plus
   a final row class == "mean", written by conta_core.evaluation.evaluate.evaluate_to_csv;
-- method amn: `round<t>/amn_cam_eval.csv`, the AMN map sweep (same layout as cam_eval.csv),
-  reported in the extra columns AMN_COLUMNS, which appear only when a round has that file;
+- a method's own map sweeps (the layout's EVALS that are not shared, conta_core.infra.methods;
+  method amn: `round<t>/amn_cam_eval.csv`, same layout as cam_eval.csv), reported in the
+  extra columns METHOD_COLUMNS (<name>_miou, _best_miou, _best_threshold), which appear only
+  when a round has that file;
 - `round<t>/confounding_<stage>.json` (conta_core.evaluation.confounding): per stage the pair confusion
   `cf_<stage>_pair` (mean m(k->c) over the co-occurring pairs), `cf_<stage>_pair_undef` (how many
   directions k->c the mean leaves out because TP(c) = 0 < FP(k->c)) and the background leak
@@ -35,7 +37,8 @@ SUMMARY_COLUMNS = [
     "seg_train_miou",
     "seg_val_miou",
 ]
-AMN_COLUMNS = ["amn_cam_miou", "amn_cam_best_miou", "amn_cam_best_threshold"]
+METHOD_EVALS = [e.name for e in EVALS.values() if not e.shared]  # a method's own map sweeps (amn_cam)
+METHOD_COLUMNS = [f"{n}_{s}" for n in METHOD_EVALS for s in ("miou", "best_miou", "best_threshold")]
 
 
 def _mean_row(path: Path) -> float:
@@ -84,9 +87,10 @@ def round_row(round_dir: Path, t: int) -> dict:
     cam = round_dir / EVALS["cam"].file
     if cam.exists():
         row["cam_miou"], row["cam_best_miou"], row["cam_best_threshold"] = cam_scores(cam)
-    amn = round_dir / EVALS["amn_cam"].file
-    if amn.exists():
-        row["amn_cam_miou"], row["amn_cam_best_miou"], row["amn_cam_best_threshold"] = cam_scores(amn)
+    for name in METHOD_EVALS:
+        own = round_dir / EVALS[name].file
+        if own.exists():
+            row[f"{name}_miou"], row[f"{name}_best_miou"], row[f"{name}_best_threshold"] = cam_scores(own)
     for key, name in (
         ("pseudo_mask_miou", "pseudo_mask"),
         ("seg_train_miou", "seg_train"),
@@ -138,7 +142,7 @@ def summarize(
         columns = NO_GT_COLUMNS + (CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else [])
         return pd.DataFrame(rows).reindex(columns=columns)
     rows = [round_row(rd(t), t) for t in rounds]
-    columns = SUMMARY_COLUMNS + (AMN_COLUMNS if any("amn_cam_miou" in r for r in rows) else [])
+    columns = SUMMARY_COLUMNS + [c for c in METHOD_COLUMNS if any(c in r for r in rows)]
     columns += [c for c in CONFOUNDING_COLUMNS if any(c in r for r in rows)]
     columns += CONTEXT_COLUMNS if any("ctx_inert" in r for r in rows) else []
     df = pd.DataFrame(rows).reindex(columns=columns)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import augment, resize_label
+from conta_core.data.xm import load_xm
 from conta_core.infra.checkpoint import load_model, save_model
 from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import CAM_SUFFIX, IGNORE_LABEL, load_image, load_map_for, save_cam, write_csv
@@ -57,9 +58,9 @@ from conta_core.infra.progress import track
 from conta_core.infra.training import Loop, Resume, fingerprint, fit, loader_options, shuffled_loader
 from conta_core.models.amn import AMNNet, build_amn, check_model_cfg, init_from_classifier, load_amn
 from conta_core.models.classifier import context_active, context_xm_files
+from conta_core.models.context import encode_xm_batch
 from conta_core.steps.cam import NORM_EPS, context_batch, multiscale_sum
 from conta_core.steps.confounder import load_confounder
-from conta_core.steps.context import encode_xm_batch, load_xm
 
 log = logging.getLogger("conta.amn")
 
@@ -421,44 +422,3 @@ def make_amn_cams(
             model, img, keys, ir_label, cfg["scales"], bool(cfg["flip"]), device, xm, str(cfg.get("resize", "bilinear"))
         )
         save_cam(out_dir / f"{image_id}{CAM_SUFFIX}", keys, cam, high_res)
-
-
-# --- the --cfg of each AMN rule, from the whole config (rules/amn.smk) ----------------------
-
-POST_KEYS = ("eval_threshold", "ir_fg_threshold", "ir_bg_threshold", "rw_power", "inference_dropout")
-"""amn.* keys used after training (inference, evaluation, IR labels, walk), not by train_amn:
-changing them does not retrain AMN."""
-
-
-def rule_configs(config: dict) -> dict[str, dict]:
-    """The --cfg object of every AMN rule (method amn):
-
-    train: the amn training/model keys (all but POST_KEYS) and the context section;
-    infer: make_amn_cam, the cam section's scales, flip and resize and amn.inference_dropout;
-    eval: eval_amn_cam, the cam sweep with amn.eval_threshold (same CSV layout as eval_cam);
-    ir_label: make_amn_ir_label, the ir_label section (CRF) with AMN's thresholds.
-    """
-    amn = config["amn"]
-    return {
-        "train": {"amn": {k: v for k, v in amn.items() if k not in POST_KEYS}, "context": config["context"]},
-        "infer": {
-            "scales": config["cam"]["scales"],
-            "flip": config["cam"]["flip"],
-            "resize": config["cam"]["resize"],
-            "inference_dropout": amn.get("inference_dropout", False),
-        },
-        "eval": {**config["cam"], "eval_threshold": amn["eval_threshold"]},
-        "ir_label": {
-            **config["ir_label"],
-            "fg_threshold": amn["ir_fg_threshold"],
-            "bg_threshold": amn["ir_bg_threshold"],
-        },
-    }
-
-
-def random_walk_config(config: dict) -> dict:
-    """--cfg of random_walk: the random_walk section, plus cam_power = amn.rw_power with
-    method amn (the walk starts from amn_cam ** rw_power)."""
-    if config["method"] != "amn":
-        return dict(config["random_walk"])
-    return {**config["random_walk"], "cam_power": config["amn"]["rw_power"]}

@@ -7,7 +7,7 @@ lr = lr0 * (1 - step / max_step) ** poly_power. Batches drop_last, shuffled with
 torch.Generator; the dataset's set_epoch(epoch) is called each epoch.
 
 Context (round t > 0): active iff context.mode is "conta" or "placebo" (every image gets
-another training image's X_m, conta_core.steps.context.placebo_partners) and a confounder file is
+another training image's X_m, conta_core.data.xm.placebo_partners) and a confounder file is
 given. The per-iteration log then also holds the gradient norms reaching W_1, W_2 and the
 classifier's weights on the M channel (block 5), for the context diagnostics.
 The X_m label map of each image (previous round's segmentation predictions, or pseudo-masks
@@ -34,8 +34,8 @@ from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import write_csv
 from conta_core.infra.training import Loop, Resume, fingerprint, fit, loader_options, poly_lr, shuffled_loader
 from conta_core.models.classifier import CAMNet, build_classifier, context_active, context_xm_files
+from conta_core.models.context import encode_xm_batch
 from conta_core.steps.confounder import load_confounder
-from conta_core.steps.context import encode_xm_batch
 
 log = logging.getLogger("conta.train_cls")
 

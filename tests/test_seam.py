@@ -1,0 +1,157 @@
+"""SEAM and AffinityNet: the networks' interface, the losses, the walk, the optimiser quirk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conta_core.models.affinity import AffinityNet, affinity_labels, pair_indices, random_walk, walk_labels
+from conta_core.models.resnet38 import ResNet38
+from conta_core.models.seam import SEAMNet, cam_d_norm, pcm
+from conta_core.steps.seam import adaptive_min_pooling_loss, affinity_label, make_optimizer, max_onehot, seam_losses
+
+CTX = {"mode": "conta", "block": 5, "size": [4, 4], "xm_encoding": "foreground", "m_scale": 1.0, "init_std": 0.2}
+
+
+def _shapes(model: torch.nn.Module) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_width_one_has_the_official_key_names_and_shapes():
+    with torch.device("meta"):
+        trunk, seam, aff = _shapes(ResNet38()), _shapes(SEAMNet()), _shapes(AffinityNet())
+    assert len([k for k in trunk if k.endswith("weight")]) == 80 and "bn7.running_var" in trunk
+    assert trunk["conv1a.weight"] == (64, 3, 3, 3) and trunk["b2.conv_branch1.weight"] == (128, 64, 1, 1)
+    assert trunk["b5.conv_branch2a.weight"] == (512, 512, 3, 3) and trunk["b4_5.bn_branch2b1.weight"] == (512,)
+    assert trunk["b7.conv_branch2b2.weight"] == (4096, 2048, 1, 1) and "b6.bn_branch2b2.running_mean" in trunk
+    assert set(seam) - set(trunk) == {"fc8.weight", "f8_3.weight", "f8_4.weight", "f9.weight"}
+    assert seam["fc8.weight"] == (21, 4096, 1, 1) and seam["f9.weight"] == (192, 195, 1, 1)
+    assert set(aff) - set(trunk) == {"f8_3.weight", "f8_4.weight", "f8_5.weight", "f9.weight"}
+    assert aff["f9.weight"] == (448, 448, 1, 1)
+
+
+def test_forward_shapes_and_the_frozen_parts():
+    torch.manual_seed(0)
+    net = SEAMNet(0.0625, num_classes=4).eval()
+    d = net.forward_as_dict(torch.randn(2, 3, 40, 48))
+    assert set(d) >= {"conv4", "conv5", "conv6"} and d["conv6"].shape[-2:] == (5, 6)
+    cam, cam_rv, logits = net(torch.randn(2, 3, 40, 48), with_logits=True)
+    assert cam.shape == cam_rv.shape == (2, 4, 40, 48) and logits.shape == (2, 4)
+    net.train()
+    frozen = {k.split(".")[0] for k, p in net.named_parameters() if not p.requires_grad}
+    assert {"conv1a", "b2", "b2_1", "b2_2"} <= frozen and not any(
+        m.training for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    net.freeze_bn = net.freeze_early = False
+    assert all(p.requires_grad for p in net.train().parameters())
+
+
+def test_cam_d_norm_and_pcm():
+    cam = torch.tensor([[[[2.0, 0.0]], [[1.0, 3.0]], [[0.5, 1.0]]]])  # [1, 3 (bg + 2), 1, 2]
+    n = cam_d_norm(cam)
+    # normalised fg: [1/3, 1] and [1/2, 1]: background 1 - [1/2, 1]; the non-maximal fg zeroed
+    assert torch.allclose(n[0, 0, 0], torch.tensor([0.5, 0.0]), atol=1e-4)
+    assert n[0, 1, 0, 0] == 0 and n[0, 2, 0, 1] == 0 and n[0, 1, 0, 1] == pytest.approx(1.0, abs=1e-4)
+    f = torch.ones(1, 4, 1, 2)  # identical embeddings: every pixel gets the mean
+    out = pcm(cam, f)
+    assert torch.allclose(out, cam.mean(dim=-1, keepdim=True).expand_as(cam), atol=1e-4)
+
+
+def test_losses_by_hand():
+    x = torch.arange(8.0).view(1, 2, 2, 2) - 2  # per-pixel max over channels: 2, 3, 4, 5
+    assert adaptive_min_pooling_loss(x).item() == pytest.approx(2.0)  # the lowest 25 %: one pixel
+    m = max_onehot(torch.tensor([[[[0.3]], [[0.2]], [[0.5]]]]))
+    assert m.flatten().tolist() == pytest.approx([0.3, 0.0, 0.5])
+    torch.manual_seed(0)
+    net = SEAMNet(0.0625, num_classes=3)
+    net.freeze_bn = net.freeze_early = False
+    net.train()
+    x1 = torch.randn(2, 3, 40, 40)
+    x2 = torch.nn.functional.interpolate(x1, scale_factor=0.3, mode="bilinear", align_corners=True)
+    loss, parts = seam_losses(
+        *net(x1, with_logits=True), *net(x2, with_logits=True), torch.tensor([[1.0, 0], [1, 1]]), 0.3, 0.2
+    )
+    loss.backward()
+    assert torch.isfinite(loss) and set(parts) == {"loss_cls", "loss_er", "loss_ecr"}
+    assert net.fc8.weight.grad.abs().sum() > 0 and net.f9.weight.grad.abs().sum() > 0
+
+
+def test_psa_optimizer_quirk_puts_the_weight_decay_into_the_momentum():
+    net = SEAMNet(0.0625, num_classes=3).train()
+    cfg = {"lr_mults": [1, 2, 10, 20], "weight_decay": 5e-4, "momentum": 0.9, "psa_optimizer_quirk": True}
+    opt = make_optimizer(net, 0.01, cfg)
+    assert {g["momentum"] for g in opt.param_groups} == {5e-4}
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.01, 5e-4), (0.1, 5e-4)]  # no biases
+    assert make_optimizer(net, 0.01, {**cfg, "psa_optimizer_quirk": False}).param_groups[0]["momentum"] == 0.9
+
+
+def test_context_at_block_5_and_the_exact_mixture():
+    torch.manual_seed(0)
+    net = SEAMNet(0.0625, num_classes=4, context={**CTX, "adjustment": "exact"}).eval()
+    net.set_confounder(torch.rand(3, 4, 4))
+    assert net.fc8.weight.shape[1] == net.channels["b7"] + 1 and net.fg_head_weight().shape[0] == 3
+    xm = torch.rand(2, 4, 4)
+    cam, _, logits = net(torch.randn(2, 3, 32, 32), xm, with_logits=True)
+    net.exact = False
+    cam_n, _, logits_n = net(torch.randn(2, 3, 32, 32) * 0 + 1, xm, with_logits=True)
+    assert logits.shape == logits_n.shape == (2, 4)
+    with torch.no_grad():
+        net.fc8.weight[:, -1] = 0  # M has no weight: the mixture is the plain logit
+    net.exact = True
+    x = torch.randn(1, 3, 32, 32)
+    cam, _, logits = net(x, xm[:1], with_logits=True)
+    assert torch.allclose(logits[:, 1:], cam.mean(dim=(2, 3))[:, 1:], atol=1e-5)
+    with pytest.raises(ValueError, match="block 5"):
+        SEAMNet(0.0625, num_classes=4, context={**CTX, "block": 3})
+
+
+def test_pairs_labels_and_walk():
+    ind_from, ind_to = pair_indices(5, (12, 12))
+    assert len(ind_to) == 34 * len(ind_from) == 34 * 8 * 4
+    label = np.zeros((12, 12), np.uint8)
+    label[:, 6:] = 1
+    label[0, 0] = 255
+    bg, fg, neg = affinity_labels(label, 5)
+    assert bg.shape == (34, 32) and (bg + fg + neg).max() == 1 and neg.sum() > 0 and fg.sum() > 0
+    la = np.stack([np.full((2, 2), 0.6), np.full((2, 2), 0.4)])
+    ha = np.stack([np.array([[0.7, 0.2], [0.2, 0.2]]), np.array([[0.3, 0.8], [0.8, 0.8]])])
+    assert affinity_label(la, ha).tolist() == [[0, 255], [255, 255]]
+    scores = torch.rand(3, 16)
+    assert torch.allclose(random_walk(torch.eye(16), scores, 8, 3), scores)
+    torch.manual_seed(0)
+    idx = walk_labels(AffinityNet(0.0625).eval(), torch.randn(1, 3, 37, 45), torch.rand(2, 37, 45), 8, 2, 6)
+    assert idx.shape == (37, 45) and int(idx.max()) <= 2
+
+
+def test_resize_long_draws_the_long_side_in_bounds():
+    from conta_core.steps.seam import resize_long
+
+    img = np.zeros((30, 60, 3), np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        out, (m,) = resize_long(img, [np.zeros((30, 60), np.uint8)], (90, 100), rng)
+        assert 90 <= out.shape[1] <= 100 and out.shape[0] == round(30 * out.shape[1] / 60) and m.shape == out.shape[:2]
+
+
+def test_exact_logits_equal_the_brute_force_mixture_over_strata():
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    net = SEAMNet(0.0625, num_classes=4, context={**CTX, "adjustment": "exact"}).eval()
+    c = torch.rand(3, 4, 4)
+    net.set_confounder(c)
+    x, xm = torch.randn(1, 3, 32, 40), torch.rand(1, 4, 4)
+    _, _, logits = net(x, xm, with_logits=True)
+    with torch.no_grad():
+        feats = net.forward_as_dict(x)["conv6"]
+        alpha = net.context.attention(xm, c)[0]
+        probs = 0
+        for i in range(3):
+            mi = F.interpolate(
+                (alpha[i] * c[i])[None, None], size=feats.shape[-2:], mode="bilinear", align_corners=False
+            )
+            cam_i = net.fc8(torch.cat([feats, mi * net.m_gain], dim=1))
+            up = F.interpolate(cam_i, (32, 40), mode="bilinear", align_corners=True)
+            probs = probs + torch.sigmoid(up.mean(dim=(2, 3))[:, 1:]) / 3
+    assert torch.allclose(logits[:, 1:], torch.log(probs) - torch.log1p(-probs), atol=1e-4)
