@@ -24,7 +24,7 @@ Sparse arrays (storage type 1, 2) raise a ValueError that names the file.
 Supported: dense V2 (the format of MXNet >= 1.0) and V1 (0xF993FAC8 / 0xF993FAC9 as in
 apache/mxnet src/ndarray/ndarray.cc); V3 (numpy-shape mode) and the legacy pre-V1 layout are read
 as described above, tested only on files that tests/test_mxnet_params.py writes (no real file of
-those versions was at hand). The md5 of the ademxapp file is checked by `conta fetch`, not here.
+those versions was at hand). No checksum is checked here (ademxapp md5: ff21f45d6bf03284100dcbec571edfad).
 
 Names: the "arg:" / "aux:" prefix is dropped (mxnet.nd.load keeps it; SEAM's converter splits
 on "_" and only uses the token shapes, which the prefix does not change). Shapes: the names map
