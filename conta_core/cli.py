@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlay", type=Path, default=None, help="write the paths overlay here (default: DEST/<dataset>_paths.yaml)"
     )
 
+    cvt = sub.add_parser("convert-resnet38", help="MXNet ResNet-38 .params -> torch state_dict (SEAM key names)")
+    cvt.add_argument("src", type=Path, help="ilsvrc-cls_rna-a1_cls1000_ep-0001.params")
+    cvt.add_argument("dst", type=Path, help="output .pth")
+
     imp = sub.add_parser("import-cams", help="convert IRNet/AMN CAM .npy files into this pipeline's .npz")
     imp.add_argument("src_dir", type=Path, help="folder of <id>.npy CAM dicts (IRNet make_cam.py output)")
     imp.add_argument("out_dir", type=Path, help="output folder of <id>.npz")
@@ -134,6 +138,17 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"conta fetch: {e}", file=sys.stderr)
         return 1
     print(path)
+    return 0
+
+
+def cmd_convert_resnet38(args: argparse.Namespace) -> int:
+    from conta_core.data.mxnet_params import ParamsFormatError, convert_file
+
+    try:
+        print(convert_file(args.src, args.dst))
+    except (ParamsFormatError, OSError) as e:
+        print(f"conta convert-resnet38: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -264,6 +279,7 @@ COMMANDS = {
     "visualize": cmd_visualize,
     "fetch": cmd_fetch,
     "import-cams": cmd_import_cams,
+    "convert-resnet38": cmd_convert_resnet38,
 }
 
 
