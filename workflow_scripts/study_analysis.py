@@ -21,8 +21,8 @@ import pandas as pd
 
 from conta_core.evaluation.study_analysis import analyze, markdown_table
 from conta_core.infra.fileio import write_csv, write_text
-from conta_core.script import script_doc, script_main
 from conta_core.report.plots import plot_study_differences
+from conta_core.script import script_doc, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 import pandas as pd
 
 from conta_core.infra.fileio import write_csv
-from conta_core.script import script_doc, script_main
 from conta_core.infra.study import measures_table
+from conta_core.script import script_doc, script_main
 
 
 def build_parser() -> argparse.ArgumentParser:
