@@ -50,6 +50,7 @@ include: "confounder.smk"
 include: "report.smk"
 include: "visualize.smk"
 include: "amn.smk"
+include: "seam.smk"
 
 
 rule all:
