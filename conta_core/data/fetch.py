@@ -10,6 +10,7 @@ What `voc12` fetches into DEST (about 3.4 GB of archives, 5 GB extracted):
 | `voc` | PASCAL VOC 2012 trainval, host.robots.ox.ac.uk | md5 published with the dataset (as torchvision's VOCSegmentation checks it) |
 | `sbd` | SBD `benchmark.tgz` (Hariharan et al., ICCV 2011), www2.eecs.berkeley.edu | md5 as torchvision's SBDataset checks it |
 | `resnet50`, `resnet101` | torchvision ImageNet weights, download.pytorch.org | the sha256 prefix in the file name (torchvision's own check) |
+| `resnet38` (only with `--only resnet38`, for method seam) | ResNet-38 "model A1" MXNet weights `ilsvrc-cls_rna-a1_cls1000_ep-0001.params` (itijyou/ademxapp); no stable public URL: `--base-url` of a mirror or the file placed in DEST | md5 `ff21f45d6bf03284100dcbec571edfad` (ademxapp's models/checksum.md5); converted without MXNet into DEST/resnet38_imagenet.pth (`seam.pretrained` in the overlay) |
 | `deeplab_init` | DeepLab-v2's released `prototxt_and_model.zip` (liangchiehchen.com), holding `init.caffemodel` (the COCO-pretrained init) | none published: its sha256 is recorded in DEST/checksums.json after the first download that is a zip and extracts, and checked against that record afterwards |
 
 `coco14` fetches COCO 2014 (images.cocodataset.org: `train2014.zip`, `val2014.zip`,
@@ -113,8 +114,11 @@ class Item:
     layout: tuple[str, ...] = ()
     extract_into: str = ""
     needed_unless: str | None = None
+    opt_in: bool = False  # fetched only when named with --only
 
 
+RESNET38_PARAMS = "ilsvrc-cls_rna-a1_cls1000_ep-0001.params"
+RESNET38_CONVERTED = "resnet38_imagenet.pth"
 WEIGHT_ITEMS = (
     Item("resnet50", "https://download.pytorch.org/models/resnet50-19c8e357.pth", "resnet50-19c8e357.pth",
          "sha256-prefix:19c8e357", "torch"),
@@ -123,6 +127,11 @@ WEIGHT_ITEMS = (
     Item("deeplab_init", "http://liangchiehchen.com/projects/released/deeplab_aspp_resnet101/prototxt_and_model.zip",
          "prototxt_and_model.zip", None, "zip", "deeplab_init", ("init.caffemodel",), "deeplab_init",
          DEEPLAB_CONVERTED),
+    # ResNet-38 "model A1" (Wu et al., itijyou/ademxapp) for method seam: no stable public URL
+    # (the links have moved before), so --base-url or the file placed in DEST; md5 of ademxapp's
+    # models/checksum.md5. Converted to DEST/resnet38_imagenet.pth (conta_core.data.mxnet_params).
+    Item("resnet38", "", RESNET38_PARAMS, "md5:ff21f45d6bf03284100dcbec571edfad", "mxnet",
+         needed_unless=RESNET38_CONVERTED, opt_in=True),
 )  # fmt: skip
 VOC12_ITEMS = (
     Item("voc", "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
@@ -258,6 +267,7 @@ def check_kind(path: Path, kind: str, label: str) -> None:
         "gzip": head[:2] == b"\x1f\x8b",
         "tar": head[257:262] == b"ustar",
         "torch": head[:4] == b"PK\x03\x04" or head[:3] == b"\x80\x02\x8a",  # zip or legacy pickle format
+        "mxnet": head[:8] == (0x112).to_bytes(8, "little"),  # MXNet's NDArray list magic
     }[kind]
     if not ok:
         what = (
@@ -570,6 +580,8 @@ def overlay(dataset: str, dest: Path) -> dict:
             out[section] = {"pretrained": str(d / "resnet50-19c8e357.pth")}
     if (dest / DEEPLAB_CONVERTED).is_file():
         out["segmentation"] = {"pretrained": str(d / DEEPLAB_CONVERTED)}
+    if (dest / RESNET38_CONVERTED).is_file():
+        out["seam"] = {"pretrained": str(d / RESNET38_CONVERTED)}
     return out
 
 
@@ -613,6 +625,20 @@ def convert_init(dest: Path) -> None:
     log.info("%s: %d tensors (caffe-layout ResNet-101, segmentation.resnet_style: caffe)", dst.name, len(state))
 
 
+def convert_resnet38_params(dest: Path) -> None:
+    """DEST/ilsvrc-cls_rna-a1_cls1000_ep-0001.params -> DEST/resnet38_imagenet.pth (SEAM's key names)."""
+    from conta_core.data.mxnet_params import ParamsFormatError, convert_file
+
+    src, dst = dest / RESNET38_PARAMS, dest / RESNET38_CONVERTED
+    log.info("converting %s -> %s", src, dst)
+    try:
+        convert_file(src, dst)
+    except ParamsFormatError as e:
+        raise FetchError(f"{e}; delete {src} to download it again") from e
+    except OSError as e:
+        raise _os_error(e, f"converting {src}", dest) from e
+
+
 def _ensure(item, dest, base_url, offline, known, checker, records, tty) -> None:
     """Make `item` complete in DEST (check what is there, download, extract)."""
     url = f"{base_url.rstrip('/')}/{item.fname}" if base_url else item.url
@@ -636,7 +662,12 @@ def _ensure(item, dest, base_url, offline, known, checker, records, tty) -> None
     elif offline:
         raise FetchError(
             f"{item.name}: missing {', '.join(missing)} (--offline: nothing is downloaded; put {item.fname} "
-            f"from {item.url}, or the extracted folder, into {dest})"
+            f"from {item.url or 'a mirror'}, or the extracted folder, into {dest})"
+        )
+    elif not url:
+        raise FetchError(
+            f"{item.name}: {item.fname} has no stable public URL; put it into {dest} or give --base-url of a "
+            "mirror that holds it"
         )
     else:
         download(item, dest, url, known, checker, tty)
@@ -683,7 +714,7 @@ def fetch(
     unknown = [n for n in only or [] if n not in names]
     if unknown:
         raise FetchError(f"--only {','.join(unknown)}: unknown item (known: {', '.join(names)})")
-    items = [i for i in all_items if not only or i.name in only]
+    items = [i for i in all_items if (i.name in only if only else not i.opt_in)]
     user = parse_checksums(checksums)
     dest = Path(dest)
     try:
@@ -709,6 +740,8 @@ def fetch(
         raise FetchError("; ".join(problems))
     if (dest / DEEPLAB_CAFFEMODEL).is_file() and not (dest / DEEPLAB_CONVERTED).is_file():
         convert_init(dest)
+    if (dest / RESNET38_PARAMS).is_file() and not (dest / RESNET38_CONVERTED).is_file():
+        convert_resnet38_params(dest)
     path = write_overlay(dataset, dest, Path(overlay_path) if overlay_path else dest / overlay_file(dataset))
     log.info(
         "wrote %s; next: snakemake round3 --configfile %s %s --profile profiles/slurm",
