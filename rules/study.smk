@@ -42,6 +42,7 @@ for _table in (
             _table.setdefault(f"{_name}_{_rule}", _table[_rule])
 
 for _name, _cfg, _exclude in STUDY_INSTANCES:
+    _before = {r.name for r in workflow.rules}
     workflow.module(_name, snakefile=RUN_SNAKEFILE, config=_cfg)
     workflow.userule(
         rules=["*"],
@@ -49,6 +50,10 @@ for _name, _cfg, _exclude in STUDY_INSTANCES:
         exclude_rules=_exclude or None,
         name_modifier=f"{_name}_*",
     )(lambda: None)
+    # the study's `order`: bases, then the listed conditions' runs, first (Study.priority)
+    for _rule in workflow.rules:
+        if _rule.name not in _before:
+            _rule.priority = STUDY.priority(_name)
 
 
 localrules:

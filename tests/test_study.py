@@ -111,6 +111,21 @@ def test_bad_study_file_fails_naming_the_key(tmp_path):
         load(make_study(tmp_path, GOOD, pairs=[["conta", "none"]]))
 
 
+def test_order_sets_priorities_unit_by_unit_then_unlisted_conditions(tmp_path):
+    study = load(make_study(tmp_path, GOOD, order=["placebo", "conta"]))
+    # units in sheet order: (0, 0) then (3, 1); within a unit its base, placebo, conta
+    assert study.priority("base_r0_s0") == study.priority("placebo_s0") == 4
+    assert [study.priority(r.name) for r in study.runs] == [3, 4, 1, 2]
+    assert study.priority("base_r3_s1") == 2
+    only = load(make_study(tmp_path, GOOD, order=["placebo"]))
+    assert [only.priority(r.name) for r in only.runs] == [0, 2, 0, 1]  # conta after every placebo
+    assert load(make_study(tmp_path, GOOD)).priority("conta_s0") == 0  # no order: Snakemake's own
+    with pytest.raises(StudyError, match="order: condition none has no run"):
+        load(make_study(tmp_path, GOOD, order=["conta", "none"]))
+    with pytest.raises(StudyError, match="names a condition twice"):
+        load(make_study(tmp_path, GOOD, order=["conta", "conta"]))
+
+
 def test_measures_table_puts_the_run_first():
     df = measures_table(pd.DataFrame({"round": [0, 1], "seg_val_miou": [40.0, 41.0]}), "a", "conta", 2, 0)
     assert list(df.columns) == ["run", "condition", "seed", "replicate", "round", "seg_val_miou"]

@@ -79,3 +79,17 @@ def test_analyze_pairs_within_replicate_and_seed():
 def test_analyze_names_a_missing_measure():
     with pytest.raises(ValueError, match="nope"):
         analyze(_measures(), [("conta", "placebo")], [{"column": "nope"}], 1, POWER)
+
+
+def test_units_from_pilot_follows_study_2s_rule():
+    from conta_core.evaluation.study_analysis import detectable_effect, seeds_needed, units_from_pilot
+
+    # sd 1.5 against 2.0 needs 7 units by t quantiles -> 8 (even); sd 0.5 needs 3 -> the minimum 6
+    assert seeds_needed(1.5, 2.0) == 7
+    n, needed, capped = units_from_pilot({"pseudo": (1.5, 2.0), "seg": (0.5, 2.3)}, minimum=6, multiple=2, cap=12)
+    assert (n, capped) == (8, False) and needed["seg"] == 3
+    assert units_from_pilot({"pseudo": (0.1, 2.0)}, 6, 2, 12)[0] == 6
+    n, needed, capped = units_from_pilot({"pseudo": (4.0, 2.0)}, minimum=6, multiple=2, cap=12)
+    assert (n, capped) == (12, True) and needed["pseudo"] > 12
+    assert detectable_effect(12, 4.0) > 2.0 > detectable_effect(int(needed["pseudo"]), 4.0)
+    assert units_from_pilot({"pseudo": (float("nan"), 2.0)}, 6, 2, 12)[2]  # no sd: the cap

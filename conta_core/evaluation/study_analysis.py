@@ -44,6 +44,35 @@ def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0
     return math.nan
 
 
+def detectable_effect(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The effect the paired t test with n units detects with `power`: (t_{1-alpha/2,n-1} +
+    t_{power,n-1}) * sd / sqrt(n) (the approximation seeds_needed inverts); NaN for n < 2."""
+    if n < 2 or not np.isfinite(sd):
+        return math.nan
+    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
+
+
+def units_from_pilot(
+    sds_effects: dict[str, tuple[float, float]],
+    minimum: int,
+    multiple: int,
+    cap: int,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> tuple[int, dict[str, float], bool]:
+    """A study's number of units from a pilot (study 2's rule, docs/study_em3.md): per measure
+    (name -> (pilot sd of the paired differences, effect)) the t-quantile `seeds_needed`, the
+    largest of them and `minimum`, rounded up to a multiple of `multiple` (units split equally
+    between the dataset replicates); above `cap` (or not reachable) the cap. Returns (n, the
+    needed n per measure, whether the cap applied)."""
+    needed = {k: seeds_needed(sd, effect, alpha, power) for k, (sd, effect) in sds_effects.items()}
+    worst = max(needed.values(), default=math.nan)
+    n = max(minimum, int(worst)) if np.isfinite(worst) else math.inf
+    n = int(math.ceil(n / multiple) * multiple) if np.isfinite(n) else n
+    capped = not n <= cap
+    return (cap if capped else n), needed, capped
+
+
 def power_of(n: int, sd: float, effect: float, alpha: float = 0.05) -> float:
     """Power of the two-sided paired t test with n pairs against a true mean difference
     `effect` (noncentral t with n - 1 degrees of freedom, noncentrality effect sqrt(n) / sd)."""

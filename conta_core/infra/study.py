@@ -6,6 +6,7 @@
         sheet: runs.tsv
         rounds: 1
         pairs: [[conta, placebo]]         # (treatment, reference) conditions
+        order: [conta, placebo]           # optional: these conditions' runs first (job priorities)
         measures:
           - {column: pseudo_mask_miou, role: primary, rounds: [1]}
           - {column: cf_pseudo_pair, role: secondary, relative: true}
@@ -31,6 +32,14 @@ round 0 stays in each run's own folder): an overlay that changes any other key i
 Finished runs [OURS]: a run whose measures file exists is not instantiated (none of its jobs is
 in the DAG), nor a base whose runs are all finished; the measures files are small and meant to
 be committed, so a study continues on a fresh machine where it stopped.
+
+Order [OURS]: `order` lists conditions whose runs go first. rules/study.smk gives every job of
+a run the Snakemake priority `Study.priority(run)`: unit by unit in sheet order, within a unit
+its base and then the listed conditions in `order`, and the runs of unlisted conditions last.
+When several jobs are ready the higher priority runs first, so with `--cores 2` the study
+completes unit after unit of the listed conditions (a study cut short by its budget has whole
+units, each with its measures files committed) before any unlisted run starts; on a cluster
+they are submitted first. Without `order`, Snakemake's own order.
 
 Every check runs at parse time, before any job, and a failure names the study and the row:
 "study <name> row <i> (run <run>): <problem>", rows counted from 1 after the header.
@@ -99,6 +108,25 @@ class Study:
     runs: list[StudyRun]
     bases: dict[str, dict]  # base run name -> its config (rounds 0)
     results_dir: str
+    order: list[str] = field(default_factory=list)
+
+    def priority(self, run: str) -> int:
+        """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
+        the units (replicate, seed) in sheet order, and within a unit the listed conditions in
+        `order`, each run one step below the previous (a base run as its unit's first run);
+        runs of unlisted conditions 0. So unit 1's listed runs finish before unit 2's start,
+        and every listed run before any unlisted one (see the module docstring)."""
+        units = list(dict.fromkeys(r.group for r in self.runs))
+        k = len(self.order)
+        if run in self.bases:
+            group = next(r.group for r in self.runs if r.base == run)
+            j = 0
+        else:
+            r = next(r for r in self.runs if r.name == run)
+            if r.condition not in self.order:
+                return 0
+            group, j = r.group, self.order.index(r.condition)
+        return (len(units) - units.index(group)) * k - j if k else 0
 
     def measures_file(self, run: str) -> str:
         return str(self.folder / MEASURES_DIR / f"{run}.csv")
@@ -299,9 +327,15 @@ def load_study(path: str | Path, default_config: dict) -> Study:
                 r.name,
             )
         r.config = deep_merge(r.config, {"shared_prefix": f"{results_dir}/{bname}"})
+    order = list(data.get("order") or [])
+    for c in order:
+        if c not in conditions:
+            raise _study_error(name, f"order: condition {c} has no run in the sheet")
+    if len(set(order)) != len(order):
+        raise _study_error(name, f"order: {order} names a condition twice")
     measures = [dict(m) for m in data["measures"]]
     power = {"alpha": 0.05, "power": 0.8, "miou_effect": 2.0, "relative_effect": 0.2, **(data.get("power") or {})}
-    return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir)
+    return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir, order)
 
 
 def measures_table(summary: pd.DataFrame, run: str, condition: str, seed: int, replicate: int) -> pd.DataFrame:
