@@ -3,7 +3,7 @@
 (torchvision ResNet-50, caffe-layout DeepLab-v2 ResNet-101, ResNet-38 with SEAM's key names),
 methods irn, amn and seam, round 1 (so the context round runs). Asserts what breaks at size:
 every artifact there and of the image's size, the context diagnostics and the confounding
-measures written; not mIoU. SEAM runs its ResNet-38 at seam.width 0.25 (.test/voc-size): every
+measures written; not mIoU. SEAM runs its ResNet-38 at seam.width 0.125 (.test/voc-size): every
 size convention is the official one (crop 448, RandomResizeLong 448-768, CAM scales 0.5-2 +
 flip at 500 x 375, CRF and walk at size), only the channel counts are smaller, because the
 official width costs about 0.8 TFLOP per 448 px pass (2 min per image's CAMs on this CPU)."""
