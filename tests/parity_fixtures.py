@@ -154,3 +154,65 @@ def deeplab_caffe_state(seed: int = WEIGHT_SEED) -> dict[str, torch.Tensor]:
         i, leaf = key.split(".")[2:]
         out[f"base.aspp.c{i}.{leaf}"] = value
     return out
+
+
+# --- SEAM / AffinityNet (tests/test_seam_parity.py, tools/make_seam_goldens.py) -----------------
+# Small inputs: the networks are the full-width ResNet-38 (about 105 M parameters), on a CPU.
+
+SEAM_SEED = IMAGE_SEED + 10
+SEAM_SIZES = [(41, 53), (48, 36)]  # infer_SEAM multi-scale CAMs, CRF labels; 41 * 0.5 and 53 * 0.5 round half to even
+SEAM_CROP = 64  # the train_SEAM step: a batch of 2 images of 64 x 64 (0.3 x 64 -> 19 px siamese branch)
+AFF_SIZES = [(90, 101), (96, 88)]  # infer_aff: padded to 96 x 104 / 96 x 88 -> 12 x 13 / 12 x 11 features, radius 5
+AFF_LABEL_SIZE = 12  # ExtractAffinityLabelInRadius on a 12 x 12 label (its crops are square)
+
+
+def seam_images() -> list[np.ndarray]:
+    """uint8[H, W, 3] per SEAM_SIZES."""
+    return fixture_images(SEAM_SEED, SEAM_SIZES)
+
+
+def seam_keys() -> list[np.ndarray]:
+    """0-based foreground classes of the SEAM_SIZES images."""
+    return fixture_keys(SEAM_SEED, len(SEAM_SIZES))
+
+
+def seam_train_images() -> list[np.ndarray]:
+    """The train_SEAM batch: 2 images uint8[SEAM_CROP, SEAM_CROP, 3]."""
+    return fixture_images(SEAM_SEED + 1, [(SEAM_CROP, SEAM_CROP)] * 2)
+
+
+def seam_train_keys() -> list[np.ndarray]:
+    return fixture_keys(SEAM_SEED + 1, 2)
+
+
+def aff_images() -> list[np.ndarray]:
+    """uint8[H, W, 3] per AFF_SIZES."""
+    return fixture_images(SEAM_SEED + 2, AFF_SIZES)
+
+
+def aff_keys() -> list[np.ndarray]:
+    return fixture_keys(SEAM_SEED + 2, len(AFF_SIZES))
+
+
+def fixture_cams(sizes: list[tuple[int, int]], keys: list[np.ndarray], seed: int = SEAM_SEED + 3) -> list[np.ndarray]:
+    """Smooth CAM-like maps float32[K, H, W] in [0, 1] per image: one or two Gaussian blobs per class."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    out = []
+    for (h, w), k in zip(sizes, keys):
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+        maps = np.zeros((len(k), h, w))
+        for c in range(len(k)):
+            for _ in range(int(rng.integers(1, 3))):
+                cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+                sy, sx = rng.uniform(0.08, 0.3) * h, rng.uniform(0.08, 0.3) * w
+                blob = np.exp(-0.5 * (((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))
+                maps[c] = np.maximum(maps[c], rng.uniform(0.5, 1.0) * blob)
+        out.append(maps.astype(np.float32))
+    return out
+
+
+def aff_label_map(seed: int = SEAM_SEED + 4) -> np.ndarray:
+    """uint8[AFF_LABEL_SIZE, AFF_LABEL_SIZE] stride-8 affinity label: blocks of 0 (bg), 1, 2 and 255 (unknown)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    coarse = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(4, 4), p=[0.4, 0.25, 0.2, 0.15])
+    return np.kron(coarse, np.ones((3, 3), np.uint8))
