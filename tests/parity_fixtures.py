@@ -1,4 +1,5 @@
-"""The fixture recipe of the reference-parity goldens (tests/test_parity.py, tools/make_parity_goldens.py).
+"""The fixture recipe of the reference-parity goldens (tests/test_parity.py, tools/make_parity_goldens.py;
+tests/test_seam_parity.py, tools/make_seam_goldens.py).
 
 Everything the reference code and this project are both fed is made here from fixed seeds with
 numpy's PCG64 generator (stable across numpy versions and machines), so the golden file only
@@ -15,6 +16,9 @@ has to hold the reference's OUTPUTS and the inputs it was fed:
 - `torchvision_to_caffe(state)`: torchvision ResNet key names -> deeplab-pytorch's caffe
   layout (`layer2.block1.reduce.conv.weight`, ...). Written independently of
   conta_core.models.backbone.caffe_to_torchvision, so the parity test also tests that mapping.
+- SEAM / AffinityNet (`seam_images`, `seam_train_images`, `aff_images` and their keys,
+  `fixture_cams`: smooth CAM-like maps in [0, 1], `aff_label_map`: a stride-8 label with
+  unknown (255) blocks): small images, because the networks are the full-width ResNet-38.
 No code of the reference repositories is used here.
 """
 

@@ -2,6 +2,7 @@
 """Print the agreement of each step with the reference code, under both sets of conventions.
 
     python tools/parity_report.py [--golden tests/golden/reference_parity.npz]
+    python tools/parity_report.py --seam [--golden tests/golden/seam_parity.npz]
 
 Runs the project's functions on the fixtures of tests/parity_fixtures.py and compares them
 with the reference outputs in the golden file (made by tools/make_parity_goldens.py), once
@@ -9,6 +10,8 @@ with the reference conventions (the VOC/COCO overlays) and once with the alterna
 of each key (cam.resize bilinear, random_walk.pad_size null, segmentation.input_norm
 imagenet), to show what each convention is worth. tests/test_parity.py asserts the
 reference column; this prints both as the Markdown table of docs/fidelity.md. CPU, ~30 s.
+--seam prints the measured agreement with SEAM (tests/test_seam_parity.py's measures on the
+goldens of tools/make_seam_goldens.py), the "SEAM and AffinityNet" table. CPU, ~30 s.
 """
 
 from __future__ import annotations
@@ -113,14 +116,51 @@ def amn_diff(g, resize: str) -> float:
     return float(worst)
 
 
+def seam_table(golden: Path) -> None:
+    import test_seam_parity as t
+
+    g, cfg = t.load_golden(golden), t.official_cfg()
+    state = t.build_seam_state(g)
+    net = t._seam_net(state).eval()
+    net_diff = t.measure_network(g, net)
+    cam_diff, cam_agree = t.measure_cams(g, net, cfg)
+    crf_diff, label_agree, pairs_equal = t.measure_crf(g, cfg)
+    losses, update, update_rel = t.measure_train_step(g, state, cfg)
+    aff_diff, walk_agree = t.measure_affinity(g, t.build_aff_net(g, state), cfg)
+    loss_names = ("loss_cls1", "loss_cls2", "loss_rvmin1", "loss_rvmin2", "loss_er", "loss_ecr", "loss")
+    rows = [
+        ("SEAM network (`forward`: cam, cam_rv)", "max abs diff", f"{net_diff:.1e}", "<= 1e-4"),
+        ("SEAM CAM inference (scales 0.5/1/1.5/2 + flip, min-max norm)", "max abs diff", f"{cam_diff:.1e}", "<= 1e-4"),
+        ("CAM pseudo-masks (`out_cam_pred_alpha` 0.26)", "% pixels equal", f"{cam_agree:.3f}", ">= 99.9"),
+        ("CRF scores la / ha (alphas 4 / 24)", "max abs diff", f"{crf_diff:.1e}", "<= 1e-4"),
+        ("AffinityNet label map (VOC12AffDataset)", "% pixels equal", f"{label_agree:.3f}", "100"),
+        ("pair labels (ExtractAffinityLabelInRadius)", "identical", str(pairs_equal).lower(), "identical"),
+        *((f"one SEAM training step: {k}", "abs diff", f"{losses[k]:.1e}", "<= 1e-5") for k in loss_names),
+        ("one SEAM training step: parameter updates", "max abs diff", f"{update:.1e}", "<= 1e-6"),
+        ("one SEAM training step: per-parameter sum of abs updates", "max rel diff", f"{update_rel:.1e}", "<= 1e-3"),
+        ("AffinityNet (`forward(x, to_dense=True)`)", "max abs diff", f"{aff_diff:.1e}", "<= 1e-4"),
+        ("random walk (beta 8, logt 6, alpha 6)", "% pixels equal", f"{walk_agree:.3f}", ">= 99.9"),
+    ]
+    print("| step | measure | measured | bound (tests/test_seam_parity.py) |")
+    print("| --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def main() -> None:
     import tempfile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--golden", type=Path, default=REPO / "tests" / "golden" / "reference_parity.npz")
+    p.add_argument(
+        "--golden", type=Path, help="default: tests/golden/reference_parity.npz (seam_parity.npz with --seam)"
+    )
+    p.add_argument("--seam", action="store_true", help="the SEAM / AffinityNet table instead")
     args = p.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    g = dict(np.load(args.golden))
+    if args.seam:
+        seam_table(args.golden or REPO / "tests" / "golden" / "seam_parity.npz")
+        return
+    g = dict(np.load(args.golden or REPO / "tests" / "golden" / "reference_parity.npz"))
     with tempfile.TemporaryDirectory() as tmp:
         dl_ref, dl_fast = deeplab_diff(g, Path(tmp), "caffe"), deeplab_diff(g, Path(tmp), "imagenet")
     e_ref, rw_ref = rw_agreement(g, 512)
