@@ -70,7 +70,7 @@ def seam_state(golden) -> dict[str, torch.Tensor]:
     return build_seam_state(golden)
 
 
-def _seam_net(state):
+def build_seam_net(state):
     from conta_core.models.seam import SEAMNet
 
     net = SEAMNet(1.0, fx.NUM_FG + 1)
@@ -80,7 +80,7 @@ def _seam_net(state):
 
 @pytest.fixture(scope="module")
 def seam_net(seam_state):
-    return _seam_net(seam_state).eval()
+    return build_seam_net(seam_state).eval()
 
 
 def _images(golden, ids, images):
@@ -137,10 +137,11 @@ def measure_crf(golden, seam_cfg) -> tuple[float, float, bool]:
     from conta_core.models.affinity import affinity_labels
     from conta_core.steps.seam import affinity_label, crf_scores
 
-    images = _images(golden, SEAM_IDS, fx.seam_images())
+    images = {**_images(golden, SEAM_IDS, fx.seam_images()), **_images(golden, AFF_IDS, fx.aff_images())}
+    cams = {name: golden[f"seam/cam/{name}"] for name in SEAM_IDS}  # infer_SEAM's own: the CRF step on its own
+    cams.update(zip(AFF_IDS, fx.fixture_cams(fx.AFF_SIZES, fx.aff_keys())))  # with background
     worst, same, total = 0.0, 0, 0
-    for name in SEAM_IDS:
-        cam = golden[f"seam/cam/{name}"]  # infer_SEAM's own CAMs: the CRF step on its own
+    for name, cam in cams.items():
         la, ha = (crf_scores(images[name], cam, a, seam_cfg["crf"]) for a in seam_cfg["crf_alphas"])
         for alpha, scores in zip(seam_cfg["crf_alphas"], (la, ha)):
             worst = max(worst, np.abs(scores - golden[f"seam/crf_{alpha}/{name}"]).max())
@@ -158,7 +159,7 @@ def measure_train_step(golden, seam_state, seam_cfg) -> tuple[dict[str, float], 
     from conta_core.data.transforms import normalize
     from conta_core.steps.seam import _freeze, _seam_step, adaptive_min_pooling_loss, make_optimizer
 
-    net = _freeze(_seam_net(seam_state), seam_cfg)  # the official train(): BN frozen, conv1a / b2* frozen
+    net = _freeze(build_seam_net(seam_state), seam_cfg)  # the official train(): BN frozen, conv1a / b2* frozen
     for m in net.modules():
         if isinstance(m, torch.nn.Dropout2d):
             m.eval()  # no fixed target for random masks (module docstring)
@@ -257,7 +258,7 @@ def test_one_training_step_matches_train_seam(golden, seam_state, seam_cfg) -> N
     diffs, update, rel = measure_train_step(golden, seam_state, seam_cfg)
     assert max(diffs.values()) <= 1e-5, f"loss terms differ from train_SEAM's: {diffs}"
     assert update <= 1e-6, f"parameter updates differ from train_SEAM's by up to {update:.2e}"
-    assert rel <= 1e-3, f"per-parameter update sums differ from train_SEAM's by up to {rel:.2e} (relative)"
+    assert rel <= 1e-4, f"per-parameter update sums differ from train_SEAM's by up to {rel:.2e} (relative)"
 
 
 def test_affinity_and_random_walk_match_infer_aff(golden, aff_net, seam_cfg) -> None:

@@ -19,7 +19,9 @@ the checkout as working directory. The official scripts run as shipped, through
 `runpy.run_path(..., run_name="__main__")` with a command line:
 
 - infer_SEAM.py (--out_cam, --out_crf, --out_cam_pred; scales 0.5/1/1.5/2 + flips, CRF
-  alphas 4/24, out_cam_pred_alpha 0.26) on the SEAM_SIZES images;
+  alphas 4/24, out_cam_pred_alpha 0.26) on the SEAM_SIZES images; its CRF step
+  (`_crf_with_alpha` from the globals, with `orig_img` set) also on the AFF_SIZES images
+  with `fixture_cams`, which have background (the SEAM images' CAMs have almost none);
 - train_SEAM.py for exactly one step (--batch_size 2 --max_epoches 1 on a 2-image list):
   the loss terms and the weights after the SGD step are read from the globals run_path
   returns (loss, loss_cls, loss_er, loss_ecr, loss_rvmin1/2, loss_cls1/2, model);
@@ -174,10 +176,10 @@ def install_shims(saved: dict[str, object], labels: dict[str, np.ndarray]) -> No
     voc12.data.load_image_label_list_from_npy = lambda ids: [multi_hot(labels[i]) for i in ids]
 
 
-def run_script(script: str, argv: list[str]) -> dict:
-    """An official script as __main__ with argv; its globals afterwards."""
+def run_script(script: str, options: dict[str, object]) -> dict:
+    """An official script as __main__ with the command line --key value ...; its globals afterwards."""
     old_argv, old_stdout = sys.argv, sys.stdout
-    sys.argv = [script, *argv]
+    sys.argv = [script, *(a for k, v in options.items() for a in (f"--{k}", str(v)))]
     try:
         return runpy.run_path(script, run_name="__main__")
     finally:
@@ -202,17 +204,17 @@ def part_seam(scratch: Path, arrays: dict) -> None:
         (scratch / d).mkdir()
     g = run_script(
         "infer_SEAM.py",
-        [
-            "--weights", str(scratch / "seam.pth"),
-            "--infer_list", write_list(scratch / "seam.txt", SEAM_IDS),
-            "--num_workers", "1",
-            "--voc12_root", str(scratch / "VOC2012"),
-            "--out_cam", str(scratch / "cam"),
-            "--out_crf", str(scratch / "crf"),
-            "--out_cam_pred", str(scratch / "pred"),
-            "--out_cam_pred_alpha", str(CAM_PRED_ALPHA),
-        ],
-    )  # fmt: skip
+        {
+            "weights": str(scratch / "seam.pth"),
+            "infer_list": write_list(scratch / "seam.txt", SEAM_IDS),
+            "num_workers": "1",
+            "voc12_root": str(scratch / "VOC2012"),
+            "out_cam": str(scratch / "cam"),
+            "out_crf": str(scratch / "crf"),
+            "out_cam_pred": str(scratch / "pred"),
+            "out_cam_pred_alpha": str(CAM_PRED_ALPHA),
+        },
+    )
     assert list(g["crf_alpha"]) == list(CRF_ALPHAS), g["crf_alpha"]
     model = g["model"]
     assert not model.training
@@ -234,18 +236,31 @@ def part_seam(scratch: Path, arrays: dict) -> None:
         arrays[f"seam/net_cam_rv/{name}"] = cam_rv[0, channels].numpy()
         arrays[f"seam/net_cam_absmax/{name}"] = cam[0].abs().amax(dim=(1, 2)).numpy()  # all 21 channels
 
+    # infer_SEAM's CRF step (its _crf_with_alpha, reading the global orig_img) also on the AFF
+    # images with fixture_cams: the SEAM fixtures' CAMs leave no background under the recipe weights
+    crf_with_alpha = g["_crf_with_alpha"]
+    for name, img, keys, cams in zip(
+        AFF_IDS, fx.aff_images(), fx.aff_keys(), fx.fixture_cams(fx.AFF_SIZES, fx.aff_keys())
+    ):
+        crf_with_alpha.__globals__["orig_img"] = img
+        for alpha in CRF_ALPHAS:
+            crf = crf_with_alpha({int(k): c for k, c in zip(keys, cams)}, alpha)
+            assert list(crf) == [0, *(keys + 1)], list(crf)
+            np.save(scratch / f"crf_{alpha:.1f}" / f"{name}.npy", crf)  # for VOC12AffDataset below
+            arrays[f"seam/crf_{alpha}/{name}"] = np.stack(list(crf.values())).astype(np.float32)
+
     # VOC12AffDataset's label rule on the CRF outputs, at full size (no crop / pool / pairs)
     import voc12.data
 
     ds = voc12.data.VOC12AffDataset.__new__(voc12.data.VOC12AffDataset)
-    ds.img_name_list = SEAM_IDS
+    ds.img_name_list = SEAM_IDS + AFF_IDS
     ds.voc12_root = str(scratch / "VOC2012")
     ds.transform = None
     ds.label_la_dir = str(scratch / f"crf_{CRF_ALPHAS[0]:.1f}")
     ds.label_ha_dir = str(scratch / f"crf_{CRF_ALPHAS[1]:.1f}")
     ds.joint_transform_list, ds.img_transform_list, ds.label_transform_list = [None], [np.asarray], [None]
     ds.extract_aff_lab_func = lambda label: label
-    for i, name in enumerate(SEAM_IDS):
+    for i, name in enumerate(ds.img_name_list):
         _, label = ds[i]
         arrays[f"seam/aff_label/{name}"] = label.astype(np.uint8)
 
@@ -278,18 +293,18 @@ def part_train(scratch: Path, arrays: dict) -> None:
     torch.nn.Dropout2d.forward = lambda self, x: x
     g = run_script(
         "train_SEAM.py",
-        [
-            "--weights", str(scratch / "seam_train.pth"),
-            "--train_list", write_list(scratch / "train.txt", TRAIN_IDS),
-            "--batch_size", "2",
-            "--max_epoches", "1",
-            "--num_workers", "0",
-            "--crop_size", str(fx.SEAM_CROP),
-            "--voc12_root", str(scratch / "VOC2012"),
-            "--session_name", str(scratch / "train_seam"),
-            "--tblog_dir", str(scratch / "tb"),
-        ],
-    )  # fmt: skip
+        {
+            "weights": str(scratch / "seam_train.pth"),
+            "train_list": write_list(scratch / "train.txt", TRAIN_IDS),
+            "batch_size": "2",
+            "max_epoches": "1",
+            "num_workers": "0",
+            "crop_size": str(fx.SEAM_CROP),
+            "voc12_root": str(scratch / "VOC2012"),
+            "session_name": str(scratch / "train_seam"),
+            "tblog_dir": str(scratch / "tb"),
+        },
+    )
     assert g["optimizer"].global_step == 1 and g["max_step"] == 1
     for key in ("loss", "loss_cls", "loss_er", "loss_ecr", "loss_rvmin1", "loss_rvmin2", "loss_cls1", "loss_cls2"):
         arrays[f"train/{key}"] = np.float64(g[key].item())
@@ -318,18 +333,18 @@ def part_aff(scratch: Path, arrays: dict) -> None:
         np.save(scratch / "affcam" / f"{name}.npy", {int(k): c for k, c in zip(keys, cams)})
     g = run_script(
         "infer_aff.py",
-        [
-            "--weights", str(scratch / "aff.pth"),
-            "--infer_list", write_list(scratch / "aff.txt", AFF_IDS),
-            "--num_workers", "0",
-            "--cam_dir", str(scratch / "affcam"),
-            "--voc12_root", str(scratch / "VOC2012"),
-            "--out_rw", str(scratch / "rw"),
-            "--alpha", str(WALK["alpha"]),
-            "--beta", str(WALK["beta"]),
-            "--logt", str(WALK["logt"]),
-        ],
-    )  # fmt: skip
+        {
+            "weights": str(scratch / "aff.pth"),
+            "infer_list": write_list(scratch / "aff.txt", AFF_IDS),
+            "num_workers": "0",
+            "cam_dir": str(scratch / "affcam"),
+            "voc12_root": str(scratch / "VOC2012"),
+            "out_rw": str(scratch / "rw"),
+            "alpha": str(WALK["alpha"]),
+            "beta": str(WALK["beta"]),
+            "logt": str(WALK["logt"]),
+        },
+    )
     model = g["model"]
     assert not model.training
     for name, img in zip(AFF_IDS, fx.aff_images()):

@@ -121,7 +121,7 @@ def seam_table(golden: Path) -> None:
 
     g, cfg = t.load_golden(golden), t.official_cfg()
     state = t.build_seam_state(g)
-    net = t._seam_net(state).eval()
+    net = t.build_seam_net(state).eval()
     net_diff = t.measure_network(g, net)
     cam_diff, cam_agree = t.measure_cams(g, net, cfg)
     crf_diff, label_agree, pairs_equal = t.measure_crf(g, cfg)
@@ -137,7 +137,7 @@ def seam_table(golden: Path) -> None:
         ("pair labels (ExtractAffinityLabelInRadius)", "identical", str(pairs_equal).lower(), "identical"),
         *((f"one SEAM training step: {k}", "abs diff", f"{losses[k]:.1e}", "<= 1e-5") for k in loss_names),
         ("one SEAM training step: parameter updates", "max abs diff", f"{update:.1e}", "<= 1e-6"),
-        ("one SEAM training step: per-parameter sum of abs updates", "max rel diff", f"{update_rel:.1e}", "<= 1e-3"),
+        ("one SEAM training step: per-parameter sum of abs updates", "max rel diff", f"{update_rel:.1e}", "<= 1e-4"),
         ("AffinityNet (`forward(x, to_dense=True)`)", "max abs diff", f"{aff_diff:.1e}", "<= 1e-4"),
         ("random walk (beta 8, logt 6, alpha 6)", "% pixels equal", f"{walk_agree:.3f}", ">= 99.9"),
     ]

@@ -23,8 +23,9 @@ Kwak, CVPR 2018; https://github.com/jiwoon-ahn/psa). Per round t:
    and their flips, foreground channels resized bilinearly (align_corners=False) to H x W,
    flips flipped back, summed over all passes; negatives set to 0; per class channel
    norm = (s - min - 1e-5) / (max - min + 1e-5) after values below min + 1e-5 are set to 0
-   (the official formula, including its slightly negative values where s was at its
-   minimum). Saved in the standard CAM format (conta_core.infra.fileio.save_cam): high_res =
+   (the official formula, including its negative values where s was at its minimum:
+   -(min + 1e-5) / (max - min + 1e-5), far below 0 when a class is active everywhere;
+   equal to infer_SEAM's within 1e-4, tests/test_seam_parity.py). Saved in the standard CAM format (conta_core.infra.fileio.save_cam): high_res =
    the normalised maps, cam = them resized to stride 4 [OURS: only the format needs it].
 3. `make_seam_crf_labels` (infer_SEAM.py --out_crf): for alpha in seam.crf_alphas (4, 24)
    the scores [(1 - max fg)^alpha, fg maps] through the dense CRF (seam.crf: the official
