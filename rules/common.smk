@@ -59,11 +59,6 @@ def pretrain_input(section: str) -> list[str]:
     return [PRETRAIN_WEIGHTS] if section in PRETRAIN_SECTIONS else []
 
 
-def cfg_json(*sections: str) -> str:
-    """The named config sections as one JSON object (a rule's params: reruns when they change)."""
-    return json.dumps({s: CFG[s] for s in sections}, sort_keys=True)
-
-
 def section_json(section: str) -> str:
     """One config section as a JSON object (the step's own settings)."""
     return json.dumps(CFG[section], sort_keys=True)
