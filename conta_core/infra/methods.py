@@ -24,7 +24,8 @@ one that adds steps):
    ...`) only if it has steps of its own (seam: train_aff; amn: train_amn, make_amn_cam, ...),
    each with a thin script in workflow_scripts/;
 3. its config section + config/schema.yaml + config/README.md keys, and its rules' --cfg
-   objects in conta_core.infra.rule_configs;
+   objects: a `<name>_rule_configs` in conta_core.infra.rule_configs (METHOD_RULE_CONFIGS),
+   keyed by rule name;
 4. one entry here (and its own artifacts in conta_core.infra.layout).
 """
 
