@@ -39,9 +39,9 @@ PRETRAIN_WEIGHTS = (
     L.pretrain(config["pretrain"]["backbone"]) if PRETRAIN_SECTIONS else None
 )
 CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
-# --cfg of every method-dependent rule, by rule name: the step rules train_cls, make_cam,
-# make_ir_label, random_walk (whose scripts call the method's step functions) and the method's
-# own rules (rules/<method>.smk); conta_core.infra.rule_configs.
+# --cfg of every method-dependent rule by its name (conta_core.infra.rule_configs), the step
+# rules train_cls, make_cam, make_ir_label and random_walk (their scripts call the method's step
+# functions) and the method's own rules (rules/<method>.smk)
 RULE_JSON = {k: json.dumps(v, sort_keys=True) for k, v in rule_configs(CFG).items()}
 
 # --cfg of the figure scripts: the `report` section (they rerun when it changes).
