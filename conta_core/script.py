@@ -6,15 +6,18 @@ reruns a step exactly when its own section changes (params trigger), and the scr
 runnable by hand.
 
 Shared option groups: `add_shard_args` + `select_shard` (per-image steps: manifest, split,
-shard), `add_xm_args` + `xm_index` (CONTA context inputs of rounds t > 0),
-`add_loader_args` (training steps: DataLoader worker processes; the DataLoader keywords
-themselves are conta_core.infra.training.loader_options). Progress logging lives in
-conta_core.infra.progress.
+shard), `add_train_args` (training steps: manifest, split, checkpoint and log paths, loader
+workers, resumable checkpoints), `add_xm_args` + `xm_index` (CONTA context inputs of rounds
+t > 0), `add_loader_args` (DataLoader worker processes; the DataLoader keywords themselves
+are conta_core.infra.training.loader_options), `add_method_arg` + `step_function` (the step
+rules every seed method runs: the method's step function, conta_core.infra.methods).
+Progress logging lives in conta_core.infra.progress.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -27,6 +30,7 @@ import torch
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.infra.device import claim_device, seed_everything, set_threads
+from conta_core.infra.methods import METHOD_NAMES, STEP_RULES, method
 from conta_core.infra.shards import shard_ids
 
 DEFAULT_SPLIT = "train"  # split of the per-image steps when --split is optional
@@ -35,10 +39,11 @@ DEFAULT_SPLIT = "train"  # split of the per-image steps when --split is optional
 # --- Snakemake `script:` adapter ----------------------------------------------------------
 
 DAG_ONLY = ("pretrained", "artifacts")  # named rule inputs that only order the DAG (not script options)
-RUNTIME_CONFIG = (
-    "checkpoint",
-    "pretrain_cache",
-)  # options read from the config at run time: changing them reruns nothing
+RUNTIME_CONFIG = ("checkpoint", "pretrain_cache", "method")
+"""Options read from the job's config at run time, not from rule params. checkpoint,
+pretrain_cache: changing them reruns nothing. method: which step function a step rule's
+script calls; the rule's --cfg object changes with the method wherever the function does
+(conta_core.infra.rule_configs), and that reruns it."""
 
 
 def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -233,6 +238,37 @@ def add_xm_args(parser: argparse.ArgumentParser, confounder: bool = False) -> No
 def xm_index(args: argparse.Namespace) -> dict[str, Path] | None:
     """Image id -> X_m PNG over the --xm-dir folders; None when none were given (round 0)."""
     return index_artifacts(args.xm_dir, ".png") if args.xm_dir else None
+
+
+def add_train_args(parser: argparse.ArgumentParser, *, log_required: bool = False) -> None:
+    """Add the options of a training step: --manifest, --split (default train), --out (the
+    checkpoint, model.pth), --log (dest train_log: the per-iteration CSV; optional unless
+    log_required), --loader-workers and --checkpoint."""
+    parser.add_argument("--manifest", required=True, help="dataset manifest JSON")
+    parser.add_argument("--split", default=DEFAULT_SPLIT, help="manifest split whose images train the model")
+    parser.add_argument("--out", required=True, help="checkpoint path (model.pth)")
+    parser.add_argument("--log", dest="train_log", required=log_required, default=None, help="per-iteration CSV")
+    add_loader_args(parser)
+    add_checkpoint_args(parser)
+
+
+def add_method_arg(parser: argparse.ArgumentParser) -> None:
+    """Add --method (config key `method`, filled from the job's config under Snakemake): the
+    seed method whose step function a step rule's script calls (`step_function`)."""
+    parser.add_argument(
+        "--method", choices=METHOD_NAMES, default=METHOD_NAMES[0],
+        help="seed method (config key method): picks the step function",
+    )  # fmt: skip
+
+
+def step_function(method_name: str, step: str):
+    """The conta_core.steps function of step rule `step` (STEP_RULES) for seed method
+    `method_name`: its registry entry's "module:function" (conta_core.infra.methods),
+    imported here (the registry imports no step module)."""
+    if step not in STEP_RULES:
+        raise ValueError(f"{step!r} is not a step rule ({', '.join(STEP_RULES)})")
+    module, _, name = method(method_name).steps[step].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def add_loader_args(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@
 #     -> train_irn / random_walk (amn_cam ** amn.rw_power) / segmentation / confounder as usual.
 #
 # The rules exist only with method amn (an irn config need not have an `amn:` section);
-# their --cfg objects (METHOD_JSON) come from conta_core.infra.rule_configs.
+# their --cfg objects (RULE_JSON) come from conta_core.infra.rule_configs.
 
 if AMN:
 
@@ -32,7 +32,7 @@ if AMN:
         resources:
             gpu=GPU,
         params:
-            cfg=METHOD_JSON["train"],
+            cfg=RULE_JSON["train_amn"],
             split="train",
             device=config["device"],
             seed=round_seed,
@@ -58,7 +58,7 @@ if AMN:
         resources:
             gpu=GPU,
         params:
-            cfg=METHOD_JSON["infer"],
+            cfg=RULE_JSON["make_amn_cam"],
             split="train",
             num_shards=len(SHARDS),
             device=config["device"],
@@ -77,7 +77,7 @@ if AMN:
         benchmark:
             L.benchmark("eval_amn_cam", "round{t}")
         params:
-            cfg=METHOD_JSON["eval"],
+            cfg=RULE_JSON["eval_amn_cam"],
             split="train_eval",
 
     use rule make_ir_label as make_amn_ir_label with:
@@ -91,6 +91,6 @@ if AMN:
         benchmark:
             L.benchmark("make_amn_ir_label", "round{t}_{shard}")
         params:
-            cfg=METHOD_JSON["ir_label"],
+            cfg=RULE_JSON["make_amn_ir_label"],
             split="train",
             num_shards=len(SHARDS),

@@ -1,10 +1,13 @@
 # Steps 1-2 of a round: the multi-label classifier (round t > 0: with the context map
 # M_t from round t-1's masks X_m and confounder set) and its class activation maps.
+# train_cls and make_cam call the method's step functions (conta_core.infra.methods: irn and
+# amn the IRNet classifier and CAMs, seam SEAM and its PCM CAMs) with its --cfg objects
+# (RULE_JSON, conta_core.infra.rule_configs); the output paths are the same for every method.
 
 
 rule train_cls:
     input:
-        pretrained=pretrain_input("classifier"),
+        pretrained=pretrain_input(METHOD.cls_section),
         manifest=MANIFEST,
         xm_dir=xm_of,
         confounder=confounder_of,
@@ -21,7 +24,7 @@ rule train_cls:
     resources:
         gpu=GPU,
     params:
-        cfg=cfg_json("classifier", "context"),
+        cfg=RULE_JSON["train_cls"],
         split="train",
         device=config["device"],
         seed=round_seed,
@@ -47,7 +50,7 @@ rule make_cam:
     resources:
         gpu=GPU,
     params:
-        cfg=section_json("cam"),
+        cfg=RULE_JSON["make_cam"],
         split="train",
         num_shards=len(SHARDS),
         device=config["device"],

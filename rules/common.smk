@@ -9,7 +9,7 @@ import os
 from conta_core.infra.config import has_ground_truth, pretrain_targets, with_pretrain
 from conta_core.infra.layout import CONFOUNDING_STAGES, RunLayout
 from conta_core.infra.methods import ACTIVE_MODES, method
-from conta_core.infra.rule_configs import random_walk_config, rule_configs
+from conta_core.infra.rule_configs import rule_configs
 
 R = f"{config['results_dir']}/{config['run']}"
 # shared_prefix [OURS]: a study run's base folder that holds data/, pretrain/ and round 0
@@ -39,11 +39,10 @@ PRETRAIN_WEIGHTS = (
     L.pretrain(config["pretrain"]["backbone"]) if PRETRAIN_SECTIONS else None
 )
 CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
-# --cfg of the method's own rules (rules/<method>.smk) and of random_walk (conta_core.infra.rule_configs)
-METHOD_JSON = {
-    k: json.dumps(v, sort_keys=True) for k, v in rule_configs(config).items()
-}
-RANDOM_WALK_JSON = json.dumps(random_walk_config(config), sort_keys=True)
+# --cfg of every method-dependent rule by its name (conta_core.infra.rule_configs), the step
+# rules train_cls, make_cam, make_ir_label and random_walk (their scripts call the method's step
+# functions) and the method's own rules (rules/<method>.smk)
+RULE_JSON = {k: json.dumps(v, sort_keys=True) for k, v in rule_configs(CFG).items()}
 
 # --cfg of the figure scripts: the `report` section (they rerun when it changes).
 REPORT_JSON = json.dumps(config["report"], sort_keys=True)
@@ -58,11 +57,6 @@ MASK_EVALS = [
 def pretrain_input(section: str) -> list[str]:
     """[the generated weights] when `section` starts from them, else []."""
     return [PRETRAIN_WEIGHTS] if section in PRETRAIN_SECTIONS else []
-
-
-def cfg_json(*sections: str) -> str:
-    """The named config sections as one JSON object (a rule's params: reruns when they change)."""
-    return json.dumps({s: CFG[s] for s in sections}, sort_keys=True)
 
 
 def section_json(section: str) -> str:

@@ -1,8 +1,12 @@
 # Step 3 of a round: CAM -> dense-CRF IR labels -> IRNet boundary net -> random walk ->
 # pseudo-masks, and their mIoU against GT on the training split.
+# make_ir_label and random_walk call the method's step functions (conta_core.infra.methods)
+# with its --cfg objects (RULE_JSON, conta_core.infra.rule_configs):
 # method amn (rules/amn.smk): IRNet and the walk take the AMN maps and AMN IR labels instead,
-# and the walk starts from amn_cam ** amn.rw_power (seed_labels_of, walk_cams_of and
-# RANDOM_WALK_JSON, conta_core.infra.rule_configs.random_walk_config). With method irn nothing here changes.
+# and the walk starts from amn_cam ** amn.rw_power (seed_labels_of, walk_cams_of).
+# method seam (rules/seam.smk): make_ir_label writes SEAM's low / high-alpha CRF labels, and
+# the walk is AffinityNet's (its model: aff/model.pth, METHOD.walk_model); no IRNet.
+# With method irn nothing here changes.
 
 
 rule make_ir_label:
@@ -19,7 +23,7 @@ rule make_ir_label:
         CONDA_ENV
     threads: config["threads"]
     params:
-        cfg=section_json("ir_label"),
+        cfg=RULE_JSON["make_ir_label"],
         split="train",
         num_shards=len(SHARDS),
     script:
@@ -57,7 +61,7 @@ rule random_walk:
     input:
         manifest=MANIFEST,
         cams_dir=walk_cams_of,
-        irn=L.model("{t}", "irn"),
+        model=L.model("{t}", METHOD.walk_model),
     output:
         out_dir=directory(L.shard_dir("{t}", "pseudo_mask", "{shard}")),
     log:
@@ -70,7 +74,7 @@ rule random_walk:
     resources:
         gpu=GPU,
     params:
-        cfg=RANDOM_WALK_JSON,
+        cfg=RULE_JSON["random_walk"],
         split="train",
         num_shards=len(SHARDS),
         device=config["device"],

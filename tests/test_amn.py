@@ -388,13 +388,14 @@ def test_stopped_by_signal_resumes_to_identical_weights(tmp_path, monkeypatch):
 
 def test_rule_configs_split_training_from_post_training_keys():
     from conta_core.infra.config import load_config
-    from conta_core.infra.rule_configs import POST_KEYS, random_walk_config, rule_configs
+    from conta_core.infra.rule_configs import POST_KEYS, rule_configs
 
     cfg = load_config(overrides={"method": "amn"})
     rc = rule_configs(cfg)
-    assert not set(POST_KEYS) & set(rc["train"]["amn"]) and rc["train"]["context"] == cfg["context"]
-    assert rc["eval"]["eval_threshold"] == cfg["amn"]["eval_threshold"]
-    assert rc["ir_label"]["fg_threshold"] == cfg["amn"]["ir_fg_threshold"]
-    assert rc["infer"]["scales"] == cfg["cam"]["scales"]
-    assert random_walk_config(cfg)["cam_power"] == cfg["amn"]["rw_power"]
-    assert "cam_power" not in random_walk_config(load_config())
+    assert not set(POST_KEYS) & set(rc["train_amn"]["amn"]) and rc["train_amn"]["context"] == cfg["context"]
+    assert rc["eval_amn_cam"]["eval_threshold"] == cfg["amn"]["eval_threshold"]
+    assert rc["make_amn_ir_label"]["fg_threshold"] == cfg["amn"]["ir_fg_threshold"]
+    assert rc["make_amn_cam"]["scales"] == cfg["cam"]["scales"]
+    assert rc["random_walk"]["cam_power"] == cfg["amn"]["rw_power"]
+    assert rc["make_ir_label"] == cfg["ir_label"] and rc["train_cls"]["classifier"] == cfg["classifier"]
+    assert "cam_power" not in rule_configs(load_config())["random_walk"]

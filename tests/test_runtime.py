@@ -121,7 +121,7 @@ def _job(input_=None, output=None, params=None, wildcards=None, threads=2, confi
 
 
 def _job_parser():
-    from conta_core.script import add_checkpoint_args, add_xm_args, base_parser
+    from conta_core.script import add_checkpoint_args, add_method_arg, add_xm_args, base_parser
 
     p = base_parser("a training step")
     p.add_argument("--manifest", required=True)
@@ -132,6 +132,7 @@ def _job_parser():
     p.add_argument("--rounds", type=int, nargs="+")
     add_xm_args(p, confounder=True)
     add_checkpoint_args(p)
+    add_method_arg(p)
     return p
 
 
@@ -143,14 +144,14 @@ def test_snakemake_argv_maps_rule_names_to_the_options():
         output={"train_log": "log.csv"},
         params={"cfg": '{"x": 1}', "flag": True, "rounds": [0, 1]},
         wildcards={"t": "1", "shard": "3", "split": "val"},
-        config={"checkpoint": {"every": 5}},
+        config={"checkpoint": {"every": 5}, "method": "seam"},
     )
     argv = snakemake_argv(_job_parser(), smk)
     args = _job_parser().parse_args(argv)
     assert args.manifest == "m.json" and args.xm_dir == ["a/0", "a/1"] and args.confounder is None
     assert args.train_log == "log.csv" and args.flag and args.rounds == [0, 1] and args.cfg == '{"x": 1}'
     assert args.shard == 3 and args.split == "val" and args.threads == 2  # wildcards and threads fill options
-    assert args.checkpoint == {"every": 5}  # from the config at run time, not from params
+    assert args.checkpoint == {"every": 5} and args.method == "seam"  # from the config at run time, not params
     assert "--pretrained" not in argv  # a DAG-only input
 
 

@@ -155,3 +155,30 @@ def test_exact_logits_equal_the_brute_force_mixture_over_strata():
             up = F.interpolate(cam_i, (32, 40), mode="bilinear", align_corners=True)
             probs = probs + torch.sigmoid(up.mean(dim=(2, 3))[:, 1:]) / 3
     assert torch.allclose(logits[:, 1:], torch.log(probs) - torch.log1p(-probs), atol=1e-4)
+
+
+def test_crf_labels_take_the_ir_label_call_and_do_not_depend_on_workers(tmp_path):
+    """make_seam_crf_labels runs as the make_ir_label step of method seam: make_ir_labels'
+    call (workers last); 1 or 2 worker processes write the same files; existing PNGs are kept."""
+    from test_ir_label import CRF, tiny_dataset
+
+    from conta_core.infra.fileio import load_label_png, save_label_png
+    from conta_core.steps.seam import load_crf_label, make_seam_crf_labels
+
+    manifest, cams = tiny_dataset(tmp_path)
+    ids = manifest.ids("train")
+    cfg = {"crf_alphas": [4, 24], "crf": CRF}
+    make_seam_crf_labels(manifest, ids, cams, tmp_path / "w1", cfg, 1)
+    make_seam_crf_labels(manifest, ids, cams, tmp_path / "w2", cfg, 2)
+    for i in ids:
+        a, b = load_crf_label(tmp_path / "w1" / f"{i}.npz"), load_crf_label(tmp_path / "w2" / f"{i}.npz")
+        assert all(np.array_equal(a[k], b[k]) for k in ("keys", "la", "ha")) and a["la"].shape == (3, 20, 20)
+        png = load_label_png(tmp_path / "w1" / f"{i}.png")
+        np.testing.assert_array_equal(png, load_label_png(tmp_path / "w2" / f"{i}.png"))
+        assert set(np.unique(png)) <= {0, 1, 3, 255}  # keys 0, 2 -> classes 1, 3
+    sentinel = np.full((20, 20), 3, dtype=np.uint8)
+    save_label_png(tmp_path / "w1" / "img0.png", sentinel)
+    make_seam_crf_labels(manifest, ids, cams, tmp_path / "w1", cfg, 1)
+    np.testing.assert_array_equal(load_label_png(tmp_path / "w1" / "img0.png"), sentinel)
+    with pytest.raises(ValueError, match="img1"):
+        make_seam_crf_labels(manifest, ids, {"img0": cams["img0"]}, tmp_path / "w3", cfg, 1)

@@ -95,5 +95,5 @@ def test_scripts_import_their_own_workflows_conta_core(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     files = proc.stdout.split()
-    assert len(files) == len(scripts) == 26
+    assert len(files) == len(scripts) == 22
     assert all(Path(f).resolve() == (copy / "conta_core" / "__init__.py").resolve() for f in files), files

@@ -33,10 +33,14 @@ def _counts(stdout: str) -> dict[str, str]:
 def test_seam_round1_artifacts_and_summary(tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml", Path("results"), extra=TINY_SEAM)
     counts = _counts(run_snakemake(tmp_path, cfg, "-n", "round1").stdout)
-    assert counts["train_seam"] == "2" and counts["train_aff"] == "2" and counts["seam_random_walk"] == "4"
-    assert not {"train_cls", "make_cam", "train_irn", "random_walk", "make_ir_label"} & set(counts)
+    # the step rules every method runs, with SEAM's step functions; train_aff instead of IRNet
+    assert counts["train_cls"] == "2" and counts["train_aff"] == "2" and counts["random_walk"] == "4"
+    assert counts["make_cam"] == counts["make_ir_label"] == "4" and "train_irn" not in counts
     run_snakemake(tmp_path, cfg, "round1")
     check_seam_run(tmp_path / RUN)
+    for step in ("train_cls/round0", "make_cam/round0_0", "make_ir_label/round1_1", "random_walk/round1_0"):
+        first = (tmp_path / RUN / f"logs/{step}.log").read_text().splitlines()[0]  # the equivalent command
+        assert "--method seam" in first, first
 
 
 def check_seam_run(run: Path) -> None:

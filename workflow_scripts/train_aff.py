@@ -7,9 +7,9 @@ CLI:
                [--seed S] [--loader-workers W] [--checkpoint JSON]
 
 --cfg: the `seam` section (with its `aff` subsection). --label-dir: shard folders of
-make_seam_crf_label.py (<id>.npz). --seam: the round's SEAM checkpoint (seam.aff.backbone_init
-seam). Writes MODEL.pth (kind "affinity") and LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg,
-loss_neg).
+make_ir_label.py with method seam (<id>.npz, conta_core.steps.seam.make_seam_crf_labels).
+--seam: the round's SEAM checkpoint (seam.aff.backbone_init seam). Writes MODEL.pth (kind
+"affinity") and LOG.csv (epoch, iter, loss, lr, loss_bg, loss_fg, loss_neg).
 """
 
 import argparse
@@ -20,20 +20,15 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.script import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.script import add_train_args, base_parser, script_doc, script_main, setup
 from conta_core.steps.seam import LABEL_SUFFIX, train_affinity
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = base_parser(script_doc(__file__).splitlines()[0])
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--label-dir", action="append", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--log", dest="train_log", default=None)
-    p.add_argument("--seam", default=None)
-    add_loader_args(p)
-    add_checkpoint_args(p)
+    add_train_args(p)
+    p.add_argument("--label-dir", action="append", required=True, help="CRF label shard folder (repeatable)")
+    p.add_argument("--seam", default=None, help="this round's SEAM checkpoint (cls/model.pth)")
     return p
 
 

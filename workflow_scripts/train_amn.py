@@ -28,8 +28,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
 from conta_core.script import (
-    add_checkpoint_args,
-    add_loader_args,
+    add_train_args,
     add_xm_args,
     base_parser,
     script_doc,
@@ -42,15 +41,10 @@ from conta_core.steps.amn import train_amn
 
 def build_parser() -> argparse.ArgumentParser:
     p = base_parser(script_doc(__file__).splitlines()[0])
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--split", default="train")
+    add_train_args(p)
     p.add_argument("--ir-label-dir", action="append", required=True, help="IR label shard folder (repeatable)")
-    p.add_argument("--out", required=True, help="checkpoint path (model.pth)")
-    p.add_argument("--log", dest="train_log", default=None, help="per-iteration CSV")
     p.add_argument("--classifier", default=None, help="this round's CAM classifier checkpoint")
     add_xm_args(p, confounder=True)
-    add_loader_args(p)
-    add_checkpoint_args(p)
     return p
 
 

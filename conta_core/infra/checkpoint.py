@@ -14,8 +14,8 @@ Every trained model (`<round>/cls/model.pth`, `irn/model.pth`, `amn/model.pth`,
 | classifier | train_cls | classifier, context, num_fg | models.classifier.load_classifier, irn/amn init |
 | irn | train_irn | the `irn` section | models.irn.edge_net_from_checkpoint |
 | amn | train_amn | amn, context, num_fg | models.amn.load_amn |
-| seam | train_seam (method seam) | seam (width), context, num_fg | models.seam.load_seam (via load_classifier) |
-| affinity | train_aff (method seam) | affinity (width, radius) | models.affinity.load_affinity |
+| seam | train_cls (method seam: steps.seam.train_seam) | seam (width), context, num_fg | models.seam.load_seam (via load_classifier) |
+| affinity | train_aff (method seam: steps.seam.train_affinity) | affinity (width, radius) | models.affinity.load_affinity |
 | segmentation | train_seg | the `segmentation` section (+ num_classes in meta) | models.deeplab.load_deeplab, conta predict |
 | pretrain | pretrain | the `pretrain` section | models.backbone.load_pretrained (as `pretrained:` weights) |
 

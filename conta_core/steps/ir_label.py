@@ -155,8 +155,6 @@ def make_ir_labels(
     workers: processes (> 1: a multiprocessing.Pool, POOL_START_METHOD). Ids whose PNG exists already
     are skipped (resume). The result does not depend on `workers`.
     """
-    from conta_core.infra.progress import track  # main process only: keeps torch out of workers
-
     _check_cfg(cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,8 +166,17 @@ def make_ir_labels(
         for i in ids
         if not (out_dir / f"{i}.png").exists()
     ]
-    work = functools.partial(_ir_label_file, cfg=cfg)
-    bar = functools.partial(track, desc="ir_label", total=len(tasks))
+    map_tasks(functools.partial(_ir_label_file, cfg=cfg), tasks, workers, "ir_label")
+
+
+def map_tasks(work, tasks: list, workers: int, desc: str) -> None:
+    """work(task) for every task with a progress bar (desc), in `workers` processes (> 1: a
+    multiprocessing.Pool, POOL_START_METHOD; `work` a module-level function or a partial of
+    one). The CRF label steps of every method (make_ir_labels, seam.make_seam_crf_labels):
+    each task writes its own files, so the result does not depend on `workers`."""
+    from conta_core.infra.progress import track  # main process only: keeps torch out of workers
+
+    bar = functools.partial(track, desc=desc, total=len(tasks))
     if workers <= 1 or len(tasks) <= 1:
         for task in bar(tasks):
             work(task)

@@ -84,6 +84,7 @@ from conta_core.models.seam import SEAMNet, build_seam, load_seam, seam_config
 from conta_core.steps.cam import CAM_STRIDE, context_batch
 from conta_core.steps.confounder import load_confounder
 from conta_core.steps.crf import crf_inference_prob
+from conta_core.steps.ir_label import map_tasks
 
 log = logging.getLogger("conta.seam")
 
@@ -459,29 +460,49 @@ def affinity_label(la: np.ndarray, ha: np.ndarray) -> np.ndarray:
 
 
 def make_seam_crf_labels(
-    manifest: Manifest, ids: list[str], cam_files: dict[str, Path], out_dir: str | os.PathLike, cfg: dict
+    manifest: Manifest,
+    ids: list[str],
+    cam_files: dict[str, Path],
+    out_dir: str | os.PathLike,
+    cfg: dict,
+    workers: int = 1,
 ) -> None:
-    """Write out_dir/<id>.npz (keys, la, ha) and <id>.png (module docstring, step 3); resumes."""
+    """Write out_dir/<id>.npz (keys, la, ha) and <id>.png (module docstring, step 3); resumes.
+
+    The call shape of conta_core.steps.ir_label.make_ir_labels (the make_ir_label rule of
+    every method): workers CRF processes (conta_core.steps.ir_label.map_tasks; the result
+    does not depend on it). Ids whose PNG exists already are skipped.
+    """
     require_keys(cfg, ("crf_alphas", "crf"), "seam")
-    lo_alpha, hi_alpha = (float(a) for a in cfg["crf_alphas"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [i for i in ids if not (out_dir / f"{i}.png").exists()]
-    for image_id in track(todo, "seam_crf"):
-        if image_id not in cam_files:
-            raise ValueError(f"image id {image_id!r}: no CAM file")
-        img = load_image(manifest.image_file(image_id))
-        cam = load_cam(cam_files[image_id])
-        keys = np.asarray(cam["keys"], dtype=np.int64)
-        la = crf_scores(img, cam["high_res"], lo_alpha, cfg["crf"])
-        ha = crf_scores(img, cam["high_res"], hi_alpha, cfg["crf"])
-        with atomic_path(out_dir / f"{image_id}{LABEL_SUFFIX}") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, keys=keys, la=la.astype(np.float16), ha=ha.astype(np.float16))
-        lut = np.zeros(256, np.uint8)
-        lut[: len(keys) + 1] = np.concatenate([[0], keys + 1])
-        lut[255] = 255
-        save_label_png(out_dir / f"{image_id}.png", lut[affinity_label(la, ha)])
+    no_cam = [i for i in ids if i not in cam_files]
+    if no_cam:
+        raise ValueError(f"no CAM file for image id(s) {no_cam[:10]} ({len(no_cam)} in all)")
+    tasks = [
+        (i, manifest.image_file(i), Path(cam_files[i]), out_dir) for i in ids if not (out_dir / f"{i}.png").exists()
+    ]
+    map_tasks(functools.partial(_seam_crf_file, cfg=cfg), tasks, workers, "seam_crf")
+
+
+def _seam_crf_file(task: tuple[str, Path, Path, Path], cfg: dict) -> str:
+    """Worker: one image's <id>.npz (la / ha scores) and then <id>.png (the AffinityNet label,
+    class ids; written last: it marks the image done); task = (id, image, cam, out_dir)."""
+    image_id, image_path, cam_path, out_dir = task
+    lo_alpha, hi_alpha = (float(a) for a in cfg["crf_alphas"])
+    img = load_image(image_path)
+    cam = load_cam(cam_path)
+    keys = np.asarray(cam["keys"], dtype=np.int64)
+    la = crf_scores(img, cam["high_res"], lo_alpha, cfg["crf"])
+    ha = crf_scores(img, cam["high_res"], hi_alpha, cfg["crf"])
+    with atomic_path(out_dir / f"{image_id}{LABEL_SUFFIX}") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, keys=keys, la=la.astype(np.float16), ha=ha.astype(np.float16))
+    lut = np.zeros(256, np.uint8)
+    lut[: len(keys) + 1] = np.concatenate([[0], keys + 1])
+    lut[255] = 255
+    save_label_png(out_dir / f"{image_id}.png", lut[affinity_label(la, ha)])
+    return image_id
 
 
 def load_crf_label(path: str | os.PathLike) -> dict[str, np.ndarray]:
