@@ -182,3 +182,27 @@ def test_crf_labels_take_the_ir_label_call_and_do_not_depend_on_workers(tmp_path
     np.testing.assert_array_equal(load_label_png(tmp_path / "w1" / "img0.png"), sentinel)
     with pytest.raises(ValueError, match="img1"):
         make_seam_crf_labels(manifest, ids, {"img0": cams["img0"]}, tmp_path / "w3", cfg, 1)
+
+
+def test_color_jitter_reaches_both_trainings_and_is_seeded(tmp_path):
+    """seam.color_jitter: SEAM's and AffinityNet's training items change, identically for the
+    same (seed, epoch, index); null keeps the project's standard augmentation."""
+    from test_ir_label import CRF, tiny_dataset
+
+    from conta_core.steps.seam import AffinityDataset, SeamDataset, make_seam_crf_labels
+
+    manifest, cams = tiny_dataset(tmp_path)
+    ids = manifest.ids("train")
+    cfg = {"crop_size": 16, "scale_range": [1.0, 1.0], "resize_long": None, "color_jitter": None}
+    plain = SeamDataset(manifest, ids, cfg, seed=3)[0]["image"]
+    jit = {**cfg, "color_jitter": [0.3, 0.3, 0.3, 0.1]}
+    a, b = SeamDataset(manifest, ids, jit, seed=3)[0]["image"], SeamDataset(manifest, ids, jit, seed=3)[0]["image"]
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == plain.shape and not np.array_equal(a, plain)
+
+    make_seam_crf_labels(manifest, ids, cams, tmp_path / "crf", {"crf_alphas": [4, 24], "crf": CRF}, 1)
+    files = {i: tmp_path / "crf" / f"{i}.npz" for i in ids}
+    aff = [AffinityDataset(manifest, ids, files, 48, 5, 3, j)[0] for j in (None, [0.3, 0.3, 0.3, 0.1])]
+    assert not np.array_equal(aff[0]["image"], aff[1]["image"]) and aff[0]["fg"].shape == aff[1]["fg"].shape
+    again = AffinityDataset(manifest, ids, files, 48, 5, 3, [0.3, 0.3, 0.3, 0.1])[0]
+    np.testing.assert_array_equal(aff[1]["image"], again["image"])

@@ -102,3 +102,27 @@ def test_augment_output_and_determinism() -> None:
     assert np.array_equal(x, b[0]) and np.array_equal(m, b[1][0])
     pad = m == 255
     assert np.all(x[:, pad] == 0)  # padded image pixels = the (normalised) mean colour
+
+
+def test_color_jitter_is_torchvisions_with_the_rngs_draws(monkeypatch) -> None:
+    """color_jitter = torchvision's ColorJitter given the same order and factors (SEAM's
+    transform), drawn from the numpy rng: the same rng state gives the same image."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from conta_core.data.transforms import color_jitter
+
+    img = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    strengths = (0.3, 0.3, 0.3, 0.1)
+    ours = color_jitter(img, strengths, np.random.default_rng(5))
+    np.testing.assert_array_equal(ours, color_jitter(img, strengths, np.random.default_rng(5)))
+    assert ours.shape == img.shape and ours.dtype == np.uint8 and not np.array_equal(ours, img)
+
+    rng = np.random.default_rng(5)  # the same draws, in color_jitter's order
+    order = rng.permutation(4)
+    b, c, s = (rng.uniform(0.7, 1.3) for _ in range(3))
+    h = rng.uniform(-0.1, 0.1)
+    monkeypatch.setattr(T.ColorJitter, "get_params", staticmethod(lambda *a: (torch.tensor(order), b, c, s, h)))
+    ref = np.asarray(T.ColorJitter(*strengths)(Image.fromarray(img)))
+    np.testing.assert_array_equal(ours, ref)
+    np.testing.assert_array_equal(color_jitter(img, (0, 0, 0, 0), np.random.default_rng(1)), img)

@@ -109,6 +109,27 @@ def random_hflip(
     return img, maps
 
 
+def color_jitter(img: np.ndarray, strengths, rng: np.random.Generator) -> np.ndarray:
+    """torchvision's ColorJitter(brightness, contrast, saturation, hue) on uint8[H, W, 3], its
+    randomness from `rng`: the four adjustments in a random order, factors uniform in
+    [max(0, 1 - s), 1 + s] (hue: [-h, h]), each by torchvision.transforms.functional on the PIL
+    image, as SEAM's train_SEAM / train_aff apply it. strengths: (brightness, contrast,
+    saturation, hue); a 0 strength skips its adjustment (as torchvision does)."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    b, c, s, h = (float(v) for v in strengths)
+    order = rng.permutation(4)
+    factors = [rng.uniform(max(0.0, 1 - v), 1 + v) if v > 0 else None for v in (b, c, s)]
+    factors.append(rng.uniform(-h, h) if h > 0 else None)
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+    pil = Image.fromarray(np.ascontiguousarray(img))
+    for k in order:
+        if factors[k] is not None:
+            pil = adjust[k](pil, factors[k])
+    return np.asarray(pil)
+
+
 def random_crop(
     img: np.ndarray,
     maps: list[np.ndarray],

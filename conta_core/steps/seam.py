@@ -44,7 +44,8 @@ Kwak, CVPR 2018; https://github.com/jiwoon-ahn/psa). Per round t:
 [OURS] for the generated data (config/config.yaml; the official values in config/voc12.yaml):
 a narrow ResNet-38 (seam.width), trained BN and no frozen blocks (random init: seam.freeze_bn /
 seam.freeze_early false), crops of 96 px with random rescale (seam.scale_range) instead of
-RandomResizeLong (seam.resize_long); no ColorJitter (not implemented); AffinityNet starts
+RandomResizeLong (seam.resize_long); no ColorJitter (seam.color_jitter null; official
+[0.3, 0.3, 0.3, 0.1] in both trainings, drawn from the item's rng); AffinityNet starts
 from the round's SEAM trunk (seam.aff.backbone_init: seam) instead of ImageNet weights.
 """
 
@@ -64,10 +65,12 @@ from torch.utils.data import Dataset
 from conta_core.data.manifest import Manifest
 from conta_core.data.torch_datasets import XM_PAD, ClassificationDataset
 from conta_core.data.transforms import (
+    color_jitter,
     normalize,
     pil_resize_image,
     random_crop,
     random_hflip,
+    random_scale,
     rescale_image,
     resize_label,
 )
@@ -238,21 +241,28 @@ def resize_long(img: np.ndarray, maps: list[np.ndarray], bounds, rng: np.random.
 
 
 class SeamDataset(ClassificationDataset):
-    """ClassificationDataset with SEAM's resize (seam.resize_long, else seam.scale_range)."""
+    """ClassificationDataset with SEAM's resize (seam.resize_long, else seam.scale_range), flip
+    and ColorJitter (seam.color_jitter, on the resized image as train_SEAM.py's transform)."""
 
     def __init__(self, manifest, ids, cfg: dict, seed: int, xm_files=None):
         super().__init__(manifest, ids, int(cfg["crop_size"]), tuple(cfg["scale_range"]), seed, xm_files)
         self.long = cfg.get("resize_long")
+        self.jitter = cfg.get("color_jitter")
 
     def __getitem__(self, index: int) -> dict:
-        if self.long is None:
-            return super().__getitem__(index)
+        if self.long is None and self.jitter is None:
+            return super().__getitem__(index)  # the project's standard augmentation
         image_id = self.ids[index]
         rng = self.rng(index)
         img = load_image(self.manifest.image_file(image_id))
         maps = [load_xm(self.xm_files, image_id, img.shape[:2])] if self.xm_files is not None else []
-        img, maps = resize_long(img, maps, self.long, rng)
+        if self.long is None:
+            img, maps = random_scale(img, maps, self.scale_range, rng)
+        else:
+            img, maps = resize_long(img, maps, self.long, rng)
         img, maps = random_hflip(img, maps, rng)
+        if self.jitter is not None:
+            img = color_jitter(img, self.jitter, rng)
         x, maps = random_crop(normalize(img).transpose(1, 2, 0), maps, self.crop_size, rng, 0.0, XM_PAD)
         item = {"image": np.ascontiguousarray(x.transpose(2, 0, 1)), "label": self.manifest.label_vector(image_id)}
         item["id"] = image_id
@@ -517,12 +527,20 @@ class AffinityDataset(Dataset):
     """train_aff items: {"image": float32[3, S, S], "bg", "fg", "neg": float32[D, N] pair labels}."""
 
     def __init__(
-        self, manifest: Manifest, ids: list[str], label_files: dict[str, Path], crop: int, radius: int, seed: int
+        self,
+        manifest: Manifest,
+        ids: list[str],
+        label_files: dict[str, Path],
+        crop: int,
+        radius: int,
+        seed: int,
+        jitter=None,
     ):
         if crop % 8:
             raise config_error("seam.aff.crop_size", f"must be a multiple of 8, got {crop}")
         self.manifest, self.ids, self.files = manifest, list(ids), label_files
         self.crop, self.radius, self.seed, self.epoch = int(crop), int(radius), int(seed), 0
+        self.jitter = jitter  # seam.color_jitter: on the full image first, as train_aff.py
         missing = [i for i in self.ids if i not in label_files]
         if missing:
             raise ValueError(f"train_affinity: image id {missing[0]!r} has no CRF label ({len(missing)} missing)")
@@ -536,7 +554,10 @@ class AffinityDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         image_id = self.ids[index]
-        img = normalize(load_image(self.manifest.image_file(image_id))).transpose(1, 2, 0)
+        img = load_image(self.manifest.image_file(image_id))
+        if self.jitter is not None:
+            img = color_jitter(img, self.jitter, rng)
+        img = normalize(img).transpose(1, 2, 0)
         d = load_crf_label(self.files[image_id])
         k = d["la"].shape[0]
         stack = np.concatenate([img, d["la"].transpose(1, 2, 0), d["ha"].transpose(1, 2, 0)], axis=2).astype(np.float32)
@@ -589,7 +610,9 @@ def train_affinity(
     elif aff["backbone_init"] == "pretrained":
         load_trunk(model, aff.get("pretrained"), "seam.aff.pretrained")
     model = _freeze(model.to(device), cfg)
-    dataset = AffinityDataset(manifest, ids, label_files, int(aff["crop_size"]), int(aff["radius"]), seed)
+    dataset = AffinityDataset(
+        manifest, ids, label_files, int(aff["crop_size"]), int(aff["radius"]), seed, cfg.get("color_jitter")
+    )
     batch_size = int(aff["batch_size"])
     loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
     if len(loader) == 0:
