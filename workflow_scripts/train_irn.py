@@ -30,20 +30,15 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.script import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.script import add_train_args, base_parser, script_doc, script_main, setup
 from conta_core.steps.irn import load_classifier_state, train_irn
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = base_parser(script_doc(__file__).splitlines()[0])
-    p.add_argument("--manifest", type=Path, required=True)
-    p.add_argument("--split", default="train")
     p.add_argument("--ir-label-dir", type=Path, action="append", required=True)
     p.add_argument("--classifier", type=Path, default=None)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--log", dest="train_log", type=Path, required=True)
-    add_loader_args(p)
-    add_checkpoint_args(p)
+    add_train_args(p, log_required=True)
     return p
 
 

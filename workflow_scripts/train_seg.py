@@ -26,19 +26,14 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 from conta_core.data.artifacts import index_artifacts
 from conta_core.data.manifest import Manifest
-from conta_core.script import add_checkpoint_args, add_loader_args, base_parser, script_doc, script_main, setup
+from conta_core.script import add_train_args, base_parser, script_doc, script_main, setup
 from conta_core.steps.segment import train_segmentation
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = base_parser(script_doc(__file__).splitlines()[0])
-    p.add_argument("--manifest", required=True, type=Path)
-    p.add_argument("--split", default="train")
     p.add_argument("--label-dir", action="append", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--log", dest="train_log", required=True, type=Path)
-    add_loader_args(p)
-    add_checkpoint_args(p)
+    add_train_args(p, log_required=True)
     return p
 
 
