@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -138,3 +140,31 @@ def test_reference_benchmark_walk_of_the_project_alone(tmp_path):
     assert "| 12x16 | 192 | project |" in proc.stdout
     bad = subprocess.run([*cmd[:3], str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "not a checkout of jiwoon-ahn/irn" in bad.stderr
+
+
+SEAM_CHECKOUT = Path("/tmp/ref/seam")  # YudeWang/SEAM at 3212261 (tools/make_seam_goldens.py)
+
+
+def test_seam_benchmark_refuses_a_folder_that_is_not_the_checkout(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_seam.py"), "--seam", str(tmp_path)]
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "not a checkout of YudeWang/SEAM" in bad.stderr
+
+
+@pytest.mark.skipif(not (SEAM_CHECKOUT / "infer_SEAM.py").is_file(), reason="no SEAM checkout at /tmp/ref/seam")
+def test_seam_benchmark_times_both_codes_and_reports_agreement(tmp_path):
+    """bench_seam.py at a tiny size (64 x 80: infer_aff needs 8 x 10 features, 32 x 40 fails in
+    its get_indices_of_pairs): both codes, both steps, the table and the JSON records."""
+    out = tmp_path / "seam.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_seam.py"), "--seam", str(SEAM_CHECKOUT),
+           "--size", "64x80", "--images", "1", "--repeat", "1", "--threads", "1", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["step"], r["code"]) for r in records] == [
+        ("cam", "reference"), ("cam", "project"), ("walk", "reference"), ("walk", "project")
+    ]  # fmt: skip
+    assert all(r["s_per_image"] > 0 and r["peak_rss_mib"] > 0 and len(r["load_avg_start"]) == 3 for r in records)
+    cam, walk = records[1]["agreement_value"], records[3]["agreement_value"]
+    assert cam <= 1e-4 and walk >= 99.9  # the parity bounds of tests/test_seam_parity.py
+    assert "| CAM (infer_SEAM --out_cam / make_seam_cams) | 64x80 | 1 | 1 |" in proc.stdout
