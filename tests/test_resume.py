@@ -66,8 +66,11 @@ def test_kill_mid_round_then_rerun_same_command(sig, tiny_run, tmp_path):
     work.mkdir()
     cfg = write_config(work / "tiny.yaml", Path("results"))
     proc = _start(work, cfg)
-    # kill once the IR-label step is under way: classifier and CAMs are finished by then
-    _wait_for(work / "results/tiny/logs/make_ir_label", proc)
+    # kill once the IR-label step of every shard is under way: the classifier and every CAM
+    # shard are finished by then (make_ir_label of shard k waits only for make_cam of shard k,
+    # so one shard's IR labels can start while another shard's CAMs still run)
+    for shard in (0, 1):
+        _wait_for(work / f"results/tiny/logs/make_ir_label/round0_{shard}.log", proc)
     time.sleep(0.5)
     os.killpg(proc.pid, sig)  # the whole process group, as a scheduler or Ctrl-C would
     proc.wait(timeout=120)
