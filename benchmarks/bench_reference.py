@@ -43,7 +43,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -59,23 +58,13 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from records import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
+from records import RESULT_TAG, append_jsonl, parse_size, peak_mib, rss_mib  # noqa: E402
 
 STEPS = ("make_cam", "cam_to_ir_label", "make_sem_seg_labels")
 CAM_SCALES = (1.0, 0.5, 1.5, 2.0)
 RW_CFG = {"radius": 5, "beta": 10, "exp_times": 8, "bg_threshold": 0.25, "pad_size": 512}
 IR_THRESHOLDS = (0.30, 0.05)
 WALK_SEED = 0
-MIB = 1024.0 * 1024.0
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _inputs(size: tuple[int, int], n: int):
@@ -261,14 +250,14 @@ def worker(args: argparse.Namespace) -> None:
         fn = _reference_step(args.step, work, args.size, args.images)
     else:
         fn = _project_step(args.step, work, args.size, args.images)
-    before = _rss_mib()
+    before = rss_mib()
     t0 = time.perf_counter()
     fn()
     seconds = time.perf_counter() - t0
     print(
         RESULT_TAG
         + json.dumps(
-            {"seconds": round(seconds, 3), "rss_before_mib": round(before, 1), "peak_rss_mib": round(_peak_mib(), 1)}
+            {"seconds": round(seconds, 3), "rss_before_mib": round(before, 1), "peak_rss_mib": round(peak_mib(), 1)}
         ),
         flush=True,
     )

@@ -42,7 +42,6 @@ import datetime as dt
 import json
 import os
 import platform
-import resource
 import shlex
 import statistics
 import subprocess
@@ -59,22 +58,12 @@ sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from records import RESULT_TAG, append_jsonl, parse_size  # noqa: E402
+from records import RESULT_TAG, append_jsonl, parse_size, peak_mib, rss_mib  # noqa: E402
 
 STEPS = ("cam", "walk")
 CAM_SCALES = [0.5, 1.0, 1.5, 2.0]  # infer_SEAM's, in its order (the sum's rounding)
 WALK = {"beta": 8, "logt": 6, "alpha": 6}  # infer_aff's defaults
 NUM_FG = 20
-MIB = 1024.0 * 1024.0
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _inputs(size: tuple[int, int], n: int):
@@ -218,11 +207,11 @@ def worker(args: argparse.Namespace) -> None:
         fn, store = _reference_step(args.step, out, args.size, args.images)
     else:
         fn, store = _project_step(args.step, out, args.size, args.images)
-    before = _rss_mib()
+    before = rss_mib()
     t0 = time.perf_counter()
     fn()
     seconds = time.perf_counter() - t0
-    peak = _peak_mib()
+    peak = peak_mib()
     store()
     result = {"seconds": round(seconds, 3), "rss_before_mib": round(before, 1), "peak_rss_mib": round(peak, 1)}
     print(RESULT_TAG + json.dumps({**result, "out": str(out / f"{args.step}.npz")}), flush=True)

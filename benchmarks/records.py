@@ -6,12 +6,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 
 RESULT_TAG = "RESULT "  # worker stdout line carrying its JSON result
+MIB = 1024.0 * 1024.0
 
 
 # --------------------------------------------------------------------------- shared by the standalone scripts
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (MiB, /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory so far (MiB, ru_maxrss)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def parse_size(text: str) -> tuple[int, int]:
