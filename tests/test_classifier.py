@@ -147,6 +147,20 @@ def test_exact_adjustment_is_the_prior_weighted_mixture_of_the_strata():
         assert not torch.allclose(nwgm(x, xm), exact(x, xm))
 
 
+def test_m_scale_auto_calibrates_the_same_gain_for_exact_and_nwgm():
+    """m_scale auto: exact calibrates g on the expected map sum_i P(c_i) alpha_i c_i, the M
+    that nwgm feeds, not on the stack of strata, so the two adjustments differ only by the
+    sigmoid of the mixture (docs/context.md)."""
+    nwgm, exact = _exact_and_nwgm(scale="auto")
+    assert float(nwgm.m_gain) == 0.0 == float(exact.m_gain)
+    x, xm = _inputs()
+    with torch.no_grad():
+        nwgm.train()(x, xm)
+        exact.train()(x, xm)
+    assert float(nwgm.m_gain) > 1.0
+    assert float(exact.m_gain) == pytest.approx(float(nwgm.m_gain), rel=1e-5)
+
+
 def test_exact_adjustment_trains_and_needs_block5():
     _, exact = _exact_and_nwgm()
     exact.train()

@@ -287,14 +287,17 @@ class CAMNet(ContextMixin, nn.Module):
 
     def _strata(self, x: torch.Tensor, xm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(block-5 features F: float32[B, C_last, h, w], g * M_i: float32[B, n, h, w]) with
-        M_i = alpha_i c_i resized to the feature size and g the M gain (context.m_scale)."""
+        M_i = alpha_i c_i resized to the feature size and g the M gain (context.m_scale). With
+        m_scale auto, g is calibrated on the expected map E_c[M_i] = sum_i P(c_i) M_i, the M that
+        nwgm feeds, so both adjustments get the same gain from the same first batch."""
         if xm is None:
             raise ValueError("CAMNet: the context classifier needs xm (the encoded X_m map)")
         alpha = self.context.attention(xm, self.confounder)  # [B, n]
         strata = alpha[:, :, None, None] * self.confounder[None]  # [B, n, h', w']
         feats = self.features(x, None)
         mk = F.interpolate(strata, size=feats.shape[-2:], mode="bilinear", align_corners=False)
-        return feats, (mk * self._gain(feats, mk)).to(feats.dtype)
+        expected = (self.context.prior.to(mk.dtype)[None, :, None, None] * mk).sum(dim=1, keepdim=True)
+        return feats, (mk * self._gain(feats, expected)).to(feats.dtype)
 
     def fg_head_weight(self) -> torch.Tensor:
         """float32[C, C_last (+1 for block 5: M's weight last)] of the foreground classes
