@@ -147,6 +147,33 @@ def test_exact_adjustment_is_the_prior_weighted_mixture_of_the_strata():
         assert not torch.allclose(nwgm(x, xm), exact(x, xm))
 
 
+def test_inject_xm_concatenates_x_m_itself_in_place_of_m():
+    """context.inject xm (Table 1 Q1): the encoded X_m goes where M goes (same resize, gain and
+    block); the attention gets no gradient; exact is refused."""
+    net = _net({**_ctx(5), "m_scale": 3.0, "inject": "xm"})
+    net.set_confounder(torch.rand(NUM_FG, *SIZE, generator=torch.Generator().manual_seed(7)))
+    with torch.no_grad():
+        net.classifier.weight[:, -1, 0, 0] = torch.tensor([2.0, -1.5, 0.7])
+    x, xm = _inputs()
+    m, alpha = net.context_map(xm)
+    torch.testing.assert_close(m, xm[:, None])
+    torch.testing.assert_close(alpha, torch.full((2, NUM_FG), 1.0 / NUM_FG))
+    net.eval()
+    with torch.no_grad():
+        expected = net.classifier(net.features(x, xm[:, None]).mean(dim=(2, 3), keepdim=True)).flatten(1)
+        torch.testing.assert_close(net(x, xm), expected)
+        assert not torch.allclose(net(x, xm), net(x, 1.0 - xm))
+    net.train()
+    loss = torch.nn.functional.multilabel_soft_margin_loss(net(x, xm), torch.tensor([[1.0, 0, 1], [0, 1, 0]]))
+    loss.backward()
+    assert net.context.w1.weight.grad is None
+    assert net.classifier.weight.grad[:, -1].abs().sum() > 0
+    with pytest.raises(ValueError, match="context.inject"):
+        _net({**_ctx(5), "inject": "xm", "adjustment": "exact"})
+    with pytest.raises(ValueError, match="context.inject"):
+        _net({**_ctx(5), "inject": "mask"})
+
+
 def test_m_scale_auto_calibrates_the_same_gain_for_exact_and_nwgm():
     """m_scale auto: exact calibrates g on the expected map sum_i P(c_i) alpha_i c_i, the M
     that nwgm feeds, not on the stack of strata, so the two adjustments differ only by the

@@ -102,7 +102,10 @@ def test_require_keys_names_the_section_key_and_every_missing_one():
 # Section keys the library lists as required (for direct use without Snakemake) must be required
 # by the schema too, and config/config.yaml must give every schema key of a section a default:
 # one source of required keys (the schema) and one of defaults (config.yaml, always loaded first).
-OPTIONAL_WITHOUT_DEFAULT = {"classifier": {"output_stride"}}  # code default 16 (IRNet); documented in config/README.md
+OPTIONAL_WITHOUT_DEFAULT = {
+    "classifier": {"output_stride"},  # code default 16 (IRNet); documented in config/README.md
+    "context": {"inject"},  # code default m; absent so that existing runs' train_cls params stay the same
+}
 
 
 def _library_keys() -> dict[str, tuple[str, ...]]:
@@ -153,6 +156,16 @@ def test_with_pretrain_names_the_weights_in_a_copy():
     assert out["classifier"]["pretrained"] == out["segmentation"]["pretrained"] == "results/x/pretrain/resnet18.pth"
     assert cfg["classifier"]["pretrained"] is None  # the loaded config is left as it is
     assert out["irn"]["pretrained"] is None  # IRN starts from the classifier
+
+
+def test_inject_xm_is_refused_with_exact_and_bad_values_name_the_key():
+    from conta_core.infra.config import ConfigError, load_config
+
+    assert load_config(overrides={"context": {"inject": "xm"}})["context"]["inject"] == "xm"
+    with pytest.raises(ConfigError, match="context.inject"):
+        load_config(overrides={"context": {"inject": "xm", "adjustment": "exact"}})
+    with pytest.raises(ConfigError, match="context.inject"):
+        load_config(overrides={"context": {"inject": "mask"}})
 
 
 def test_exact_adjustment_is_refused_for_amn():

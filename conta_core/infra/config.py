@@ -170,6 +170,8 @@ def _check_method(cfg: dict) -> None:
             raise config_error(
                 "context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}"
             )
+        if adjustment == "exact" and ctx.get("inject", "m") != "m":
+            raise config_error("context.inject", "xm (X_m itself in M's place) has no strata for adjustment exact")
     if m.name == "amn":
         _check_amn(cfg)
     if m.name == "seam":

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 CONTEXT_MODES = ("conta", "placebo", "none")
 ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 ADJUSTMENTS = ("nwgm", "exact")  # context.adjustment: NWGM approximation (paper) | exact backdoor sum
+INJECTS = ("m", "xm")  # context.inject: M (the paper) | X_m itself (the paper's Table 1 Q1 ablation)
 ALL_BLOCKS = (2, 3, 4, 5, "dense")
 
 STEP_RULES = ("train_cls", "make_cam", "make_ir_label", "random_walk")

@@ -30,6 +30,11 @@ own pass through the later stages). Because the head is linear and the logit see
 through its spatial mean, the two adjustments differ only by the sigmoid of the mixture:
 docs/context.md measures whether that matters.
 
+What is concatenated (context.inject [OURS] key for the paper's Table 1 Q1): "m" (default) is
+M; "xm" is the image's encoded X_m itself (float32[B, 1, h, w], the paper's "Seg. mask" row),
+through the same resize, gain and block; the attention and C are then unused, and alpha is
+reported as the prior. nwgm only.
+
 [OURS] frozen stages: the backbone detaches the outputs of frozen stages (IRNet); once M has
 been injected before a frozen stage, that stage's output is no longer detached so that the
 gradient reaches the context module (the stage's own parameters stay frozen).
@@ -49,7 +54,7 @@ from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
 from conta_core.infra.config import config_error, require_keys
 from conta_core.infra.fileio import load_torch
-from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES, INJECTS
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
@@ -92,6 +97,13 @@ def validate_context_cfg(context: dict) -> None:
     adjustment = context.get("adjustment", "nwgm")
     if adjustment not in ADJUSTMENTS:
         raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
+    inject = context.get("inject", "m")
+    if inject not in INJECTS:
+        raise config_error("context.inject", f"expected one of {INJECTS}, got {inject!r}")
+    if adjustment == "exact" and inject != "m":
+        raise config_error(
+            "context.inject", "xm concatenates the mask itself: there are no strata to sum over with adjustment exact"
+        )
     if adjustment == "exact" and parse_blocks(context["block"]) != (5,):
         raise config_error(
             "context.adjustment",
@@ -211,6 +223,11 @@ class ContextMixin:
             return None
         if xm is None:
             raise ValueError(f"{type(self).__name__}: the context classifier needs xm (the encoded X_m map)")
+        if self.context_cfg.get("inject", "m") == "xm":
+            # context.inject xm (Table 1 Q1, "Seg. mask"): X_m itself in M's place; the
+            # attention is not used, alpha is reported as the prior
+            alpha = self.context.prior.to(xm.dtype)[None].expand(xm.shape[0], -1)
+            return xm[:, None], alpha
         return self.context(xm, self.confounder)
 
 
