@@ -93,3 +93,35 @@ def test_units_from_pilot_follows_study_2s_rule():
     assert (n, capped) == (12, True) and needed["pseudo"] > 12
     assert detectable_effect(12, 4.0) > 2.0 > detectable_effect(int(needed["pseudo"]), 4.0)
     assert units_from_pilot({"pseudo": (float("nan"), 2.0)}, 6, 2, 12)[2]  # no sd: the cap
+
+
+def test_study_sheet_tool_sizes_the_sheet_from_the_pilot_and_alternates_replicates(tmp_path, capsys):
+    """tools/study_sheet.py: n from the pilot's sd (sd 1.5 vs 2.0 -> 8 units), units listed seed
+    by seed with the replicates alternating, so a study cut short stays balanced."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "study_sheet", Path(__file__).resolve().parents[1] / "tools" / "study_sheet.py"
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    pilot = tmp_path / "pairs.csv"
+    pd.DataFrame(
+        [
+            {"treatment": "conta", "reference": "placebo", "measure": "pseudo_mask_miou", "round": 3, "sd": 1.5},
+            {"treatment": "conta", "reference": "placebo", "measure": "seg_val_miou", "round": 3, "sd": 0.5},
+            {"treatment": "conta", "reference": "placebo", "measure": "pseudo_mask_miou", "round": 1, "sd": 9.0},
+        ]
+    ).to_csv(pilot, index=False)
+    out = tmp_path / "runs.tsv"
+    args = ["--pilot", str(pilot), "--pair", "conta,placebo", "--round", "3"]
+    args += ["--measure", "pseudo_mask_miou=2.0", "--measure", "seg_val_miou=2.3", "--minimum", "6", "--cap", "12"]
+    args += ["--replicates", "101,102", "--first-seed", "1001", "--conditions", "conta,placebo", "--out", str(out)]
+    assert tool.main(args) == 0
+    sheet = pd.read_csv(out, sep="\t")
+    assert len(sheet) == 8 * 2
+    units = list(dict.fromkeys(zip(sheet["replicate"], sheet["seed"])))
+    assert units[:3] == [(101, 1001), (102, 1001), (101, 1002)] and len(units) == 8
+    assert sheet["run"].iloc[1] == "placebo_r101_s1001" and sheet["overlay"].iloc[1] == "{context: {mode: placebo}}"
+    assert "units: 8 (4 seeds x 2 replicates)" in capsys.readouterr().out

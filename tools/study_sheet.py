@@ -15,6 +15,9 @@ needs for 80 % power against its effect by t quantiles
 effect detectable with `--cap` units at the pilot's sd is printed instead). The units are
 n / replicates training seeds (`--first-seed`, +1, ...) in every replicate: one sheet row per
 unit and condition (`<condition>_r<replicate>_s<seed>`, overlay `{context: {mode: <condition>}}`).
+Units are listed seed by seed, the replicates alternating ((101, 1001), (102, 1001), (101, 1002),
+...): with the study's `order` they run in sheet order, so a study cut short by its budget has
+as many units of each replicate as possible.
 The reasoning is printed as markdown (for the study's text) and the sheet written atomically.
 """
 
@@ -78,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = range(a.first_seed, a.first_seed + n // len(replicates))
     rows = ["run\tcondition\tseed\treplicate\toverlay"]
-    for r in replicates:
-        for s in seeds:
+    for s in seeds:
+        for r in replicates:
             for c in a.conditions.split(","):
                 rows.append(f"{c}_r{r}_s{s}\t{c}\t{s}\t{r}\t{{context: {{mode: {c}}}}}")
     write_text(a.out, "\n".join(rows) + "\n")
