@@ -68,6 +68,10 @@ def test_analyze_pairs_within_replicate_and_seed():
     assert miou["sd"] == pytest.approx(d.std(ddof=1))
     assert miou["effect"] == 2.0
     assert miou["seeds_needed"] == seeds_needed(d.std(ddof=1), 2.0)
+    n = len(d)
+    assert miou["detectable"] == pytest.approx(
+        (stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.8, n - 1)) * d.std(ddof=1) / math.sqrt(n)
+    )
     assert miou["diff_by_replicate"] == "0: 1.5; 1: 1.5"  # the mean per dataset replicate
     cf = df[df["measure"] == "cf_pair"].iloc[0]
     assert cf["mean_reference"] == pytest.approx(0.5)

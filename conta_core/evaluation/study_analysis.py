@@ -12,7 +12,9 @@ difference relative to the reference mean (and its interval, the same interval d
 the reference mean) where the measure asks for it, the power of the two-sided paired t test
 against the effect (noncentral t, noncentrality effect sqrt(n) / sd) and the seeds needed for
 the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n)
-<= effect (the t-quantile approximation; z quantiles, 1.96 + 0.84, undercount small n).
+<= effect (the t-quantile approximation; z quantiles, 1.96 + 0.84, undercount small n), and
+`detectable`, the effect these n units detect with the target power at the measured sd,
+(t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n), in the column's units.
 
 Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of the reference
 mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
@@ -159,6 +161,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "effect": effect,
                     "power": power_of(n, sd, effect, alpha),
                     "seeds_needed": seeds_needed(sd, effect, alpha, target),
+                    "detectable": detectable_effect(n, sd, alpha, target),
                     "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
@@ -184,6 +187,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         "effect",
         "power",
         "seeds_needed",
+        "detectable",
     ]
 
     def fmt(v) -> str:
