@@ -60,6 +60,8 @@ localrules:
     study,
     study_measures,
     study_analysis,
+    study_interim_analysis,
+    study_interim,
 
 
 rule study:
@@ -67,6 +69,7 @@ rule study:
         STUDY.analysis_file("pairs.csv"),
         STUDY.analysis_file("pairs.md"),
         STUDY.analysis_file("differences.png"),
+        STUDY.analysis_file("conditions.md"),
 
 
 # One small CSV per finished run (its summary rows, one per round), meant to be committed:
@@ -104,6 +107,8 @@ rule study_analysis:
             labels={"table": "paired differences"},
         ),
         out_md=STUDY.analysis_file("pairs.md"),
+        out_conditions_csv=STUDY.analysis_file("conditions.csv"),
+        out_conditions_md=STUDY.analysis_file("conditions.md"),
         out_png=report(
             STUDY.analysis_file("differences.png"),
             caption="../report/study.rst",
@@ -126,3 +131,30 @@ rule study_analysis:
         ),
     script:
         "../workflow_scripts/study_analysis.py"
+
+
+# The same analysis over the runs finished so far (a study that spans sessions or is cut short
+# by its budget): pairs use the units where both conditions have finished. Rerun whenever a
+# measures file is added (Snakemake's input-set trigger). Target `study_interim`.
+rule study_interim_analysis:
+    input:
+        measures=lambda w: STUDY.finished_measures(),
+    output:
+        out_csv=STUDY.analysis_file("interim/pairs.csv"),
+        out_md=STUDY.analysis_file("interim/pairs.md"),
+        out_conditions_csv=STUDY.analysis_file("interim/conditions.csv"),
+        out_conditions_md=STUDY.analysis_file("interim/conditions.md"),
+        out_png=STUDY.analysis_file("interim/differences.png"),
+    log:
+        f"{STUDY.results_dir}/logs/study_interim_analysis.log",
+    conda:
+        "../envs/conta.yaml"
+    params:
+        cfg=rules.study_analysis.params.cfg,
+    script:
+        "../workflow_scripts/study_analysis.py"
+
+
+rule study_interim:
+    input:
+        rules.study_interim_analysis.output,

@@ -126,6 +126,29 @@ def test_order_sets_priorities_unit_by_unit_then_unlisted_conditions(tmp_path):
         load(make_study(tmp_path, GOOD, order=["conta", "conta"]))
 
 
+def test_order_tiers_run_every_unit_of_a_tier_before_the_next_tier(tmp_path):
+    tiers = load(make_study(tmp_path, GOOD, order=[["placebo"], ["conta"]]))
+    # tier 1 (placebo): 2 units -> priorities 2 + (2, 1); tier 2 (conta): (2, 1); bases at their unit's top
+    assert [tiers.priority(r.name) for r in tiers.runs] == [2, 4, 1, 3]
+    assert tiers.priority("base_r0_s0") == 4 and tiers.priority("base_r3_s1") == 3
+    flat = load(make_study(tmp_path, GOOD, order=["placebo", "conta"]))
+    one_tier = load(make_study(tmp_path, GOOD, order=[["placebo", "conta"]]))
+    assert [flat.priority(r.name) for r in flat.runs] == [one_tier.priority(r.name) for r in one_tier.runs]
+    with pytest.raises(StudyError, match="mixes conditions and tiers"):
+        load(make_study(tmp_path, GOOD, order=["placebo", ["conta"]]))
+    with pytest.raises(StudyError, match="names a condition twice"):
+        load(make_study(tmp_path, GOOD, order=[["placebo"], ["placebo", "conta"]]))
+
+
+def test_finished_measures_lists_the_finished_runs_or_says_none_has_finished(tmp_path):
+    study = load(make_study(tmp_path, GOOD))
+    with pytest.raises(StudyError, match="study demo: no run has finished yet"):
+        study.finished_measures()
+    Path(study.measures_file("placebo_s1")).parent.mkdir(parents=True)
+    Path(study.measures_file("placebo_s1")).write_text("run\n")
+    assert study.finished_measures() == [study.measures_file("placebo_s1")]
+
+
 def test_measures_table_puts_the_run_first():
     df = measures_table(pd.DataFrame({"round": [0, 1], "seg_val_miou": [40.0, 41.0]}), "a", "conta", 2, 0)
     assert list(df.columns) == ["run", "condition", "seed", "replicate", "round", "seg_val_miou"]

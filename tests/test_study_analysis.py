@@ -101,7 +101,8 @@ def test_units_from_pilot_follows_study_2s_rule():
 
 def test_study_sheet_tool_sizes_the_sheet_from_the_pilot_and_alternates_replicates(tmp_path, capsys):
     """tools/study_sheet.py: n from the pilot's sd (sd 1.5 vs 2.0 -> 8 units), units listed seed
-    by seed with the replicates alternating, so a study cut short stays balanced."""
+    by seed (step 100: round t trains with seed + t) with the replicates alternating, so a study
+    cut short stays balanced."""
     import importlib.util
     from pathlib import Path
 
@@ -126,6 +127,22 @@ def test_study_sheet_tool_sizes_the_sheet_from_the_pilot_and_alternates_replicat
     sheet = pd.read_csv(out, sep="\t")
     assert len(sheet) == 8 * 2
     units = list(dict.fromkeys(zip(sheet["replicate"], sheet["seed"])))
-    assert units[:3] == [(101, 1001), (102, 1001), (101, 1002)] and len(units) == 8
+    assert units[:3] == [(101, 1001), (102, 1001), (101, 1101)] and len(units) == 8  # seed step 100
     assert sheet["run"].iloc[1] == "placebo_r101_s1001" and sheet["overlay"].iloc[1] == "{context: {mode: placebo}}"
     assert "units: 8 (4 seeds x 2 replicates)" in capsys.readouterr().out
+
+
+def test_condition_summary_gives_mean_and_spread_per_condition_and_round():
+    from conta_core.evaluation.study_analysis import condition_markdown, condition_summary
+
+    m = _measures()
+    summary = condition_summary(m, ["seg_val_miou", "seg_val_miou", "nope"])
+    row = summary[(summary["condition"] == "conta") & (summary["round"] == 1) & (summary["measure"] == "seg_val_miou")]
+    v = m[(m["condition"] == "conta") & (m["round"] == 1)]["seg_val_miou"]
+    assert row["n"].item() == len(v) and row["mean"].item() == pytest.approx(v.mean())
+    assert row["sd"].item() == pytest.approx(v.std(ddof=1)) and row["max"].item() == v.max()
+    assert set(summary["measure"]) == {"seg_val_miou", "nope"}  # a column twice counts once
+    assert (summary[summary["measure"] == "nope"]["n"] == 0).all()
+    md = condition_markdown(summary)
+    assert md.splitlines()[0] == "| condition | round | seg_val_miou | nope |"
+    assert f"{v.mean():.4g} ± {v.std(ddof=1):.3g} ({len(v)})" in md

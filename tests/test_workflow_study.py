@@ -34,9 +34,11 @@ def study_copy(workdir: Path, base_extra: dict | None = None) -> Path:
     return folder / "study.yaml"
 
 
-def snakemake(workdir: Path, study: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, study: Path, *args: str, timeout: int = 1800, target: str = "study"
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    cmd += ["study", "--config", f"study={study}"]
+    cmd += [target, "--config", f"study={study}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert proc.returncode == 0, f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
@@ -86,8 +88,19 @@ def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
     assert set(pairs["measure"]) == {"cam_miou", "pseudo_mask_miou", "cf_pseudo_mask_pair"}
     assert (pairs["n"] == 2).all()
     assert (folder / "analysis/pairs.md").stat().st_size > 0 and (folder / "analysis/differences.png").exists()
+    conditions = pd.read_csv(folder / "analysis/conditions.csv")
+    assert set(conditions["condition"]) == {"conta", "placebo"} and (conditions["n"] == 2).all()
+    assert "| conta | 1 |" in (folder / "analysis/conditions.md").read_text()
     # a fresh machine: no results, only the committed measures and analysis -> nothing to do
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(tmp_path / ".snakemake")
     proc = snakemake(tmp_path, study, "-n", timeout=600)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+    # the interim analysis of a study cut short: only the finished runs, pairs where both are
+    (folder / "measures" / "placebo_s1.csv").unlink()
+    snakemake(tmp_path, study, "--cores", "1", timeout=600, target="study_interim")
+    interim = pd.read_csv(folder / "analysis/interim/pairs.csv")
+    assert (interim["n"] == 1).all()
+    counts = pd.read_csv(folder / "analysis/interim/conditions.csv").groupby("condition")["n"].max()
+    assert counts.to_dict() == {"conta": 2, "placebo": 1}
+    assert not (tmp_path / "results").exists()  # nothing of the unfinished run was started

@@ -4,9 +4,12 @@
     study_analysis.py --cfg '{"pairs": [...], "measures": [...], "power": {...}, "rounds": T}'
                       --measures studies/<name>/measures/<run>.csv ...
                       --out-csv pairs.csv --out-md pairs.md --out-png differences.png
+                      --out-conditions-csv conditions.csv --out-conditions-md conditions.md
 
 --cfg: the study's pairs, measures, power settings and rounds (study.yaml).
-Writes one row per (pair, measure, round) as CSV and Markdown, and the differences figure.
+Writes one row per (pair, measure, round) as CSV and Markdown, the differences figure, and
+per condition and round the mean and spread of every measure over the units (conditions.*).
+Pairs whose runs are not all finished use the units where both are (rule study_interim).
 """
 
 import argparse
@@ -19,7 +22,7 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 import pandas as pd
 
-from conta_core.evaluation.study_analysis import analyze, markdown_table
+from conta_core.evaluation.study_analysis import analyze, condition_markdown, condition_summary, markdown_table
 from conta_core.infra.fileio import write_csv, write_text
 from conta_core.report.plots import plot_study_differences
 from conta_core.script import script_doc, script_main
@@ -32,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
     p.add_argument("--out-png", required=True, type=Path)
+    p.add_argument("--out-conditions-csv", required=True, type=Path)
+    p.add_argument("--out-conditions-md", required=True, type=Path)
     return p
 
 
@@ -39,8 +44,11 @@ def run(args: argparse.Namespace) -> None:
     cfg = json.loads(args.cfg)
     measures = pd.concat([pd.read_csv(f) for f in args.measures], ignore_index=True)
     df = analyze(measures, cfg["pairs"], cfg["measures"], cfg["rounds"], cfg["power"])
+    summary = condition_summary(measures, [m["column"] for m in cfg["measures"]])
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))
+    write_csv(args.out_conditions_csv, summary)
+    write_text(args.out_conditions_md, condition_markdown(summary))
     plot_study_differences(df, args.out_png)
     print(df.to_string(index=False))
 

@@ -170,6 +170,47 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
     return pd.DataFrame(out)
 
 
+def condition_summary(measures: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per condition, round and column: n (units), mean, sd (ddof 1), min and max over the
+    units: what a run of that condition gives on any CPU, as a mean and spread (the paired
+    table says whether conditions differ). Rows sorted by condition (sheet order) and round."""
+    out = []
+    conditions = list(dict.fromkeys(measures["condition"]))
+    for c in conditions:
+        part = measures[measures["condition"] == c]
+        for t in sorted(part["round"].unique()):
+            rows = part[part["round"] == t]
+            for column in dict.fromkeys(columns):
+                v = rows[column].dropna().astype(float) if column in rows else pd.Series(dtype=float)
+                out.append(
+                    {
+                        "condition": c,
+                        "round": int(t),
+                        "measure": column,
+                        "n": len(v),
+                        "mean": float(v.mean()) if len(v) else math.nan,
+                        "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan,
+                        "min": float(v.min()) if len(v) else math.nan,
+                        "max": float(v.max()) if len(v) else math.nan,
+                    }
+                )
+    return pd.DataFrame(out, columns=["condition", "round", "measure", "n", "mean", "sd", "min", "max"])
+
+
+def condition_markdown(summary: pd.DataFrame) -> str:
+    """condition_summary as one Markdown row per (condition, round), "mean ± sd (n)" per measure."""
+    measures = list(dict.fromkeys(summary["measure"]))
+    lines = ["| condition | round | " + " | ".join(measures) + " |", "|" + " --- |" * (len(measures) + 2)]
+    for (c, t), part in summary.groupby(["condition", "round"], sort=False):
+        cells = []
+        for m in measures:
+            r = part[part["measure"] == m].iloc[0]
+            sd = "" if math.isnan(r["sd"]) else f" ± {r['sd']:.3g}"
+            cells.append("" if r["n"] == 0 else f"{r['mean']:.4g}{sd} ({r['n']})")
+        lines.append(f"| {c} | {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(df: pd.DataFrame) -> str:
     """The analysis as a Markdown table (3 significant decimals)."""
     cols = [

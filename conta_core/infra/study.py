@@ -40,6 +40,9 @@ When several jobs are ready the higher priority runs first, so with `--cores 2` 
 completes unit after unit of the listed conditions (a study cut short by its budget has whole
 units, each with its measures files committed) before any unlisted run starts; on a cluster
 they are submitted first. Without `order`, Snakemake's own order.
+An entry of `order` may itself be a list, a tier: `order: [[conta, placebo], [conta_b2,
+placebo_b2]]` runs every unit of the first tier's conditions, unit by unit, before the second
+tier's first run; a flat list is one tier.
 
 Every check runs at parse time, before any job, and a failure names the study and the row:
 "study <name> row <i> (run <run>): <problem>", rows counted from 1 after the header.
@@ -108,7 +111,7 @@ class Study:
     runs: list[StudyRun]
     bases: dict[str, dict]  # base run name -> its config (rounds 0)
     results_dir: str
-    order: list[str] = field(default_factory=list)
+    order: list[list[str]] = field(default_factory=list)  # tiers of conditions
 
     def priority(self, run: str) -> int:
         """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
@@ -117,16 +120,21 @@ class Study:
         runs of unlisted conditions 0. So unit 1's listed runs finish before unit 2's start,
         and every listed run before any unlisted one (see the module docstring)."""
         units = list(dict.fromkeys(r.group for r in self.runs))
-        k = len(self.order)
+        n_units = len(units)
+        if not self.order:
+            return 0
+        # tier i takes the band of priorities above every later tier: offset + (units left) * k - j
+        offsets = [n_units * sum(len(t) for t in self.order[i + 1 :]) for i in range(len(self.order))]
         if run in self.bases:
             group = next(r.group for r in self.runs if r.base == run)
-            j = 0
+            tier, j = 0, 0
         else:
             r = next(r for r in self.runs if r.name == run)
-            if r.condition not in self.order:
+            where = [(i, t.index(r.condition)) for i, t in enumerate(self.order) if r.condition in t]
+            if not where:
                 return 0
-            group, j = r.group, self.order.index(r.condition)
-        return (len(units) - units.index(group)) * k - j if k else 0
+            group, (tier, j) = r.group, where[0]
+        return offsets[tier] + (n_units - units.index(group)) * len(self.order[tier]) - j
 
     def measures_file(self, run: str) -> str:
         return str(self.folder / MEASURES_DIR / f"{run}.csv")
@@ -136,6 +144,17 @@ class Study:
 
     def finished(self, run: StudyRun) -> bool:
         return Path(self.measures_file(run.name)).exists()
+
+    def finished_measures(self) -> list[str]:
+        """The measures files of the finished runs (rule study_interim_analysis); StudyError if
+        none has finished."""
+        files = [self.measures_file(r.name) for r in self.runs if self.finished(r)]
+        if not files:
+            raise StudyError(
+                f"study {self.name}: no run has finished yet (no {self.measures_file('<run>')}); "
+                "run the target `study` first"
+            )
+        return files
 
     def pending_runs(self) -> list[StudyRun]:
         return [r for r in self.runs if not self.finished(r)]
@@ -327,12 +346,18 @@ def load_study(path: str | Path, default_config: dict) -> Study:
                 r.name,
             )
         r.config = deep_merge(r.config, {"shared_prefix": f"{results_dir}/{bname}"})
-    order = list(data.get("order") or [])
-    for c in order:
+    raw = list(data.get("order") or [])
+    order = [list(x) for x in raw] if raw and all(isinstance(x, list) for x in raw) else [raw] if raw else []
+    if any(isinstance(x, list) for x in raw) and not all(isinstance(x, list) for x in raw):
+        raise _study_error(name, f"order: {raw} mixes conditions and tiers (lists); use only one of them")
+    flat = [c for tier in order for c in tier]
+    for c in flat:
         if c not in conditions:
             raise _study_error(name, f"order: condition {c} has no run in the sheet")
-    if len(set(order)) != len(order):
-        raise _study_error(name, f"order: {order} names a condition twice")
+    if len(set(flat)) != len(flat):
+        raise _study_error(name, f"order: {raw} names a condition twice")
+    if any(not tier for tier in order):
+        raise _study_error(name, "order: an empty tier")
     measures = [dict(m) for m in data["measures"]]
     power = {"alpha": 0.05, "power": 0.8, "miou_effect": 2.0, "relative_effect": 0.2, **(data.get("power") or {})}
     return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir, order)
