@@ -101,7 +101,24 @@ def test_diagnostics_see_signal_when_the_context_matters(tmp_path) -> None:
     torch.save(ckpt, path)
     d = context_diagnostics(path, m, m.ids("train"), xm_files, "cpu")
     assert d["alpha_entropy_mean"] < 0.99 and d["m_cv"] > 0.01 and d["cam_change"] > 0.001
-    assert not d["inert"] and inert_reasons(d) == []
+    assert not d["inert"] and inert_reasons(d) == [] and d["inject"] == "m"
+
+
+def test_inject_xm_is_judged_without_the_unused_attention(tmp_path) -> None:
+    """context.inject xm: alpha is the prior (entropy 1), which is no sign of an inert context;
+    the CAMs change when another image's X_m is swapped in."""
+    m, xm_files, conf = _disk_set(tmp_path, n=6)
+    cfg = {**CLS_CFG, "epochs": 1, "batch_size": 2, "crop_size": 16, "freeze_bn": True}
+    path = tmp_path / "xm.pth"
+    ctx = {**CONTEXT, "m_scale": 50.0, "inject": "xm"}
+    train_classifier(m, m.ids("train"), cfg, ctx, "cpu", path, seed=0, xm_files=xm_files, confounder_path=conf)
+    ckpt = load_torch(path)
+    ckpt["state_dict"]["classifier.weight"][:, -1] = 5.0
+    torch.save(ckpt, path)
+    d = context_diagnostics(path, m, m.ids("train"), xm_files, "cpu")
+    assert d["inject"] == "xm" and d["alpha_entropy_mean"] == pytest.approx(1.0)
+    assert d["cam_change"] > 0.001 and d["m_cv"] > 0.01
+    assert not any("uniform" in r for r in d["inert_reasons"]) and not d["inert"]
 
 
 def test_inspect_flags_and_summary_reports_an_inert_context(tmp_path) -> None:

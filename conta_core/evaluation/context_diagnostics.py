@@ -18,7 +18,9 @@ as the swap, another image's X_m (conta_core.data.xm.placebo_xm_files applied on
   weights, first and last epoch.
 
 `inert` is true when any of: alpha entropy > 0.999, m_cv < 0.01 or cam_change < 0.001
-([OURS] thresholds; each is reported in `inert_reasons`). Output: one JSON dict per round,
+([OURS] thresholds; each is reported in `inert_reasons`). With `context.inject: xm` the
+concatenated map is X_m itself and the attention is unused (alpha is the prior): the entropy
+criterion is skipped, "M" in the measures is X_m, and `inject` says so. Output: one JSON dict per round,
 round<t>/context_diagnostics.json.
 """
 
@@ -67,9 +69,10 @@ def _grad_summary(train_log: str | os.PathLike | None) -> dict:
 
 
 def inert_reasons(d: dict) -> list[str]:
-    """Which of the inert criteria a diagnostics dict meets (empty: the context carries signal)."""
+    """Which of the inert criteria a diagnostics dict meets (empty: the context carries signal).
+    With inject xm the attention is unused, so its entropy is no criterion."""
     reasons = []
-    if d["alpha_entropy_mean"] > INERT_ENTROPY:
+    if d.get("inject", "m") == "m" and d["alpha_entropy_mean"] > INERT_ENTROPY:
         reasons.append(f"attention is uniform (normalised entropy {d['alpha_entropy_mean']:.4f} > {INERT_ENTROPY})")
     if d["m_cv"] < INERT_M_CV:
         reasons.append(f"M is the same for every image (across-image std / mean {d['m_cv']:.2e} < {INERT_M_CV})")
@@ -128,6 +131,7 @@ def context_diagnostics(
     out = {
         "model": str(model_path),
         "mode": model.context_cfg["mode"],
+        "inject": model.context_cfg.get("inject", "m"),
         "num_images": len(todo),
         "n": int(alpha.shape[1]),
         "alpha_entropy_mean": float(ent.mean()),

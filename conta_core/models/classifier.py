@@ -226,6 +226,7 @@ class ContextMixin:
         if self.context_cfg.get("inject", "m") == "xm":
             # context.inject xm (Table 1 Q1, "Seg. mask"): X_m itself in M's place; the
             # attention is not used, alpha is reported as the prior
+            self.context._check(xm, self.confounder)
             alpha = self.context.prior.to(xm.dtype)[None].expand(xm.shape[0], -1)
             return xm[:, None], alpha
         return self.context(xm, self.confounder)
