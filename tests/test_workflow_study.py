@@ -103,4 +103,5 @@ def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
     assert (interim["n"] == 1).all()
     counts = pd.read_csv(folder / "analysis/interim/conditions.csv").groupby("condition")["n"].max()
     assert counts.to_dict() == {"conta": 2, "placebo": 1}
-    assert not (tmp_path / "results").exists()  # nothing of the unfinished run was started
+    started = [p.name for p in (tmp_path / "results" / "example").iterdir()]
+    assert started == ["logs"]  # only the analysis's log: nothing of the unfinished run was started
