@@ -12,7 +12,7 @@ from conftest import REPO
 
 from conta_core.infra.config import ConfigError, check_config, load_config
 from conta_core.infra.layout import MODELS, STAGES, for_method
-from conta_core.infra.methods import ADJUSTMENTS, CONTEXT_MODES, METHOD_NAMES, METHODS, STEP_RULES
+from conta_core.infra.methods import ADJUSTMENTS, CONTEXT_MODES, INJECTS, METHOD_NAMES, METHODS, STEP_RULES
 from conta_core.infra.rule_configs import rule_configs
 from conta_core.script import step_function
 
@@ -22,6 +22,7 @@ def test_schema_enums_equal_the_registry():
     assert tuple(schema["method"]["enum"]) == METHOD_NAMES
     ctx = schema["context"]["properties"]
     assert tuple(ctx["mode"]["enum"]) == CONTEXT_MODES and tuple(ctx["adjustment"]["enum"]) == ADJUSTMENTS
+    assert tuple(ctx["inject"]["enum"]) == INJECTS
 
 
 def test_every_method_names_known_artifacts_and_sections():

@@ -131,7 +131,7 @@ def context_diagnostics(
     out = {
         "model": str(model_path),
         "mode": model.context_cfg["mode"],
-        "inject": model.context_cfg.get("inject", "m"),
+        "inject": model.inject,
         "num_images": len(todo),
         "n": int(alpha.shape[1]),
         "alpha_entropy_mean": float(ent.mean()),

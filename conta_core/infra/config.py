@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conta_core.infra.methods import ACTIVE_MODES, method
+from conta_core.infra.methods import ACTIVE_MODES, INJECTS, method
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
@@ -154,6 +154,18 @@ def _check_pretrain(cfg: dict) -> None:
         raise config_error("pretrain.object_frac", "need 0 < low <= high")
 
 
+def context_inject(ctx: dict) -> str:
+    """context.inject ("m" when absent, see config/config.yaml); ConfigError naming the key for a
+    value outside INJECTS or "xm" with adjustment exact (no strata to sum over). The config
+    check and the models' validate_context_cfg both call it."""
+    inject = ctx.get("inject", "m")
+    if inject not in INJECTS:
+        raise config_error("context.inject", f"expected one of {INJECTS}, got {inject!r}")
+    if inject != "m" and ctx.get("adjustment", "nwgm") == "exact":
+        raise config_error("context.inject", "xm (X_m itself in M's place) has no strata for adjustment exact")
+    return inject
+
+
 def _check_method(cfg: dict) -> None:
     """The method's own section and the context settings it supports (conta_core.infra.methods)."""
     m = method(cfg["method"])
@@ -170,8 +182,7 @@ def _check_method(cfg: dict) -> None:
             raise config_error(
                 "context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}"
             )
-        if adjustment == "exact" and ctx.get("inject", "m") != "m":
-            raise config_error("context.inject", "xm (X_m itself in M's place) has no strata for adjustment exact")
+        context_inject(ctx)
     if m.name == "amn":
         _check_amn(cfg)
     if m.name == "seam":

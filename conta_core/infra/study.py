@@ -115,9 +115,9 @@ class Study:
 
     def priority(self, run: str) -> int:
         """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
-        the units (replicate, seed) in sheet order, and within a unit the listed conditions in
-        `order`, each run one step below the previous (a base run as its unit's first run);
-        runs of unlisted conditions 0. So unit 1's listed runs finish before unit 2's start,
+        tier by tier, in a tier the units (replicate, seed) in sheet order, and within a unit the
+        tier's conditions in order, each run one step below the previous (a base run as its
+        unit's first run); runs of unlisted conditions 0. So unit 1's listed runs finish before unit 2's start,
         and every listed run before any unlisted one (see the module docstring)."""
         units = list(dict.fromkeys(r.group for r in self.runs))
         n_units = len(units)
@@ -346,18 +346,17 @@ def load_study(path: str | Path, default_config: dict) -> Study:
                 r.name,
             )
         r.config = deep_merge(r.config, {"shared_prefix": f"{results_dir}/{bname}"})
-    raw = list(data.get("order") or [])
-    order = [list(x) for x in raw] if raw and all(isinstance(x, list) for x in raw) else [raw] if raw else []
-    if any(isinstance(x, list) for x in raw) and not all(isinstance(x, list) for x in raw):
+    raw = list(data.get("order") or [])  # conditions (one tier) or tiers (lists; the schema: none empty)
+    tiered = {isinstance(x, list) for x in raw}
+    if len(tiered) > 1:
         raise _study_error(name, f"order: {raw} mixes conditions and tiers (lists); use only one of them")
+    order = [list(x) for x in raw] if tiered == {True} else [raw] if raw else []
     flat = [c for tier in order for c in tier]
     for c in flat:
         if c not in conditions:
             raise _study_error(name, f"order: condition {c} has no run in the sheet")
     if len(set(flat)) != len(flat):
         raise _study_error(name, f"order: {raw} names a condition twice")
-    if any(not tier for tier in order):
-        raise _study_error(name, "order: an empty tier")
     measures = [dict(m) for m in data["measures"]]
     power = {"alpha": 0.05, "power": 0.8, "miou_effect": 2.0, "relative_effect": 0.2, **(data.get("power") or {})}
     return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir, order)

@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
-from conta_core.infra.config import config_error, require_keys
+from conta_core.infra.config import config_error, context_inject, require_keys
 from conta_core.infra.fileio import load_torch
-from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES, INJECTS
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
@@ -97,13 +97,7 @@ def validate_context_cfg(context: dict) -> None:
     adjustment = context.get("adjustment", "nwgm")
     if adjustment not in ADJUSTMENTS:
         raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
-    inject = context.get("inject", "m")
-    if inject not in INJECTS:
-        raise config_error("context.inject", f"expected one of {INJECTS}, got {inject!r}")
-    if adjustment == "exact" and inject != "m":
-        raise config_error(
-            "context.inject", "xm concatenates the mask itself: there are no strata to sum over with adjustment exact"
-        )
+    context_inject(context)
     if adjustment == "exact" and parse_blocks(context["block"]) != (5,):
         raise config_error(
             "context.adjustment",
@@ -200,6 +194,11 @@ class ContextMixin:
     def uses_context(self) -> bool:
         return self.context_cfg is not None
 
+    @property
+    def inject(self) -> str:
+        """context.inject: "m" (M is concatenated) or "xm" (X_m itself)."""
+        return (self.context_cfg or {}).get("inject", "m")
+
     def set_confounder(self, confounder: torch.Tensor | np.ndarray) -> None:
         """Copy the confounder set C: float32[n, h, w] into the model buffer."""
         if not self.uses_context:
@@ -223,7 +222,7 @@ class ContextMixin:
             return None
         if xm is None:
             raise ValueError(f"{type(self).__name__}: the context classifier needs xm (the encoded X_m map)")
-        if self.context_cfg.get("inject", "m") == "xm":
+        if self.inject == "xm":
             # context.inject xm (Table 1 Q1, "Seg. mask"): X_m itself in M's place; the
             # attention is not used, alpha is reported as the prior
             self.context._check(xm, self.confounder)

@@ -249,7 +249,7 @@ def _context_tile(
         m = torch.nn.functional.interpolate(
             torch.from_numpy(m)[None, None], size=size, mode="bilinear", align_corners=False
         )[0, 0].numpy()
-    if (model.context_cfg or {}).get("inject", "m") == "xm":  # X_m itself in M's place, no attention
+    if model.inject == "xm":  # X_m itself in M's place, no attention
         return Tile(f"X_m ({t - 1})", heatmap(m, CONTEXT_COLORMAP))
     top = int(np.argmax(alpha))
     top_name = names[top + 1] if top + 1 < len(names) else f"c{top}"
