@@ -173,3 +173,17 @@ def test_exact_adjustment_is_refused_for_amn():
 
     with pytest.raises(ConfigError, match="context.adjustment"):
         load_config(overrides={"method": "amn", "context": {"adjustment": "exact"}})  # checks the config
+
+
+def test_exact_adjustment_away_from_block_5_is_refused_by_the_config_check():
+    """Before round 0 runs, not at round 1's train_cls (the model refuses it too)."""
+    from conta_core.infra.config import ConfigError, load_config
+    from conta_core.models.classifier import validate_context_cfg
+
+    assert load_config(overrides={"context": {"adjustment": "exact", "block": 5}})["context"]["block"] == 5
+    for block in (4, "dense"):
+        with pytest.raises(ConfigError, match="context.adjustment.*exact needs context.block 5"):
+            load_config(overrides={"context": {"adjustment": "exact", "block": block}})
+    ctx = load_config()["context"]
+    with pytest.raises(ConfigError, match="exact needs context.block 5"):
+        validate_context_cfg({**ctx, "adjustment": "exact", "block": 2})

@@ -151,3 +151,16 @@ def test_a_seam_run_lists_affinitynet_and_no_irn(tmp_path):
     save_torch(run / "round0" / "aff" / "model.pth", {"state_dict": {}})
     r0 = _by_artifact(inspect.inspect_run(run), 0)
     assert r0.loc["aff/model.pth", "status"] == "ok" and "irn/model.pth" not in r0.index
+
+
+def test_context_row_names_the_mode_and_an_inject_other_than_m(tmp_path):
+    from conta_core.infra.fileio import write_json
+
+    d = {"mode": "conta", "alpha_entropy_mean": 0.9, "m_cv": 0.19, "cam_change": 0.02, "inert": False}
+    write_json(tmp_path / "m" / inspect.DIAGNOSTICS_FILE, d)
+    write_json(tmp_path / "xm" / inspect.DIAGNOSTICS_FILE, {**d, "mode": "placebo", "inject": "xm"})
+    (m,) = inspect.inspect_context(tmp_path / "m", 1)
+    (xm,) = inspect.inspect_context(tmp_path / "xm", 1)
+    assert m["detail"].startswith("conta: alpha entropy 0.9000") and "inject" not in m["detail"]
+    assert xm["detail"].startswith("placebo (inject xm: X_m in M's place): alpha entropy")
+    assert inspect.inspect_context(tmp_path / "none", 1) == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conta_core.infra.methods import ACTIVE_MODES, INJECTS, method
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, INJECTS, method
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
@@ -166,6 +166,23 @@ def context_inject(ctx: dict) -> str:
     return inject
 
 
+def context_adjustment(ctx: dict) -> str:
+    """context.adjustment ("nwgm" when absent); ConfigError naming the key for a value outside
+    ADJUSTMENTS or "exact" at a context.block other than 5 (its per-stratum head is evaluated on
+    the block-5 features). The config check and the models' validate_context_cfg both call it,
+    so the mistake stops the run before round 0, not at round 1's train_cls."""
+    adjustment = ctx.get("adjustment", "nwgm")
+    if adjustment not in ADJUSTMENTS:
+        raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
+    if adjustment == "exact" and str(ctx.get("block")) != "5":
+        raise config_error(
+            "context.adjustment",
+            f"exact needs context.block 5 (got {ctx.get('block')!r}): "
+            "the per-stratum head is evaluated on the block-5 features",
+        )
+    return adjustment
+
+
 def _check_method(cfg: dict) -> None:
     """The method's own section and the context settings it supports (conta_core.infra.methods)."""
     m = method(cfg["method"])
@@ -177,7 +194,7 @@ def _check_method(cfg: dict) -> None:
             raise config_error(
                 "context.block", f"method {m.name} injects M at block(s) {list(m.context_blocks)}, got {ctx['block']!r}"
             )
-        adjustment = ctx.get("adjustment", "nwgm")
+        adjustment = context_adjustment(ctx)
         if adjustment not in m.adjustments:
             raise config_error(
                 "context.adjustment", f"method {m.name} implements only {list(m.adjustments)}, got {adjustment!r}"

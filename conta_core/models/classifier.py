@@ -52,9 +52,9 @@ import torch.nn.functional as F
 
 from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
-from conta_core.infra.config import config_error, context_inject, require_keys
+from conta_core.infra.config import config_error, context_adjustment, context_inject, require_keys
 from conta_core.infra.fileio import load_torch
-from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_MODES
+from conta_core.infra.methods import ACTIVE_MODES, CONTEXT_MODES
 from conta_core.models.backbone import ResNetBackbone
 from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModule, encode_xm
 
@@ -94,16 +94,8 @@ def validate_context_cfg(context: dict) -> None:
         raise config_error("context.m_scale", f"expected a positive number or 'auto', got {scale!r}")
     if context.get("prior", "uniform") not in CONTEXT_PRIORS:
         raise config_error("context.prior", f"only {CONTEXT_PRIORS} is implemented, got {context['prior']!r}")
-    adjustment = context.get("adjustment", "nwgm")
-    if adjustment not in ADJUSTMENTS:
-        raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
+    context_adjustment(context)
     context_inject(context)
-    if adjustment == "exact" and parse_blocks(context["block"]) != (5,):
-        raise config_error(
-            "context.adjustment",
-            f"exact needs context.block 5 (got {context['block']!r}): "
-            "the per-stratum head is evaluated on the block-5 features",
-        )
 
 
 def context_active(context_cfg: dict | None, xm_files, confounder_path, step: str) -> bool:

@@ -158,8 +158,9 @@ def inspect_context(round_dir: Path, t: int) -> list[dict]:
         return []
     try:
         d = read_json(path)
+        inject = "" if d.get("inject", "m") == "m" else f" (inject {d['inject']}: X_m in M's place)"
         detail = (
-            f"{d['mode']}: alpha entropy {d['alpha_entropy_mean']:.4f}, M cv {d['m_cv']:.3g}, "
+            f"{d['mode']}{inject}: alpha entropy {d['alpha_entropy_mean']:.4f}, M cv {d['m_cv']:.3g}, "
             f"CAM change {d['cam_change']:.4f}"
         )
     except (ValueError, KeyError) as e:
