@@ -3,6 +3,9 @@
 conta inspect results/<run> [--shards N]
     what exists per round and stage (counts vs the manifest, missing shards,
     checkpoints, confounder set, mIoU of the eval CSVs); exit status 0.
+conta cost results/<run> [--round T]
+    job-seconds, CPU seconds and peak memory per rule from the run's Snakemake benchmark
+    files (conta_core.report.cost), the costliest rule first.
 conta predict --model results/<run>/round<t>/seg/model.pth IMAGE [IMAGE ...]
               [--out-dir DIR] [--device auto] [--crf] [--scales S [S ...]] [--no-flip]
     segments images with a trained DeepLab checkpoint; writes DIR/<stem>_mask.png
@@ -49,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="what exists in a run folder, per round and stage")
     ins.add_argument("run_dir", type=Path, help="results/<run>")
     ins.add_argument("--shards", type=int, default=None, help="number of shards (default: inferred from the folders)")
+
+    cost = sub.add_parser("cost", help="job-seconds and memory per rule, from the run's benchmark files")
+    cost.add_argument("run_dir", type=Path, help="results/<run>")
+    cost.add_argument("--round", type=int, default=None, help="only the jobs of round T (default: every job)")
 
     pred = sub.add_parser("predict", help="segment images with a trained segmentation checkpoint")
     pred.add_argument("--model", type=Path, required=True, help="results/<run>/round<t>/seg/model.pth")
@@ -184,6 +191,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cost(args: argparse.Namespace) -> int:
+    from conta_core.report.cost import cost_table, format_cost, read_benchmarks
+
+    if not (args.run_dir / "benchmarks").is_dir():
+        print(f"conta cost: no benchmark folder {args.run_dir / 'benchmarks'}", file=sys.stderr)
+        return 2
+    print(format_cost(args.run_dir, cost_table(read_benchmarks(args.run_dir), args.round), args.round))
+    return 0
+
+
 # ----------------------------------------------------------------------------- predict
 
 
@@ -275,6 +292,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "inspect": cmd_inspect,
+    "cost": cmd_cost,
     "predict": cmd_predict,
     "visualize": cmd_visualize,
     "fetch": cmd_fetch,
