@@ -111,6 +111,11 @@ def test_bad_study_file_fails_naming_the_key(tmp_path):
         load(make_study(tmp_path, GOOD, pairs=[["conta", "none"]]))
 
 
+def test_a_descriptive_study_has_no_pairs_and_needs_no_partners(tmp_path):
+    study = load(make_study(tmp_path, GOOD[:1] + GOOD[2:3], pairs=[]))
+    assert study.pairs == [] and [r.name for r in study.runs] == ["conta_s0", "conta_s1"]
+
+
 def test_order_sets_priorities_unit_by_unit_then_unlisted_conditions(tmp_path):
     study = load(make_study(tmp_path, GOOD, order=["placebo", "conta"]))
     # units in sheet order: (0, 0) then (3, 1); within a unit its base, placebo, conta

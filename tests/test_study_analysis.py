@@ -146,3 +146,17 @@ def test_condition_summary_gives_mean_and_spread_per_condition_and_round():
     md = condition_markdown(summary)
     assert md.splitlines()[0] == "| condition | round | seg_val_miou | nope |"
     assert f"{v.mean():.4g} ± {v.std(ddof=1):.3g} ({len(v)})" in md
+
+
+def test_a_study_without_pairs_gets_an_empty_table_and_a_figure_that_says_so(tmp_path):
+    """pairs: [] (a descriptive study, e.g. studies/default_seeds): the same columns, no rows;
+    its result is the conditions table."""
+    from conta_core.evaluation.study_analysis import ANALYSIS_COLUMNS
+    from conta_core.report.plots import plot_study_differences
+
+    m = _measures()
+    empty = analyze(m, [], [{"column": "seg_val_miou"}], 2, POWER)
+    assert empty.empty and list(empty.columns) == ANALYSIS_COLUMNS
+    assert list(analyze(m, [("conta", "placebo")], [{"column": "seg_val_miou"}], 2, POWER).columns) == ANALYSIS_COLUMNS
+    assert len(markdown_table(empty).splitlines()) == 2  # header only
+    assert plot_study_differences(empty, tmp_path / "d.png").stat().st_size > 0

@@ -19,6 +19,10 @@ the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1})
 Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of the reference
 mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
 the reference mean when the measure is `relative`).
+
+A study without pairs (`pairs: []`, a descriptive study such as studies/default_seeds/:
+the spread of one configuration over seeds) gets an empty table with the same columns
+(ANALYSIS_COLUMNS); its result is `condition_summary`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ import pandas as pd
 from scipy import stats
 
 MAX_SEEDS = 1000  # seeds_needed gives up (NaN) beyond this
+ANALYSIS_COLUMNS = [
+    "treatment", "reference", "measure", "role", "round", "n", "mean_treatment", "mean_reference",
+    "diff", "sd", "ci_lo", "ci_hi", "rel_diff", "rel_ci_lo", "rel_ci_hi", "effect", "power",
+    "seeds_needed", "detectable", "diff_by_replicate",
+]  # fmt: skip
 
 
 def seeds_needed(sd: float, effect: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -149,7 +158,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "role": m.get("role", "secondary"),
                     "round": t,
                     "n": n,
-                    f"mean_{'treatment'}": float(d[a].mean()) if n else math.nan,
+                    "mean_treatment": float(d[a].mean()) if n else math.nan,
                     "mean_reference": ref,
                     "diff": mean,
                     "sd": sd,
@@ -167,7 +176,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                 if m.get("relative", False) and n and ref != 0:
                     row.update(rel_diff=mean / ref, rel_ci_lo=lo / abs(ref), rel_ci_hi=hi / abs(ref))
                 out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=ANALYSIS_COLUMNS)
 
 
 def condition_summary(measures: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -270,6 +270,10 @@ def plot_study_differences(analysis: pd.DataFrame, out_png: Path, dpi: int = DEF
     """A study's paired differences per round with their 95 % t intervals: one panel per
     measure, one line per pair (conta_core.evaluation.study_analysis.analyze's table)."""
     measures = list(dict.fromkeys(analysis["measure"]))
+    if not measures:  # a study without pairs (descriptive): say so instead of an empty canvas
+        fig = Figure(figsize=(4.0, 1.5))
+        fig.text(0.5, 0.5, "no pairs in this study:\nsee conditions.md", ha="center", va="center")
+        return _save(fig, Path(out_png), dpi)
     cols = min(3, max(1, len(measures)))
     rows = math.ceil(len(measures) / cols)
     fig = Figure(figsize=(4.0 * cols, 3.0 * rows))
