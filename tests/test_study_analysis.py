@@ -80,6 +80,22 @@ def test_analyze_pairs_within_replicate_and_seed():
     assert "| conta | placebo | seg_val_miou |" in markdown_table(df)
 
 
+def test_verdict_follows_the_decision_rule_of_study_2():
+    from conta_core.evaluation.study_analysis import verdict
+
+    assert verdict("seg_val_miou", 0.5, 3.0, 2.3) == "better"
+    assert verdict("seg_val_miou", 0.2, 1.0, 2.3) == "better; effect ruled out"
+    assert verdict("pseudo_mask_miou", -1.0, 1.9, 2.0) == "effect ruled out"
+    assert verdict("pseudo_mask_miou", -1.0, 2.5, 2.0) == "inconclusive"
+    assert verdict("cf_pseudo_mask_bg", -0.05, -0.01, 0.04) == "better"  # lower is better
+    assert verdict("cf_pseudo_mask_bg", -0.03, 0.01, 0.04) == "effect ruled out"
+    assert verdict("cf_pseudo_mask_bg", -0.05, 0.01, 0.04) == "inconclusive"
+    assert verdict("ctx_m_cv", 0.1, 0.2, 0.1) == verdict("seg_val_miou", math.nan, math.nan, 2.0) == ""
+    specs = [{"column": "seg_val_miou", "role": "primary"}]
+    row = analyze(_measures(), [("conta", "placebo")], specs, 1, POWER).iloc[0]
+    assert row["ci_hi"] < 2.0 and row["verdict"] == "better; effect ruled out"  # d = 1..2, mean 1.5
+
+
 def test_analyze_names_a_missing_measure():
     with pytest.raises(ValueError, match="nope"):
         analyze(_measures(), [("conta", "placebo")], [{"column": "nope"}], 1, POWER)

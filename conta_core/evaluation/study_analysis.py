@@ -20,6 +20,14 @@ Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of t
 mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
 the reference mean when the measure is `relative`).
 
+`verdict` applies study 2's decision rule (docs/study_em3.md) to every row whose measure has
+a direction: `*_miou` columns are better higher, `cf_*` (confounding) columns better lower.
+"better" when the 95 % interval excludes 0 on the better side, "effect ruled out" when it
+excludes the effect (the interval's upper end below +effect for mIoU, its lower end above
+-effect for confounding, i.e. the relative interval above -20 % at the default effect), both
+at once "better; effect ruled out", otherwise "inconclusive"; empty for measures without a
+direction or without an interval.
+
 A study without pairs (`pairs: []`, a descriptive study such as studies/default_seeds/:
 the spread of one configuration over seeds) gets an empty table with the same columns
 (ANALYSIS_COLUMNS); its result is `condition_summary`.
@@ -37,7 +45,7 @@ MAX_SEEDS = 1000  # seeds_needed gives up (NaN) beyond this
 ANALYSIS_COLUMNS = [
     "treatment", "reference", "measure", "role", "round", "n", "mean_treatment", "mean_reference",
     "diff", "sd", "ci_lo", "ci_hi", "rel_diff", "rel_ci_lo", "rel_ci_hi", "effect", "power",
-    "seeds_needed", "detectable", "diff_by_replicate",
+    "seeds_needed", "detectable", "verdict", "diff_by_replicate",
 ]  # fmt: skip
 
 
@@ -123,6 +131,21 @@ def paired_differences(measures: pd.DataFrame, a: str, b: str, column: str, t: i
     return both.sort_values(keys).reset_index(drop=True)
 
 
+def verdict(column: str, ci_lo: float, ci_hi: float, effect: float) -> str:
+    """The decision rule's word for one interval (see the module docstring)."""
+    if any(math.isnan(v) for v in (ci_lo, ci_hi, effect)):
+        return ""
+    if column.endswith("_miou"):
+        better, ruled_out = ci_lo > 0, ci_hi < effect
+    elif column.startswith("cf_"):
+        better, ruled_out = ci_hi < 0, ci_lo > -effect
+    else:
+        return ""
+    if better and ruled_out:
+        return "better; effect ruled out"
+    return "better" if better else "effect ruled out" if ruled_out else "inconclusive"
+
+
 def measure_effect(measure: dict, ref_mean: float, power_cfg: dict) -> float:
     """The absolute effect to detect for `measure` (see the module docstring)."""
     column, relative = measure["column"], measure.get("relative", False)
@@ -171,6 +194,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "power": power_of(n, sd, effect, alpha),
                     "seeds_needed": seeds_needed(sd, effect, alpha, target),
                     "detectable": detectable_effect(n, sd, alpha, target),
+                    "verdict": verdict(column, lo, hi, effect),
                     "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
@@ -238,6 +262,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         "power",
         "seeds_needed",
         "detectable",
+        "verdict",
     ]
 
     def fmt(v) -> str:
