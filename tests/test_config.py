@@ -180,7 +180,8 @@ def test_exact_adjustment_away_from_block_5_is_refused_by_the_config_check():
     from conta_core.infra.config import ConfigError, load_config
     from conta_core.models.classifier import validate_context_cfg
 
-    assert load_config(overrides={"context": {"adjustment": "exact", "block": 5}})["context"]["block"] == 5
+    for five in (5, 5.0):  # the schema's enum takes 5.0 as 5
+        assert load_config(overrides={"context": {"adjustment": "exact", "block": five}})["context"]["block"] == 5
     for block in (4, "dense"):
         with pytest.raises(ConfigError, match="context.adjustment.*exact needs context.block 5"):
             load_config(overrides={"context": {"adjustment": "exact", "block": block}})

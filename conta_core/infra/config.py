@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, INJECTS, method
+from conta_core.infra.methods import ACTIVE_MODES, ADJUSTMENTS, CONTEXT_BLOCKS, INJECTS, method
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
@@ -166,6 +166,19 @@ def context_inject(ctx: dict) -> str:
     return inject
 
 
+def parse_blocks(block: int | str) -> tuple[int, ...]:
+    """context.block -> the blocks that receive M: 2..5 or "dense" (all of 2..5)."""
+    if block == "dense":
+        return CONTEXT_BLOCKS
+    try:
+        b = int(block)
+    except (TypeError, ValueError):
+        b = None
+    if b not in CONTEXT_BLOCKS:
+        raise config_error("context.block", f"expected one of {CONTEXT_BLOCKS} or 'dense', got {block!r}")
+    return (b,)
+
+
 def context_adjustment(ctx: dict) -> str:
     """context.adjustment ("nwgm" when absent); ConfigError naming the key for a value outside
     ADJUSTMENTS or "exact" at a context.block other than 5 (its per-stratum head is evaluated on
@@ -174,7 +187,7 @@ def context_adjustment(ctx: dict) -> str:
     adjustment = ctx.get("adjustment", "nwgm")
     if adjustment not in ADJUSTMENTS:
         raise config_error("context.adjustment", f"expected one of {ADJUSTMENTS}, got {adjustment!r}")
-    if adjustment == "exact" and str(ctx.get("block")) != "5":
+    if adjustment == "exact" and parse_blocks(ctx.get("block")) != (5,):
         raise config_error(
             "context.adjustment",
             f"exact needs context.block 5 (got {ctx.get('block')!r}): "

@@ -37,7 +37,8 @@ CONTEXT_MODES = ("conta", "placebo", "none")
 ACTIVE_MODES = ("conta", "placebo")  # modes with the context module (placebo: another image's X_m)
 ADJUSTMENTS = ("nwgm", "exact")  # context.adjustment: NWGM approximation (paper) | exact backdoor sum
 INJECTS = ("m", "xm")  # context.inject: M (the paper) | X_m itself (the paper's Table 1 Q1 ablation)
-ALL_BLOCKS = (2, 3, 4, 5, "dense")
+CONTEXT_BLOCKS = (2, 3, 4, 5)  # context.block: the ResNet blocks that can receive M
+ALL_BLOCKS = (*CONTEXT_BLOCKS, "dense")  # "dense": all of them
 
 STEP_RULES = ("train_cls", "make_cam", "make_ir_label", "random_walk")
 """The step rules every method runs (rules/classify.smk, rules/pseudo_mask.smk): one rule and

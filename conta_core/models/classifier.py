@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from conta_core.data.xm import placebo_xm_files
 from conta_core.infra.checkpoint import load_model
-from conta_core.infra.config import config_error, context_adjustment, context_inject, require_keys
+from conta_core.infra.config import config_error, context_adjustment, context_inject, parse_blocks, require_keys
 from conta_core.infra.fileio import load_torch
 from conta_core.infra.methods import ACTIVE_MODES, CONTEXT_MODES
 from conta_core.models.backbone import ResNetBackbone
@@ -61,21 +61,7 @@ from conta_core.models.context import WEIGHT_INIT_STD, XM_ENCODINGS, ContextModu
 log = logging.getLogger("conta.classifier")
 
 OUTPUT_STRIDE = 16  # IRNet CAM net: strides (2, 2, 2, 1), no dilation
-CONTEXT_BLOCKS = (2, 3, 4, 5)
 CONTEXT_PRIORS = ("uniform",)
-
-
-def parse_blocks(block: int | str) -> tuple[int, ...]:
-    """context.block -> the blocks that receive M: 2..5 or "dense" (all of 2..5)."""
-    if block == "dense":
-        return CONTEXT_BLOCKS
-    try:
-        b = int(block)
-    except (TypeError, ValueError):
-        b = None
-    if b not in CONTEXT_BLOCKS:
-        raise config_error("context.block", f"expected one of {CONTEXT_BLOCKS} or 'dense', got {block!r}")
-    return (b,)
 
 
 def validate_context_cfg(context: dict) -> None:

@@ -40,7 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from conta_core.infra.checkpoint import load_model
-from conta_core.models.classifier import ACTIVE_MODES, ContextMixin, parse_blocks
+from conta_core.infra.config import parse_blocks
+from conta_core.models.classifier import ACTIVE_MODES, ContextMixin
 from conta_core.models.resnet38 import ResNet38, parameter_groups, scaled
 
 log = logging.getLogger("conta.seam")
