@@ -103,7 +103,15 @@ def child(args: argparse.Namespace) -> None:
                 batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
             t0 = time.perf_counter()
             row = segment._step(
-                model, optimizer, float(cfg_seg["lr"]), horizon, float(cfg_seg["poly_power"]), device, batch, it, 0
+                batch,
+                it,
+                0,
+                model=model,
+                optimizer=optimizer,
+                base_lr=float(cfg_seg["lr"]),
+                iterations=horizon,
+                power=float(cfg_seg["poly_power"]),
+                device=device,
             )
             times.append(time.perf_counter() - t0)
             losses.append(row["loss"])

@@ -178,7 +178,7 @@ def measure_train_step(golden, seam_state, seam_cfg) -> tuple[dict[str, float], 
             terms[f"loss_rvmin{b}"] = adaptive_min_pooling_loss((cam_rv * label)[:, 1:]).item()
             terms[f"loss_cls{b}"] = F.multilabel_soft_margin_loss(logits[:, 1:], labels).item()
     optimizer = make_optimizer(net, float(seam_cfg["lr"]), seam_cfg)
-    row = _seam_step(net, optimizer, 1, seam_cfg, None, CPU, batch, 0, 0)
+    row = _seam_step(batch, 0, 0, model=net, optimizer=optimizer, max_step=1, cfg=seam_cfg, ctx=None, device=CPU)
     terms.update({k: row[k] for k in ("loss", "loss_cls", "loss_er", "loss_ecr")})
     diffs = {k: abs(v - float(golden[f"train/{k}"])) for k, v in terms.items()}
 

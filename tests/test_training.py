@@ -63,7 +63,18 @@ def _toy_loop(out, checkpoint=None, steps=7, seed=0) -> tuple[torch.nn.Module, l
         return {"loss": float(loss.detach()), "lr": 0.1, "epoch": epoch}
 
     resume = Resume(out, checkpoint, fingerprint("toy", steps, seed))
-    rows = fit(Loop("toy", model, opt, steps, len(loader), batches, step, resume, [loader.generator]))
+    loop = Loop(
+        name="toy",
+        model=model,
+        optimizer=opt,
+        max_step=steps,
+        steps_per_epoch=len(loader),
+        batches=batches,
+        step=step,
+        resume=resume,
+        generators=[loader.generator],
+    )
+    rows = fit(loop)
     resume.finish()
     return model, rows
 

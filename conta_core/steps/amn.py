@@ -251,7 +251,9 @@ def train_amn(
     optimizer = make_optimizer(model, cfg)
     epochs = int(cfg["epochs"])
     resume = Resume(out_path, checkpoint, fingerprint("train_amn", cfg, ctx, list(ids), seed, str(confounder_path)))
-    step_fn = functools.partial(_step, model, optimizer, float(cfg["label_smoothing"]), ctx, device)
+    step_fn = functools.partial(
+        _step, model=model, optimizer=optimizer, eps=float(cfg["label_smoothing"]), context_cfg=ctx, device=device
+    )
 
     def end_epoch(epoch: int, rows: list[dict]) -> None:
         log.info(
@@ -266,16 +268,16 @@ def train_amn(
         torch.manual_seed(seed)
         rows = fit(
             Loop(
-                "train_amn",
-                model,
-                optimizer,
-                epochs * len(loader),
-                len(loader),
-                batches,
-                step_fn,
-                resume,
-                [loader.generator],
-                end_epoch,
+                name="train_amn",
+                model=model,
+                optimizer=optimizer,
+                max_step=epochs * len(loader),
+                steps_per_epoch=len(loader),
+                batches=batches,
+                step=step_fn,
+                resume=resume,
+                generators=[loader.generator],
+                end_epoch=end_epoch,
             )
         )
     config = {"amn": dict(cfg), "context": dict(ctx) if ctx else None, "num_fg": manifest.num_fg}
@@ -295,14 +297,15 @@ def train_amn(
 
 
 def _step(
+    batch: dict,
+    step: int,
+    epoch: int,
+    *,
     model: AMNNet,
     optimizer: torch.optim.Optimizer,
     eps: float,
     context_cfg: dict | None,
     device,
-    batch: dict,
-    step: int,
-    epoch: int,
 ) -> dict:
     """One Adam step at the constant learning rate; the row (epoch, iter, loss, lr, loss_bg, loss_fg)."""
     x = batch["image"].to(device, non_blocking=True)

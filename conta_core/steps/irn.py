@@ -327,19 +327,19 @@ def train_irn(
             write_csv(log_csv, pd.DataFrame(rows, columns=LOG_COLUMNS))
 
     resume = Resume(out_path, checkpoint, fingerprint("train_irn", cfg, list(ids), seed))
-    step_fn = functools.partial(_step, net, opt, index, cfg, max_step, device)
+    step_fn = functools.partial(_step, net=net, opt=opt, index=index, cfg=cfg, max_step=max_step, device=device)
     rows = fit(
         Loop(
-            "train_irn",
-            net,
-            opt,
-            max_step,
-            steps_per_epoch,
-            batches,
-            step_fn,
-            resume,
-            [options["generator"]],
-            end_epoch,
+            name="train_irn",
+            model=net,
+            optimizer=opt,
+            max_step=max_step,
+            steps_per_epoch=steps_per_epoch,
+            batches=batches,
+            step=step_fn,
+            resume=resume,
+            generators=[options["generator"]],
+            end_epoch=end_epoch,
         )
     )
     save_model(out_path, "irn", net, dict(cfg), num_images=len(ids), iterations=len(rows), seed=seed)
@@ -350,15 +350,16 @@ LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "pos_bg", "pos_fg", "neg"]  # trai
 
 
 def _step(
+    batch: tuple[torch.Tensor, torch.Tensor],
+    step: int,
+    epoch: int,
+    *,
     net: EdgeNet,
     opt: torch.optim.Optimizer,
     index: PairIndex,
     cfg: dict,
     max_step: int,
     device,
-    batch: tuple[torch.Tensor, torch.Tensor],
-    step: int,
-    epoch: int,
 ) -> dict:
     """One SGD step on the affinity loss; the row (epoch, iter, loss, lr, pos_bg, pos_fg, neg)."""
     lr = poly_lr(cfg["lr"], step, max_step, cfg["poly_power"])

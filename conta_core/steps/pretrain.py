@@ -205,7 +205,20 @@ def _train(
         rows[-1]["accuracy"] = sum(r["_correct"] for r in rows if r["epoch"] == epoch) / (per_epoch * bs)
         log.info("epoch %d/%d: loss %.4f, accuracy %.4f", epoch + 1, epochs, rows[-1]["loss"], rows[-1]["accuracy"])
 
-    return fit(Loop("pretrain", net, opt, max_step, per_epoch, batches, step, resume, [gen], end_epoch))
+    return fit(
+        Loop(
+            name="pretrain",
+            model=net,
+            optimizer=opt,
+            max_step=max_step,
+            steps_per_epoch=per_epoch,
+            batches=batches,
+            step=step,
+            resume=resume,
+            generators=[gen],
+            end_epoch=end_epoch,
+        )
+    )
 
 
 # --- content-addressed cache of the generated pre-training [OURS] ----------------------------

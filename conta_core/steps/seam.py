@@ -341,12 +341,24 @@ def train_seam(
     max_step = int(cfg["epochs"]) * len(loader)
     optimizer = make_optimizer(model, float(cfg["lr"]), cfg)
     resume = Resume(out_path, checkpoint, fingerprint("train_seam", cfg, ctx, list(ids), seed, str(confounder_path)))
-    step_fn = functools.partial(_seam_step, model, optimizer, max_step, cfg, ctx, device)
+    step_fn = functools.partial(
+        _seam_step, model=model, optimizer=optimizer, max_step=max_step, cfg=cfg, ctx=ctx, device=device
+    )
     cuda = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # dropout masks from `seed`, global RNG untouched
         torch.manual_seed(seed)
         rows = fit(
-            Loop("train_seam", model, optimizer, max_step, len(loader), batches, step_fn, resume, [loader.generator])
+            Loop(
+                name="train_seam",
+                model=model,
+                optimizer=optimizer,
+                max_step=max_step,
+                steps_per_epoch=len(loader),
+                batches=batches,
+                step=step_fn,
+                resume=resume,
+                generators=[loader.generator],
+            )
         )
     save_model(
         out_path,
@@ -364,9 +376,10 @@ def train_seam(
 
 
 def _seam_step(
-    model: SEAMNet, optimizer, max_step: int, cfg: dict, ctx: dict | None, device, batch, step, epoch
+    batch: dict, step: int, epoch: int, *, model: SEAMNet, optimizer, max_step: int, cfg: dict, ctx: dict | None, device
 ) -> dict:
-    """One siamese SGD step (module docstring, step 1); the log row."""
+    """One siamese SGD step (module docstring, step 1; `fit` calls it with the batch, the
+    0-based step and the epoch); the log row."""
     lr = poly_step(optimizer, step, max_step, float(cfg["poly_power"]))
     scale = float(cfg["siamese_scale"])
     x1 = batch["image"].to(device, non_blocking=True)
@@ -620,12 +633,24 @@ def train_affinity(
     max_step = int(aff["epochs"]) * len(loader)
     optimizer = make_optimizer(model, float(aff["lr"]), cfg)
     resume = Resume(out_path, checkpoint, fingerprint("train_affinity", cfg, list(ids), seed, str(seam_path)))
-    step_fn = functools.partial(_aff_step, model, optimizer, max_step, float(cfg["poly_power"]), device)
+    step_fn = functools.partial(
+        _aff_step, model=model, optimizer=optimizer, max_step=max_step, power=float(cfg["poly_power"]), device=device
+    )
     cuda = [torch.device(device)] if torch.device(device).type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         rows = fit(
-            Loop("train_aff", model, optimizer, max_step, len(loader), batches, step_fn, resume, [loader.generator])
+            Loop(
+                name="train_aff",
+                model=model,
+                optimizer=optimizer,
+                max_step=max_step,
+                steps_per_epoch=len(loader),
+                batches=batches,
+                step=step_fn,
+                resume=resume,
+                generators=[loader.generator],
+            )
         )
     config = {"affinity": {"width": float(cfg["width"]), "radius": int(aff["radius"])}}
     save_model(
@@ -636,7 +661,10 @@ def train_affinity(
     resume.finish()
 
 
-def _aff_step(model: AffinityNet, optimizer, max_step: int, power: float, device, batch, step, epoch) -> dict:
+def _aff_step(
+    batch: dict, step: int, epoch: int, *, model: AffinityNet, optimizer, max_step: int, power: float, device
+) -> dict:
+    """One SGD step on AffinityNet's affinity loss (module docstring, step 4); the log row."""
     lr = poly_step(optimizer, step, max_step, power)
     aff = model(batch["image"].to(device, non_blocking=True))
     labels = [batch[k].to(device, non_blocking=True) for k in ("bg", "fg", "neg")]

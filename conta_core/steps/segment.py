@@ -149,10 +149,26 @@ def train_segmentation(
     loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
     resume = Resume(out_path, checkpoint, fingerprint("train_seg", cfg_seg, list(ids), seed, manifest.num_classes))
     step_fn = functools.partial(
-        _step, model, optimizer, float(cfg_seg["lr"]), iterations, float(cfg_seg["poly_power"]), device
+        _step,
+        model=model,
+        optimizer=optimizer,
+        base_lr=float(cfg_seg["lr"]),
+        iterations=iterations,
+        power=float(cfg_seg["poly_power"]),
+        device=device,
     )
     rows = fit(
-        Loop("train_seg", model, optimizer, iterations, len(loader), batches, step_fn, resume, [loader.generator])
+        Loop(
+            name="train_seg",
+            model=model,
+            optimizer=optimizer,
+            max_step=iterations,
+            steps_per_epoch=len(loader),
+            batches=batches,
+            step=step_fn,
+            resume=resume,
+            generators=[loader.generator],
+        )
     )
     save_torch(out_path, checkpoint_dict(model, cfg_seg, manifest.num_classes, iteration=iterations))
     _save_log(log_csv, rows)
@@ -161,17 +177,19 @@ def train_segmentation(
 
 
 def _step(
+    batch: dict,
+    it: int,
+    epoch: int,
+    *,
     model: MSC,
     optimizer: torch.optim.Optimizer,
     base_lr: float,
     iterations: int,
     power: float,
     device,
-    batch: dict,
-    it: int,
-    epoch: int,
 ) -> dict:
-    """One SGD step at the poly lr of iteration `it` (0-based); the row (iteration, loss, lr)."""
+    """One SGD step at the poly lr of iteration `it` (0-based; `fit` calls it with the batch,
+    the iteration and the epoch); the row (iteration, loss, lr)."""
     lr = poly_lr(base_lr, it, iterations, power)
     _set_lr(optimizer, lr)
     images = batch["image"].to(device, non_blocking=True)

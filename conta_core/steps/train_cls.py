@@ -142,19 +142,27 @@ def train_classifier(
         checkpoint,
         fingerprint("train_cls", cls_cfg, ctx, list(ids), seed, len(dataset), str(confounder_path)),
     )
-    step_fn = functools.partial(_step, model, optimizer, max_step, float(cls_cfg["poly_power"]), ctx, device)
+    step_fn = functools.partial(
+        _step,
+        model=model,
+        optimizer=optimizer,
+        max_step=max_step,
+        power=float(cls_cfg["poly_power"]),
+        context_cfg=ctx,
+        device=device,
+    )
     rows = fit(
         Loop(
-            "train_cls",
-            model,
-            optimizer,
-            max_step,
-            len(loader),
-            batches,
-            step_fn,
-            resume,
-            [loader.generator],
-            functools.partial(_end_epoch, epochs, model.num_fg),
+            name="train_cls",
+            model=model,
+            optimizer=optimizer,
+            max_step=max_step,
+            steps_per_epoch=len(loader),
+            batches=batches,
+            step=step_fn,
+            resume=resume,
+            generators=[loader.generator],
+            end_epoch=functools.partial(_end_epoch, epochs, model.num_fg),
         )
     )
     config = {"classifier": dict(cls_cfg), "context": dict(context_cfg) if active else None, "num_fg": num_fg}
@@ -190,17 +198,19 @@ def context_grad_norms(model: CAMNet) -> dict[str, float]:
 
 
 def _step(
+    batch: dict,
+    step: int,
+    epoch: int,
+    *,
     model: CAMNet,
     optimizer: torch.optim.Optimizer,
     max_step: int,
     power: float,
     context_cfg: dict | None,
     device,
-    batch: dict,
-    step: int,
-    epoch: int,
 ) -> dict:
-    """One SGD step; the row (epoch, iter, loss, lr, [grad norms], _correct, _n)."""
+    """One SGD step (`fit` calls it with the batch, the 0-based step and the epoch); the row
+    (epoch, iter, loss, lr, [grad norms], _correct, _n)."""
     lr = poly_step(optimizer, step, max_step, power)
     x = batch["image"].to(device, non_blocking=True)
     y = batch["label"].to(device, non_blocking=True)
