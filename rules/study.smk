@@ -123,6 +123,8 @@ rule study_analysis:
         cfg=json.dumps(
             {
                 "pairs": STUDY.pairs,
+                "primary_pairs": STUDY.primary_pairs,
+                "decision": STUDY.decision,
                 "measures": STUDY.measures,
                 "power": STUDY.power,
                 "rounds": STUDY.rounds,

@@ -111,6 +111,16 @@ def test_bad_study_file_fails_naming_the_key(tmp_path):
         load(make_study(tmp_path, GOOD, pairs=[["conta", "none"]]))
 
 
+def test_primary_pairs_must_be_pairs_and_decision_is_one_of_the_rules(tmp_path):
+    study = load(make_study(tmp_path, GOOD, primary_pairs=[["conta", "placebo"]], decision="difference"))
+    assert study.primary_pairs == [("conta", "placebo")] and study.decision == "difference"
+    assert load(make_study(tmp_path, GOOD)).primary_pairs is None
+    with pytest.raises(StudyError, match=r"primary_pairs: \[\['placebo', 'conta'\]\] not in pairs"):
+        load(make_study(tmp_path, GOOD, primary_pairs=[["placebo", "conta"]]))
+    with pytest.raises(StudyError, match="decision"):
+        load(make_study(tmp_path, GOOD, decision="one-sided"))
+
+
 def test_a_descriptive_study_has_no_pairs_and_needs_no_partners(tmp_path):
     study = load(make_study(tmp_path, GOOD[:1] + GOOD[2:3], pairs=[]))
     assert study.pairs == [] and [r.name for r in study.runs] == ["conta_s0", "conta_s1"]

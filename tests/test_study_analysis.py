@@ -80,20 +80,45 @@ def test_analyze_pairs_within_replicate_and_seed():
     assert "| conta | placebo | seg_val_miou |" in markdown_table(df)
 
 
-def test_verdict_follows_the_decision_rule_of_study_2():
+def test_verdict_follows_the_decision_rules_of_studies_2_and_3():
     from conta_core.evaluation.study_analysis import verdict
 
-    assert verdict("seg_val_miou", 0.5, 3.0, 2.3) == "better"
-    assert verdict("seg_val_miou", 0.2, 1.0, 2.3) == "better; effect ruled out"
+    assert verdict("seg_val_miou", 0.5, 3.0, 2.3) == "improves"
+    assert verdict("seg_val_miou", 0.2, 1.0, 2.3) == "improves; effect ruled out"
     assert verdict("pseudo_mask_miou", -1.0, 1.9, 2.0) == "effect ruled out"
     assert verdict("pseudo_mask_miou", -1.0, 2.5, 2.0) == "inconclusive"
-    assert verdict("cf_pseudo_mask_bg", -0.05, -0.01, 0.04) == "better"  # lower is better
+    assert verdict("cf_pseudo_mask_bg", -0.05, -0.01, 0.04) == "reduces"  # lower is better
     assert verdict("cf_pseudo_mask_bg", -0.03, 0.01, 0.04) == "effect ruled out"
     assert verdict("cf_pseudo_mask_bg", -0.05, 0.01, 0.04) == "inconclusive"
     assert verdict("ctx_m_cv", 0.1, 0.2, 0.1) == verdict("seg_val_miou", math.nan, math.nan, 2.0) == ""
-    specs = [{"column": "seg_val_miou", "role": "primary"}]
-    row = analyze(_measures(), [("conta", "placebo")], specs, 1, POWER).iloc[0]
-    assert row["ci_hi"] < 2.0 and row["verdict"] == "better; effect ruled out"  # d = 1..2, mean 1.5
+    # study 3: two-sided, for any column
+    assert verdict("seg_val_miou", -3.0, -0.5, 2.3, "difference") == "shown (-)"
+    assert verdict("cf_cam_bg", 0.01, 0.02, 0.05, "difference") == "shown (+); effect ruled out"
+    assert verdict("pseudo_mask_miou", -1.0, 1.9, 2.0, "difference") == "effect ruled out"
+    assert verdict("pseudo_mask_miou", -2.5, 1.0, 2.0, "difference") == "inconclusive"
+    with pytest.raises(ValueError, match="decision"):
+        verdict("seg_val_miou", 0.0, 1.0, 2.0, "one-sided")
+
+
+def test_only_primary_pairs_and_measures_are_primary_and_get_a_verdict():
+    m = _measures()
+    m2 = m[m["condition"] == "placebo"].assign(condition="none", seg_val_miou=lambda d: d["seg_val_miou"] - 1.0)
+    m = pd.concat([m, m2], ignore_index=True)
+    specs = [
+        {"column": "seg_val_miou", "role": "primary"},
+        {"column": "cf_pair", "role": "secondary", "relative": True},
+    ]
+    pairs = [("conta", "placebo"), ("placebo", "none")]
+    df = analyze(m, pairs, specs, 1, POWER, primary_pairs=[("conta", "placebo")]).set_index(["reference", "measure"])
+    assert df.loc[("placebo", "seg_val_miou"), "role"] == "primary"
+    # d = 1..2, mean 1.5: above 0 and below the effect 2.0
+    assert df.loc[("placebo", "seg_val_miou"), "verdict"] == "improves; effect ruled out"
+    assert df.loc[("none", "seg_val_miou"), ["role", "verdict"]].tolist() == ["secondary", ""]
+    assert df.loc[("placebo", "cf_pair"), ["role", "verdict"]].tolist() == ["secondary", ""]
+    both = analyze(m, pairs, specs, 1, POWER).set_index(["reference", "measure"])  # default: every pair
+    assert both.loc[("none", "seg_val_miou"), "role"] == "primary" and both.loc[("none", "seg_val_miou"), "verdict"]
+    md = markdown_table(df.reset_index())
+    assert "rel_ci_lo" in md.splitlines()[0] and "diff_by_replicate" in md.splitlines()[0]
 
 
 def test_analyze_names_a_missing_measure():

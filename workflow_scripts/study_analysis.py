@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Write a study's paired analysis (conta_core.evaluation.study_analysis) from its measures files.
 
-    study_analysis.py --cfg '{"pairs": [...], "measures": [...], "power": {...}, "rounds": T}'
+    study_analysis.py --cfg '{"pairs": [...], "primary_pairs": [...], "decision": "...", "measures": [...], "power": {...}, "rounds": T}'
                       --measures studies/<name>/measures/<run>.csv ...
                       --out-csv pairs.csv --out-md pairs.md --out-png differences.png
                       --out-conditions-csv conditions.csv --out-conditions-md conditions.md
 
---cfg: the study's pairs, measures, power settings and rounds (study.yaml).
+--cfg: the study's pairs, primary_pairs, decision, measures, power settings and rounds (study.yaml).
 Writes one row per (pair, measure, round) as CSV and Markdown, the differences figure, and
 per condition and round the mean and spread of every measure over the units (conditions.*).
 Pairs whose runs are not all finished use the units where both are (rule study_interim).
@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     cfg = json.loads(args.cfg)
     measures = pd.concat([pd.read_csv(f) for f in args.measures], ignore_index=True)
-    df = analyze(measures, cfg["pairs"], cfg["measures"], cfg["rounds"], cfg["power"])
+    df = analyze(
+        measures,
+        cfg["pairs"],
+        cfg["measures"],
+        cfg["rounds"],
+        cfg["power"],
+        primary_pairs=cfg.get("primary_pairs"),
+        decision=cfg.get("decision", "improvement"),
+    )
     summary = condition_summary(measures, [m["column"] for m in cfg["measures"]])
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))

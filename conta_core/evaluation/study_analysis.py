@@ -20,13 +20,20 @@ Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of t
 mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
 the reference mean when the measure is `relative`).
 
-`verdict` applies study 2's decision rule (docs/study_em3.md) to every row whose measure has
-a direction: `*_miou` columns are better higher, `cf_*` (confounding) columns better lower.
-"better" when the 95 % interval excludes 0 on the better side, "effect ruled out" when it
-excludes the effect (the interval's upper end below +effect for mIoU, its lower end above
--effect for confounding, i.e. the relative interval above -20 % at the default effect), both
-at once "better; effect ruled out", otherwise "inconclusive"; empty for measures without a
-direction or without an interval.
+`role` is primary where the measure is primary and the pair is one of the study's
+`primary_pairs` (default: every pair), else secondary. `verdict` applies the study's
+`decision` rule to the primary rows only (where the design sets the effect); empty for
+secondary rows and rows without an interval:
+* `improvement` (study 2, docs/study_em3.md; the default): for `*_miou` columns "improves"
+  when the 95 % interval lies above 0, "effect ruled out" when its upper end is below the
+  effect; for `cf_*` (confounding) columns "reduces" when it lies below 0, "effect ruled out"
+  when its lower end is above -effect (the relative interval above -20 % at the default
+  effect); both at once "improves; effect ruled out" (or "reduces; ..."), otherwise
+  "inconclusive"; empty for columns of neither kind;
+* `difference` (study 3, docs/study_table1.md: most ablations have no expected sign):
+  "shown (+)" / "shown (-)" when the interval excludes 0, "effect ruled out" when it lies
+  inside (-effect, +effect), both at once "shown (+); effect ruled out", otherwise
+  "inconclusive".
 
 A study without pairs (`pairs: []`, a descriptive study such as studies/default_seeds/:
 the spread of one configuration over seeds) gets an empty table with the same columns
@@ -131,19 +138,34 @@ def paired_differences(measures: pd.DataFrame, a: str, b: str, column: str, t: i
     return both.sort_values(keys).reset_index(drop=True)
 
 
-def verdict(column: str, ci_lo: float, ci_hi: float, effect: float) -> str:
+DECISIONS = ("improvement", "difference")  # study.yaml `decision`
+
+
+def verdict(column: str, ci_lo: float, ci_hi: float, effect: float, decision: str = "improvement") -> str:
     """The decision rule's word for one interval (see the module docstring)."""
+    if decision not in DECISIONS:
+        raise ValueError(f"decision: expected one of {DECISIONS}, got {decision!r}")
     if any(math.isnan(v) for v in (ci_lo, ci_hi, effect)):
         return ""
+    if decision == "difference":
+        shown = "shown (+)" if ci_lo > 0 else "shown (-)" if ci_hi < 0 else ""
+        ruled_out = -effect < ci_lo and ci_hi < effect
+        if shown and ruled_out:
+            return f"{shown}; effect ruled out"
+        return shown or ("effect ruled out" if ruled_out else "inconclusive")
     if column.endswith("_miou"):
-        better, ruled_out = ci_lo > 0, ci_hi < effect
+        word, better, ruled_out = "improves", ci_lo > 0, ci_hi < effect
     elif column.startswith("cf_"):
-        better, ruled_out = ci_hi < 0, ci_lo > -effect
+        word, better, ruled_out = "reduces", ci_hi < 0, ci_lo > -effect
     else:
         return ""
     if better and ruled_out:
-        return "better; effect ruled out"
-    return "better" if better else "effect ruled out" if ruled_out else "inconclusive"
+        return f"{word}; effect ruled out"
+    return word if better else "effect ruled out" if ruled_out else "inconclusive"
+
+
+def row_primary(measure: dict, a: str, b: str, primary_pairs: set) -> bool:
+    return measure.get("role") == "primary" and (a, b) in primary_pairs
 
 
 def measure_effect(measure: dict, ref_mean: float, power_cfg: dict) -> float:
@@ -156,9 +178,19 @@ def measure_effect(measure: dict, ref_mean: float, power_cfg: dict) -> float:
     return power_cfg["relative_effect"] * abs(ref_mean)
 
 
-def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int, power_cfg: dict) -> pd.DataFrame:
-    """One row per (pair, measure, round): see the module docstring."""
+def analyze(
+    measures: pd.DataFrame,
+    pairs: list,
+    specs: list[dict],
+    rounds: int,
+    power_cfg: dict,
+    primary_pairs: list | None = None,
+    decision: str = "improvement",
+) -> pd.DataFrame:
+    """One row per (pair, measure, round): see the module docstring. primary_pairs: the pairs
+    whose primary measures are primary (None: every pair); decision: the verdict's rule."""
     alpha, target = power_cfg["alpha"], power_cfg["power"]
+    primary = {tuple(p) for p in (pairs if primary_pairs is None else primary_pairs)}
     out = []
     for a, b in pairs:
         for m in specs:
@@ -178,7 +210,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "treatment": a,
                     "reference": b,
                     "measure": column,
-                    "role": m.get("role", "secondary"),
+                    "role": "primary" if row_primary(m, a, b, primary) else "secondary",
                     "round": t,
                     "n": n,
                     "mean_treatment": float(d[a].mean()) if n else math.nan,
@@ -194,7 +226,7 @@ def analyze(measures: pd.DataFrame, pairs: list, specs: list[dict], rounds: int,
                     "power": power_of(n, sd, effect, alpha),
                     "seeds_needed": seeds_needed(sd, effect, alpha, target),
                     "detectable": detectable_effect(n, sd, alpha, target),
-                    "verdict": verdict(column, lo, hi, effect),
+                    "verdict": verdict(column, lo, hi, effect, decision) if row_primary(m, a, b, primary) else "",
                     "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
@@ -245,7 +277,9 @@ def condition_markdown(summary: pd.DataFrame) -> str:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """The analysis as a Markdown table (3 significant decimals)."""
+    """The analysis as a Markdown table (3 decimals): the columns of the CSV but the per-row
+    power inputs, i.e. with both condition means, the relative interval and the mean
+    difference per replicate beside the interval."""
     cols = [
         "treatment",
         "reference",
@@ -253,16 +287,21 @@ def markdown_table(df: pd.DataFrame) -> str:
         "role",
         "round",
         "n",
+        "mean_treatment",
+        "mean_reference",
         "diff",
         "ci_lo",
         "ci_hi",
         "rel_diff",
+        "rel_ci_lo",
+        "rel_ci_hi",
         "sd",
         "effect",
         "power",
         "seeds_needed",
         "detectable",
         "verdict",
+        "diff_by_replicate",
     ]
 
     def fmt(v) -> str:

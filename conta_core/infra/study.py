@@ -112,6 +112,8 @@ class Study:
     bases: dict[str, dict]  # base run name -> its config (rounds 0)
     results_dir: str
     order: list[list[str]] = field(default_factory=list)  # tiers of conditions
+    primary_pairs: list[tuple[str, str]] | None = None  # pairs whose primary measures are primary (None: all)
+    decision: str = "improvement"  # the verdict's rule (conta_core.evaluation.study_analysis)
 
     def priority(self, run: str) -> int:
         """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
@@ -359,7 +361,26 @@ def load_study(path: str | Path, default_config: dict) -> Study:
         raise _study_error(name, f"order: {raw} names a condition twice")
     measures = [dict(m) for m in data["measures"]]
     power = {"alpha": 0.05, "power": 0.8, "miou_effect": 2.0, "relative_effect": 0.2, **(data.get("power") or {})}
-    return Study(name, folder, rounds, pairs, measures, power, runs, bases, results_dir, order)
+    primary_pairs = data.get("primary_pairs")
+    if primary_pairs is not None:
+        primary_pairs = [tuple(p) for p in primary_pairs]
+        stray = [list(p) for p in primary_pairs if p not in pairs]
+        if stray:
+            raise _study_error(name, f"primary_pairs: {stray} not in pairs {[list(p) for p in pairs]}")
+    return Study(
+        name,
+        folder,
+        rounds,
+        pairs,
+        measures,
+        power,
+        runs,
+        bases,
+        results_dir,
+        order,
+        primary_pairs=primary_pairs,
+        decision=data.get("decision", "improvement"),
+    )
 
 
 def measures_table(summary: pd.DataFrame, run: str, condition: str, seed: int, replicate: int) -> pd.DataFrame:
