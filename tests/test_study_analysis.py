@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,3 +202,28 @@ def test_a_study_without_pairs_gets_an_empty_table_and_a_figure_that_says_so(tmp
     assert list(analyze(m, [("conta", "placebo")], [{"column": "seg_val_miou"}], 2, POWER).columns) == ANALYSIS_COLUMNS
     assert len(markdown_table(empty).splitlines()) == 2  # header only
     assert plot_study_differences(empty, tmp_path / "d.png").stat().st_size > 0
+
+
+def test_study_answer_tool_prints_one_table_per_primary_pair_stage_by_stage(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import study_answer
+
+    specs = [{"column": "seg_val_miou", "role": "primary"}, {"column": "cf_pair", "relative": True}]
+    m = _measures().rename(columns={"cf_pair": "cf_pseudo_mask_pair"})
+    specs[1]["column"] = "cf_pseudo_mask_pair"
+    df = analyze(m, [("conta", "placebo")], specs, 1, POWER)
+    (tmp_path / "analysis").mkdir()
+    df.to_csv(tmp_path / "analysis" / "pairs.csv", index=False)
+    assert study_answer.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("**conta − placebo, round 1**")
+    row = df[df["measure"] == "seg_val_miou"].iloc[0]
+    assert f"| segmentation | val mIoU | {row['mean_reference']:.2f} | {row['diff']:+.2f} [" in out
+    assert "| 6 | improves; effect ruled out |" in out
+    cf = df[df["measure"] == "cf_pseudo_mask_pair"].iloc[0]
+    assert f"| pseudo-mask | pair confusion | {cf['mean_reference']:.3g} | {100 * cf['rel_diff']:+.1f} % [" in out
+    assert study_answer.main([str(tmp_path), "--pair", "conta,none"]) == 1
+    assert "no pair conta - none" in capsys.readouterr().err
+    assert study_answer.main([str(tmp_path / "nothing")]) == 2

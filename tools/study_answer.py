@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""The answer table of a study, stage by stage, from its analysis (for README and docs).
+
+    python tools/study_answer.py studies/em3 [--round 3] [--pair conta,placebo --pair conta,none]
+
+Reads studies/<name>/analysis/pairs.csv (rule study_analysis; `--interim` reads
+analysis/interim/) and prints one Markdown table per compared pair, with one row per stage
+measure at `--round` (default: the last round in the table): the reference condition's mean,
+the mean paired difference with its 95 % t interval (confounding measures as % of the
+reference mean), n, and the verdict of the study's decision rule (primary rows only; see
+conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
+train). Pairs default to those with primary rows (the study's primary_pairs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+STAGES = [
+    ("CAM", ["cam_miou", "cam_best_miou", "cf_cam_pair", "cf_cam_bg"]),
+    ("pseudo-mask", ["pseudo_mask_miou", "cf_pseudo_mask_pair", "cf_pseudo_mask_bg"]),
+    ("segmentation", ["seg_val_miou", "cf_seg_val_pair", "cf_seg_val_bg", "seg_train_miou"]),
+]
+LABELS = {
+    "cam_miou": "mIoU @ eval threshold",
+    "cam_best_miou": "mIoU @ best threshold",
+    "pseudo_mask_miou": "mIoU",
+    "seg_val_miou": "val mIoU",
+    "seg_train_miou": "train mIoU",
+}
+
+
+def _label(measure: str) -> str:
+    if measure in LABELS:
+        return LABELS[measure]
+    kind = "pair confusion" if measure.endswith("_pair") else "background leak"
+    return kind + (" (val)" if "seg_val" in measure else "")
+
+
+def _cell(row: pd.Series) -> str:
+    if pd.isna(row["rel_diff"]):
+        return f"{row['diff']:+.2f} [{row['ci_lo']:+.2f}, {row['ci_hi']:+.2f}]"
+    return f"{100 * row['rel_diff']:+.1f} % [{100 * row['rel_ci_lo']:+.1f} %, {100 * row['rel_ci_hi']:+.1f} %]"
+
+
+def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[tuple[str, str]] | None = None) -> str:
+    """The Markdown tables (see the module docstring)."""
+    if pairs.empty:
+        raise ValueError("the analysis has no pairs (a descriptive study: read conditions.md)")
+    if compare is None:
+        primary = pairs[pairs["role"] == "primary"]
+        compare = list(dict.fromkeys(zip(primary["treatment"], primary["reference"])))
+    out = []
+    for a, b in compare:
+        part = pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)]
+        if part.empty:
+            raise ValueError(f"no pair {a} - {b} in the analysis")
+        t = int(part["round"].max()) if round_ is None else round_
+        lines = [
+            f"**{a} − {b}, round {t}** (95 % t intervals over n units; no multiplicity correction)",
+            "",
+            f"| stage | measure | {b} mean | {a} − {b} [95 % CI] | n | verdict |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for stage, measures in STAGES:
+            for m in measures:
+                rows = part[(part["measure"] == m) & (part["round"] == t)]
+                if rows.empty:
+                    continue
+                # a measure listed twice (primary at round 3, secondary at others) has one row per round
+                r = rows.sort_values("role").iloc[0]
+                ref = r["mean_reference"]
+                fmt = ".2f" if m.endswith("_miou") else ".3g"
+                ref_text = "" if isinstance(ref, float) and math.isnan(ref) else format(ref, fmt)
+                verdict = "" if pd.isna(r["verdict"]) else r["verdict"]
+                lines.append(f"| {stage} | {_label(m)} | {ref_text} | {_cell(r)} | {int(r['n'])} | {verdict} |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("study_dir", type=Path, help="studies/<name>")
+    ap.add_argument("--round", type=int, default=None)
+    ap.add_argument("--pair", action="append", default=None, help="treatment,reference (repeatable)")
+    ap.add_argument("--interim", action="store_true", help="read analysis/interim/ (a study not finished)")
+    args = ap.parse_args(argv)
+    path = args.study_dir / "analysis" / ("interim" if args.interim else "") / "pairs.csv"
+    if not path.is_file():
+        print(f"study_answer: no {path} (run the study's analysis first)", file=sys.stderr)
+        return 2
+    compare = [tuple(p.split(",", 1)) for p in args.pair] if args.pair else None
+    try:
+        print(answer_tables(pd.read_csv(path), args.round, compare), end="")
+    except ValueError as e:
+        print(f"study_answer: {path}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
