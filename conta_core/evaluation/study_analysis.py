@@ -206,11 +206,12 @@ def analyze(
                 ref = float(d[b].mean()) if n else math.nan
                 effect = measure_effect(m, ref, power_cfg) if n else math.nan
                 by_rep = d.groupby("replicate")["diff"].mean()
+                is_primary = row_primary(m, a, b, primary)
                 row = {
                     "treatment": a,
                     "reference": b,
                     "measure": column,
-                    "role": "primary" if row_primary(m, a, b, primary) else "secondary",
+                    "role": "primary" if is_primary else "secondary",
                     "round": t,
                     "n": n,
                     "mean_treatment": float(d[a].mean()) if n else math.nan,
@@ -226,7 +227,7 @@ def analyze(
                     "power": power_of(n, sd, effect, alpha),
                     "seeds_needed": seeds_needed(sd, effect, alpha, target),
                     "detectable": detectable_effect(n, sd, alpha, target),
-                    "verdict": verdict(column, lo, hi, effect, decision) if row_primary(m, a, b, primary) else "",
+                    "verdict": verdict(column, lo, hi, effect, decision) if is_primary else "",
                     "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
@@ -277,32 +278,8 @@ def condition_markdown(summary: pd.DataFrame) -> str:
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """The analysis as a Markdown table (3 decimals): the columns of the CSV but the per-row
-    power inputs, i.e. with both condition means, the relative interval and the mean
-    difference per replicate beside the interval."""
-    cols = [
-        "treatment",
-        "reference",
-        "measure",
-        "role",
-        "round",
-        "n",
-        "mean_treatment",
-        "mean_reference",
-        "diff",
-        "ci_lo",
-        "ci_hi",
-        "rel_diff",
-        "rel_ci_lo",
-        "rel_ci_hi",
-        "sd",
-        "effect",
-        "power",
-        "seeds_needed",
-        "detectable",
-        "verdict",
-        "diff_by_replicate",
-    ]
+    """The analysis as a Markdown table (3 decimals), the columns of ANALYSIS_COLUMNS."""
+    cols = ANALYSIS_COLUMNS
 
     def fmt(v) -> str:
         if isinstance(v, float):
