@@ -81,12 +81,25 @@ def claim_device(requested: str = "auto", wait_s: float = 3600.0, poll_s: float 
     return torch.device(f"cuda:{i}")
 
 
+def _deterministic_algorithms() -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True) without its import of
+    torch._inductor.config, which pulls in torch._dynamo: about 1 s in every process, paid by
+    every Snakemake job. [OURS] The inductor flag only affects torch.compile, which this
+    project does not use; the kernel flag is set through the same call the public function
+    makes, and the public function is used where that call is absent."""
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        setter(True, warn_only=True)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch; make CPU kernels deterministic."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _deterministic_algorithms()
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
         torch.backends.cudnn.benchmark = False

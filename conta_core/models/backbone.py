@@ -1,4 +1,4 @@
-"""ResNet backbones from torchvision with IRNet / DeepLab strides and frozen BatchNorm.
+"""ResNet backbones (torchvision's layout, resnet.py) with IRNet / DeepLab strides and frozen BatchNorm.
 
 The backbone is split into four stages, named after ResNet's conv blocks:
 stage 0 = stem + layer1 ("block 2", stride 4), stage 1 = layer2 ("block 3", stride 8),
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from conta_core.infra.config import config_error
 from conta_core.infra.fileio import load_torch
+from conta_core.models.resnet import ResNet, resnet
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 
@@ -54,7 +54,7 @@ def _dilate_layer(layer: nn.Sequential, dilation: int) -> None:
             m.dilation, m.padding = (dilation, dilation), (dilation, dilation)
 
 
-def _caffe_style(net: torchvision.models.ResNet) -> None:
+def _caffe_style(net: ResNet) -> None:
     """MSRA/caffe ResNet conventions (deeplab-pytorch `libs/models/resnet.py`), in place.
 
     The stride of a downsampling bottleneck sits in its first 1x1 conv (`reduce`), not in the
@@ -70,8 +70,8 @@ def _caffe_style(net: torchvision.models.ResNet) -> None:
 
 def build_torchvision_resnet(
     name: str, output_stride: int, dilate: bool, style: str = "torchvision"
-) -> torchvision.models.ResNet:
-    """A randomly initialised torchvision ResNet with the requested output stride.
+) -> ResNet:
+    """A randomly initialised ResNet (torchvision's names and initialisation, resnet.py) with the requested output stride.
 
     output_stride 32: stock. 16: layer4 stride 1 (dilation 2 in every block if `dilate`;
     IRNet: no dilation). 8: layer3 and layer4 stride 1 (dilations 2 and 4 in every block if
@@ -87,7 +87,7 @@ def build_torchvision_resnet(
         raise ValueError(f"resnet_style: expected one of {RESNET_STYLES}, got {style!r}")
     if style == "caffe" and name not in ("resnet50", "resnet101"):
         raise ValueError(f"resnet_style 'caffe' needs a bottleneck ResNet (resnet50/resnet101), got {name!r}")
-    net = getattr(torchvision.models, name)(weights=None)
+    net = resnet(name)
     if style == "caffe":
         _caffe_style(net)
     if output_stride <= 16:
