@@ -33,11 +33,9 @@ GPU = int(
 # and the summary records "no ground truth" (conta_core.report.summary).
 HAS_GT = has_ground_truth(config)
 # pretrain.enabled (synthetic data): the sections with `pretrained: null` start from the
-# generated weights of rule `pretrain`; CFG (the config the rules pass on) names that file.
-PRETRAIN_SECTIONS = pretrain_targets(config)
-PRETRAIN_WEIGHTS = (
-    L.pretrain(config["pretrain"]["backbone"]) if PRETRAIN_SECTIONS else None
-)
+# generated weights in pretrain/<backbone>.pth (pretrain.backbone for the classifier and
+# segmentation, ResNet-38 for SEAM); CFG (the config the rules pass on) names each section's file.
+PRETRAIN_WEIGHTS = {s: L.pretrain(b) for s, b in pretrain_targets(config).items()}
 CFG = with_pretrain(config, PRETRAIN_WEIGHTS)
 # --cfg of every method-dependent rule by its name (conta_core.infra.rule_configs), the step
 # rules train_cls, make_cam, make_ir_label and random_walk (their scripts call the method's step
@@ -56,7 +54,14 @@ MASK_EVALS = [
 
 def pretrain_input(section: str) -> list[str]:
     """[the generated weights] when `section` starts from them, else []."""
-    return [PRETRAIN_WEIGHTS] if section in PRETRAIN_SECTIONS else []
+    return [PRETRAIN_WEIGHTS[section]] if section in PRETRAIN_WEIGHTS else []
+
+
+def pretrain_json(wildcards) -> str:
+    """The `pretrain` section with the job's backbone ({backbone} of pretrain/<backbone>.pth)."""
+    return json.dumps(
+        {**CFG.get("pretrain", {}), "backbone": wildcards.backbone}, sort_keys=True
+    )
 
 
 def section_json(section: str) -> str:

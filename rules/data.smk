@@ -20,8 +20,9 @@ rule prepare_data:
 
 
 # Step 0b (dataset.kind synthetic, pretrain.enabled): the stand-in for ImageNet weights, a
-# torchvision ResNet trained on generated isolated objects; classifier and segmentation with
-# `pretrained: null` start from it (conta_core/steps/pretrain.py explains why and how).
+# ResNet (pretrain.backbone; ResNet-38 at seam.width for method seam) trained on generated
+# isolated objects; the sections with `pretrained: null` start from it
+# (conta_core.infra.config.pretrain_targets; conta_core/steps/pretrain.py explains why and how).
 
 
 rule pretrain:
@@ -38,7 +39,7 @@ rule pretrain:
     resources:
         gpu=GPU,
     params:
-        cfg=section_json("pretrain") if "pretrain" in config else "{}",
+        cfg=pretrain_json,
         device=config["device"],
         seed=config["seed"],
     script:

@@ -21,6 +21,7 @@ if SEAM:
 
     rule train_aff:
         input:
+            pretrained=pretrain_input("seam.aff"),
             manifest=MANIFEST,
             label_dir=ir_labels_of,
             seam=L.model("{t}", "cls"),

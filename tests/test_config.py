@@ -75,18 +75,25 @@ def test_amn_checks():
 def test_pretrain_checks(tmp_path):
     from conta_core.infra.config import pretrain_targets
 
-    assert pretrain_targets(load_config(DEFAULT_CONFIG)) == ["classifier", "segmentation"]
+    assert pretrain_targets(load_config(DEFAULT_CONFIG)) == {"classifier": "resnet18", "segmentation": "resnet18"}
     with pytest.raises(ConfigError, match=r"segmentation\.backbone: resnet34 differs from pretrain\.backbone"):
         load_config(DEFAULT_CONFIG, {"segmentation": {"backbone": "resnet34"}})
     weights = tmp_path / "r34.pth"
     weights.write_bytes(b"")
     cfg = load_config(DEFAULT_CONFIG, {"segmentation": {"backbone": "resnet34", "pretrained": str(weights)}})
-    assert pretrain_targets(cfg) == ["classifier"]  # its own weights: no pretrain for segmentation
+    assert pretrain_targets(cfg) == {"classifier": "resnet18"}  # its own weights: no pretrain for segmentation
     with pytest.raises(ConfigError, match=r"pretrain\.enabled"):
         load_config(DEFAULT_CONFIG, {"dataset": {"kind": "folder", "root": str(tmp_path), "csv": None}})
     with pytest.raises(ConfigError, match=r"pretrain\.object_frac"):
         load_config(DEFAULT_CONFIG, {"pretrain": {"object_frac": [0.0, 0.5]}})
-    assert pretrain_targets(load_config(DEFAULT_CONFIG, {"pretrain": {"enabled": False}})) == []
+    assert pretrain_targets(load_config(DEFAULT_CONFIG, {"pretrain": {"enabled": False}})) == {}
+    # method seam: SEAM's ResNet-38 at seam.width, and AffinityNet's when it starts from pre-training
+    seam = load_config(DEFAULT_CONFIG, {"method": "seam", "seam": {"width": 0.25}})
+    assert pretrain_targets(seam)["seam"] == "resnet38_w0.25" and "seam.aff" not in pretrain_targets(seam)
+    aff = load_config(DEFAULT_CONFIG, {"method": "seam", "seam": {"aff": {"backbone_init": "pretrained"}}})
+    assert pretrain_targets(aff)["seam.aff"] == pretrain_targets(aff)["seam"] == "resnet38_w0.125"
+    own = load_config(DEFAULT_CONFIG, {"method": "seam", "seam": {"pretrained": str(weights)}})
+    assert "seam" not in pretrain_targets(own)
 
 
 def test_require_keys_names_the_section_key_and_every_missing_one():
@@ -151,10 +158,12 @@ def test_config_yaml_gives_every_schema_key_a_default():
 def test_with_pretrain_names_the_weights_in_a_copy():
     from conta_core.infra.config import load_config, with_pretrain
 
-    cfg = load_config()
-    out = with_pretrain(cfg, "results/x/pretrain/resnet18.pth")
-    assert out["classifier"]["pretrained"] == out["segmentation"]["pretrained"] == "results/x/pretrain/resnet18.pth"
-    assert cfg["classifier"]["pretrained"] is None  # the loaded config is left as it is
+    cfg = load_config(overrides={"method": "seam"})
+    r18, r38 = "results/x/pretrain/resnet18.pth", "results/x/pretrain/resnet38_w0.125.pth"
+    out = with_pretrain(cfg, {"classifier": r18, "segmentation": r18, "seam": r38, "seam.aff": r38})
+    assert out["classifier"]["pretrained"] == out["segmentation"]["pretrained"] == r18
+    assert out["seam"]["pretrained"] == out["seam"]["aff"]["pretrained"] == r38
+    assert cfg["classifier"]["pretrained"] is None and cfg["seam"]["pretrained"] is None  # loaded config as it is
     assert out["irn"]["pretrained"] is None  # IRN starts from the classifier
 
 

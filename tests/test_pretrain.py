@@ -113,3 +113,33 @@ def test_cache_reuses_identical_pretraining_and_keys_every_input(tmp_path, caplo
         == 4
     )
     assert sorted(p.name for p in cache.iterdir()) == [f"resnet18-{key}"]
+
+
+def test_resnet38_pretraining_gives_seams_trunk_its_weights(tmp_path):
+    """backbone resnet38_w<width>: SEAM's ResNet-38 trunk at that width, trained with BatchNorm,
+    saved with the official key names and no head; SEAM's and AffinityNet's loaders take it."""
+    from conta_core.models.affinity import AffinityNet
+    from conta_core.models.resnet38 import trunk_keys
+    from conta_core.models.seam import build_seam
+    from conta_core.steps.seam import load_trunk
+
+    cfg = {**TINY, "backbone": "resnet38_w0.0625"}
+    out = tmp_path / "r38.pth"
+    pretrain_backbone(cfg, seed=0, out_path=out, device="cpu")
+    state = load_model(out, "pretrain")["state_dict"]
+    assert list(state) == trunk_keys(0.0625)
+    torch.manual_seed(0)
+    fresh = build_seam({"width": 0.0625}, None, num_fg=3)
+    assert not torch.equal(fresh.bn7.running_var, state["bn7.running_var"])  # BatchNorm statistics were trained
+    load_trunk(fresh, out, "seam.pretrained")
+    assert torch.equal(fresh.b4_3.conv_branch2a.weight, state["b4_3.conv_branch2a.weight"])
+    assert torch.equal(fresh.bn7.running_var, state["bn7.running_var"])
+    aff = AffinityNet(0.0625, radius=5)
+    load_trunk(aff, out, "seam.aff.pretrained")
+    assert torch.equal(aff.b6.conv_branch2b2.weight, state["b6.conv_branch2b2.weight"])
+
+
+@pytest.mark.parametrize("backbone", ["resnet38", "resnet38_w0", "resnet38_wide", "resnet38_w0.50", "vgg16"])
+def test_unknown_backbone_names_the_key(backbone):
+    with pytest.raises(ValueError, match="pretrain.backbone"):
+        check_cfg({**TINY, "backbone": backbone})

@@ -17,7 +17,7 @@ Every trained model (`<round>/cls/model.pth`, `irn/model.pth`, `amn/model.pth`,
 | seam | train_cls (method seam: steps.seam.train_seam) | seam (width), context, num_fg | models.seam.load_seam (via load_classifier) |
 | affinity | train_aff (method seam: steps.seam.train_affinity) | affinity (width, radius) | models.affinity.load_affinity |
 | segmentation | train_seg | the `segmentation` section (+ num_classes in meta) | models.deeplab.load_deeplab, conta predict |
-| pretrain | pretrain | the `pretrain` section | models.backbone.load_pretrained (as `pretrained:` weights) |
+| pretrain | pretrain | the `pretrain` section | models.backbone.load_pretrained, steps.seam.load_trunk (as `pretrained:` weights) |
 
 Resumable training checkpoints (`<model>.resume/step_N.pth`, conta_core.infra.training) are a
 different, internal layout. Files written before the kind tag existed (no "kind") still

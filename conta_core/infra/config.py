@@ -122,14 +122,31 @@ def check_config(cfg: dict) -> None:
         )
 
 
-PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<backbone>.pth
+PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pretrain/<pretrain.backbone>.pth
 
 
-def pretrain_targets(cfg: dict) -> list[str]:
-    """Config sections that start from the generated pretrain weights (enabled, `pretrained: null`)."""
+def resnet38_tag(width: float) -> str:
+    """The generated pre-training's name for ResNet-38 at `width` (SEAM's trunk): "resnet38_w0.125"."""
+    return f"resnet38_w{float(width):g}"
+
+
+def pretrain_targets(cfg: dict) -> dict[str, str]:
+    """Config sections that start from the generated pre-training (pretrain.enabled and their
+    `pretrained` null), each with the backbone it needs, in pretrain/<backbone>.pth:
+    classifier and segmentation pretrain.backbone; with method seam, `seam` (and `seam.aff`
+    with backbone_init pretrained) ResNet-38 at seam.width (resnet38_tag)."""
     if not cfg.get("pretrain", {}).get("enabled"):
-        return []
-    return [s for s in PRETRAIN_USERS if not cfg[s].get("pretrained")]
+        return {}
+    out = {s: cfg["pretrain"]["backbone"] for s in PRETRAIN_USERS if not cfg[s].get("pretrained")}
+    seam = cfg.get("seam")
+    if cfg.get("method") == "seam" and seam:
+        tag = resnet38_tag(seam["width"])
+        if not seam.get("pretrained"):
+            out["seam"] = tag
+        aff = seam.get("aff", {})
+        if aff.get("backbone_init") == "pretrained" and not aff.get("pretrained"):
+            out["seam.aff"] = tag
+    return out
 
 
 def _check_pretrain(cfg: dict) -> None:
@@ -142,7 +159,7 @@ def _check_pretrain(cfg: dict) -> None:
             "the generated pre-training only stands in for ImageNet on "
             "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys",
         )
-    for section in pretrain_targets(cfg):
+    for section in set(pretrain_targets(cfg)) & set(PRETRAIN_USERS):
         if cfg[section]["backbone"] != pre["backbone"]:
             raise config_error(
                 f"{section}.backbone",
@@ -220,8 +237,14 @@ def _check_method(cfg: dict) -> None:
         _check_range(cfg, "seam", "scale_range")
         _check_path(seam.get("pretrained"), "seam.pretrained")
         _check_path(seam["aff"].get("pretrained"), "seam.aff.pretrained")
-        if seam["aff"]["backbone_init"] == "pretrained" and not seam["aff"].get("pretrained"):
-            raise config_error("seam.aff.pretrained", "required when seam.aff.backbone_init = pretrained")
+        if (
+            seam["aff"]["backbone_init"] == "pretrained"
+            and not seam["aff"].get("pretrained")
+            and "seam.aff" not in pretrain_targets(cfg)
+        ):
+            raise config_error(
+                "seam.aff.pretrained", "required when seam.aff.backbone_init = pretrained (without pretrain.enabled)"
+            )
 
 
 def _check_amn(cfg: dict) -> None:
@@ -285,11 +308,15 @@ def has_ground_truth(cfg: dict) -> bool:
     return ds.get("kind") != "folder" or ds.get("masks_dir") not in (None, "")
 
 
-def with_pretrain(cfg: dict, weights: str | None) -> dict:
+def with_pretrain(cfg: dict, weights: dict[str, str]) -> dict:
     """A copy of cfg in which every section that starts from the generated pre-training
-    (pretrain_targets) names `weights` as its `pretrained` file (the rules' params, hence the
-    checkpoints, record it); cfg itself is left as loaded."""
+    (pretrain_targets; "seam.aff" is the aff subsection of seam) names its file
+    weights[section] as its `pretrained` (the rules' params, hence the checkpoints, record
+    it); cfg itself is left as loaded."""
     out = copy.deepcopy(cfg)
-    for section in pretrain_targets(cfg):
-        out[section]["pretrained"] = weights
+    for section, path in weights.items():
+        node = out
+        for key in section.split("."):
+            node = node[key]
+        node["pretrained"] = path
     return out

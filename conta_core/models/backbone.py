@@ -68,9 +68,7 @@ def _caffe_style(net: ResNet) -> None:
             block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
 
-def build_torchvision_resnet(
-    name: str, output_stride: int, dilate: bool, style: str = "torchvision"
-) -> ResNet:
+def build_torchvision_resnet(name: str, output_stride: int, dilate: bool, style: str = "torchvision") -> ResNet:
     """A randomly initialised ResNet (torchvision's names and initialisation, resnet.py) with the requested output stride.
 
     output_stride 32: stock. 16: layer4 stride 1 (dilation 2 in every block if `dilate`;

@@ -11,7 +11,12 @@ and segmentation built on them collapse). This step builds the analogous source 
   memory from the seed (no file of it is written, and no image or mask of the WSSS dataset
   is used);
 - single-label classification of those images (cross-entropy), like ImageNet's;
-- the torchvision ResNet's state_dict without `fc`, loadable through any `pretrained:` key.
+- the network's state_dict without `fc`, loadable through any `pretrained:` key: a
+  torchvision-layout ResNet (`pretrain.backbone`, for the classifier and DeepLab) or, for
+  method seam, SEAM's ResNet-38 trunk at `seam.width` with the official key names (backbone
+  "resnet38_w<width>", conta_core.infra.config.resnet38_tag). [OURS] ResNet-38 gets the same
+  source set and schedule as the ResNet, its BatchNorm trained (a random start) and its
+  classifier a global average pool of the last feature map (conv6) and a linear layer.
 
 The supervision is image-level class labels of a different, object-centric image set, the
 same kind that ImageNet pre-training brings to the paper's pipeline.
@@ -34,11 +39,12 @@ import torch.nn.functional as F
 from conta_core.data import synthetic
 from conta_core.data.transforms import normalize
 from conta_core.infra.checkpoint import cpu_state, save_model
-from conta_core.infra.config import config_error
+from conta_core.infra.config import config_error, resnet38_tag
 from conta_core.infra.fileio import atomic_path, write_csv
 from conta_core.infra.progress import track
 from conta_core.infra.training import Loop, Resume, fingerprint, fit
-from conta_core.models.backbone import build_torchvision_resnet
+from conta_core.models.backbone import RESNETS, build_torchvision_resnet
+from conta_core.models.resnet38 import ResNet38
 from conta_core.steps.train_cls import poly_step
 
 log = logging.getLogger("conta.pretrain")
@@ -70,6 +76,44 @@ def check_cfg(cfg: dict) -> None:
         raise config_error("pretrain.num_images", "fewer images than pretrain.batch_size")
     if int(cfg["image_size"]) < 16:
         raise config_error("pretrain.image_size", "must be >= 16")
+    if cfg["backbone"] not in RESNETS and resnet38_width(cfg["backbone"]) is None:
+        raise config_error(
+            "pretrain.backbone", f"expected one of {RESNETS} or resnet38_w<width>, got {cfg['backbone']!r}"
+        )
+
+
+def resnet38_width(backbone: str) -> float | None:
+    """The width of a "resnet38_w<width>" backbone name (resnet38_tag), else None."""
+    head, _, width = str(backbone).partition("_w")
+    try:
+        value = float(width) if head == "resnet38" else None
+    except ValueError:
+        return None
+    return value if value and value > 0 and resnet38_tag(value) == backbone else None
+
+
+class ResNet38Classifier(ResNet38):
+    """SEAM's ResNet-38 trunk with a pre-training head: logits = fc(mean over H, W of conv6).
+    Its state_dict is the trunk's (official key names) plus fc.*; BatchNorm and conv1a train."""
+
+    def __init__(self, width: float, num_classes: int) -> None:
+        super().__init__(width)
+        self.freeze_bn = self.freeze_early = False
+        self.fc = torch.nn.Linear(self.channels["b7"], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(super().forward(x).mean((2, 3)))
+
+
+def build_network(backbone: str, num_classes: int) -> torch.nn.Module:
+    """The network to pre-train, randomly initialised: a torchvision-layout ResNet at output
+    stride 32 with a new `fc`, or ResNet38Classifier for "resnet38_w<width>"."""
+    width = resnet38_width(backbone)
+    if width is not None:
+        return ResNet38Classifier(width, num_classes)
+    net = build_torchvision_resnet(backbone, output_stride=32, dilate=False)
+    net.fc = torch.nn.Linear(net.fc.in_features, num_classes)
+    return net
 
 
 def source_images(cfg: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +170,7 @@ def pretrain_backbone(
     log_csv: str | os.PathLike | None = None,
     checkpoint: dict | None = None,
 ) -> dict:
-    """Train a torchvision ResNet on the source set; save its state_dict without `fc`.
+    """Train the backbone (build_network) on the source set; save its state_dict without `fc`.
 
     cfg: the `pretrain:` config section. Returns {"final_loss", "train_accuracy"} (last epoch).
     Augmentation: a seeded random horizontal flip per image. Deterministic on CPU.
@@ -139,8 +183,7 @@ def pretrain_backbone(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = build_torchvision_resnet(cfg["backbone"], output_stride=32, dilate=False)
-        net.fc = torch.nn.Linear(net.fc.in_features, len(synthetic.CLASS_CATALOGUE))
+        net = build_network(cfg["backbone"], len(synthetic.CLASS_CATALOGUE))
     net.to(device).train()
     opt = torch.optim.SGD(
         net.parameters(), lr=float(cfg["lr"]), momentum=float(cfg["momentum"]), weight_decay=float(cfg["weight_decay"])
@@ -230,6 +273,8 @@ CACHE_SOURCES = (
     "data/synthetic.py",
     "data/transforms.py",
     "models/backbone.py",
+    "models/resnet.py",
+    "models/resnet38.py",
 )
 
 
