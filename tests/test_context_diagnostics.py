@@ -172,3 +172,13 @@ def test_m_scale_auto_calibrates_on_the_first_batch_and_is_saved(tmp_path) -> No
     assert float(load_classifier(tmp_path / "old.pth", "cpu").m_gain) == 1.0
     with pytest.raises(ValueError, match="m_scale"):
         build_classifier(cfg, {**CONTEXT, "m_scale": -1}, 2)
+
+
+def test_cam_change_leaves_out_an_image_whose_cams_are_zero() -> None:
+    """An all-zero CAM has no relative change (a SEAM run's mean was 2e11 with the old
+    clamp(1e-12) denominator); the diagnostics leave it out and count it."""
+    from conta_core.evaluation.context_diagnostics import relative_change
+
+    cam = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
+    assert relative_change(cam, cam * 1.5) == pytest.approx(0.5)
+    assert relative_change(torch.zeros(2, 2), torch.ones(2, 2)) is None

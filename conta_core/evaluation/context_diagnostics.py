@@ -13,7 +13,10 @@ as the swap, another image's X_m (conta_core.data.xm.placebo_xm_files applied on
   averaged over classes) and M's share of the CAM logits (mean |w_cM M| over
   mean(|sum_k w_ck F_k| + |w_cM M|), the image's classes, all pixels);
 - `cam_change`: relative L1 change of the image's CAMs (scale 1, no flip) when its M is
-  replaced by the swap's, mean over images: the direct test that the context matters;
+  replaced by the swap's, mean over images: the direct test that the context matters. An
+  image whose CAMs of its classes are zero everywhere has no relative change (it would divide
+  by zero: one such image put 2e11 in the mean of a SEAM run); [OURS] it is left out of the
+  mean and counted in `cam_change_undefined` (cam_change NaN when every image is);
 - from train_log.csv (train_cls): mean gradient norms reaching W_1, W_2 and the M-channel
   weights, first and last epoch.
 
@@ -68,6 +71,12 @@ def _grad_summary(train_log: str | os.PathLike | None) -> dict:
     return out
 
 
+def relative_change(cam: torch.Tensor, swapped: torch.Tensor) -> float | None:
+    """sum |cam - swapped| / sum |cam| (the `cam_change` of one image); None when cam is zero everywhere."""
+    denom = float(cam.abs().sum())
+    return float((cam - swapped).abs().sum()) / denom if denom > 0 else None
+
+
 def inert_reasons(d: dict) -> list[str]:
     """Which of the inert criteria a diagnostics dict meets (empty: the context carries signal).
     With inject xm the attention is unused, so its entropy is no criterion."""
@@ -117,7 +126,7 @@ def context_diagnostics(
             alphas.append(alpha[0].cpu().numpy())
             maps.append(m[0, 0].cpu().numpy())
             cams = [model.cam_maps(x, e)[0, keys] for e in enc]
-            changes.append(float((cams[0] - cams[1]).abs().sum() / cams[0].abs().sum().clamp(min=1e-12)))
+            changes.append(relative_change(cams[0], cams[1]))
             if block5 and len(keys):
                 feats = model.features(x, m)[0]  # [C_last + 1, h, w]; last channel = M * m_scale
                 wk = w[keys]
@@ -125,6 +134,7 @@ def context_diagnostics(
                 from_f = torch.einsum("kc,chw->khw", wk[:, :-1], feats[:-1]).abs()
                 shares.append(float(from_m.mean() / (from_f.mean() + from_m.mean()).clamp(min=1e-12)))
     alpha, m = np.stack(alphas), np.stack(maps)
+    defined = [c for c in changes if c is not None]
     ent = _entropy(alpha)
     m_std = float(m.std(axis=0).mean())
     m_mean = float(m.mean())
@@ -142,7 +152,8 @@ def context_diagnostics(
         "m_std_across_images": m_std,
         "m_cv": m_std / max(m_mean, 1e-12),
         "m_spatial_std": float(m.reshape(len(m), -1).std(axis=1).mean()),
-        "cam_change": float(np.mean(changes)),
+        "cam_change": float(np.mean(defined)) if defined else float("nan"),
+        "cam_change_undefined": len(changes) - len(defined),
         "m_weight_share": float((w[:, -1].abs() / w[:, :-1].abs().mean(dim=1)).mean()) if block5 else None,
         "m_logit_share": float(np.mean(shares)) if shares else None,
         "w1_std": float(model.context.w1.weight.detach().std()),
