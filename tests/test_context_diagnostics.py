@@ -175,10 +175,16 @@ def test_m_scale_auto_calibrates_on_the_first_batch_and_is_saved(tmp_path) -> No
 
 
 def test_cam_change_leaves_out_an_image_whose_cams_are_zero() -> None:
-    """An all-zero CAM has no relative change (a SEAM run's mean was 2e11 with the old
-    clamp(1e-12) denominator); the diagnostics leave it out and count it."""
+    """An all-zero CAM whose swap is not zero has no relative change (a SEAM run's mean was 2e11
+    with the old clamp(1e-12) denominator); the diagnostics leave it out and count it."""
     from conta_core.evaluation.context_diagnostics import relative_change
 
     cam = torch.tensor([[1.0, 0.0], [2.0, 1.0]])
     assert relative_change(cam, cam * 1.5) == pytest.approx(0.5)
     assert relative_change(torch.zeros(2, 2), torch.ones(2, 2)) is None
+    assert relative_change(torch.zeros(2, 2), torch.zeros(2, 2)) == 0.0  # zero with either M: no change
+
+
+def test_cam_change_undefined_everywhere_is_null_and_inert() -> None:
+    d = {"mode": "conta", "num_images": 4, "alpha_entropy_mean": 0.5, "m_cv": 0.3, "cam_change": None}
+    assert inert_reasons(d) == ["CAM change undefined for all 4 images (their CAMs are zero, the swap's are not)"]

@@ -5,9 +5,8 @@ Usage:
     pretrain.py --cfg JSON --out PATH --log CSV [--device auto] [--threads N] [--seed S]
 
 --cfg      the `pretrain` config section as JSON
---out      output weights (pretrain/<backbone>.pth): the network's state_dict without fc, a
-           torchvision-layout ResNet for the `pretrained:` keys of classifier / segmentation, or
-           ResNet-38 (backbone resnet38_w<width>, official key names) for seam / seam.aff
+--out      output weights (pretrain/<backbone>.pth): a torchvision ResNet state_dict without fc,
+           for the `pretrained:` keys of classifier / segmentation / irn / amn
 --log      per-iteration training log CSV (epoch, iter, loss, lr)
 --device   auto | cpu | cuda | cuda:K (default auto)
 --threads  torch intra-op threads

@@ -14,9 +14,10 @@ as the swap, another image's X_m (conta_core.data.xm.placebo_xm_files applied on
   mean(|sum_k w_ck F_k| + |w_cM M|), the image's classes, all pixels);
 - `cam_change`: relative L1 change of the image's CAMs (scale 1, no flip) when its M is
   replaced by the swap's, mean over images: the direct test that the context matters. An
-  image whose CAMs of its classes are zero everywhere has no relative change (it would divide
-  by zero: one such image put 2e11 in the mean of a SEAM run); [OURS] it is left out of the
-  mean and counted in `cam_change_undefined` (cam_change NaN when every image is);
+  image whose CAMs of its classes are zero everywhere changes by 0 when the swap's are zero
+  too; when they are not, its relative change is undefined (it divided by zero: one such image
+  put 2e11 into the mean of a SEAM run). [OURS] It is left out of the mean and counted in
+  `cam_change_undefined` (cam_change None when every image is, an inert reason);
 - from train_log.csv (train_cls): mean gradient norms reaching W_1, W_2 and the M-channel
   weights, first and last epoch.
 
@@ -72,9 +73,12 @@ def _grad_summary(train_log: str | os.PathLike | None) -> dict:
 
 
 def relative_change(cam: torch.Tensor, swapped: torch.Tensor) -> float | None:
-    """sum |cam - swapped| / sum |cam| (the `cam_change` of one image); None when cam is zero everywhere."""
-    denom = float(cam.abs().sum())
-    return float((cam - swapped).abs().sum()) / denom if denom > 0 else None
+    """sum |cam - swapped| / sum |cam| of cam, swapped float32[K, h, w] (one image's `cam_change`):
+    0 when both are zero everywhere, None (undefined) when only cam is."""
+    diff, denom = (cam - swapped).abs().sum(), cam.abs().sum()
+    if float(denom) > 0:
+        return float(diff / denom)
+    return 0.0 if float(diff) == 0 else None
 
 
 def inert_reasons(d: dict) -> list[str]:
@@ -85,7 +89,11 @@ def inert_reasons(d: dict) -> list[str]:
         reasons.append(f"attention is uniform (normalised entropy {d['alpha_entropy_mean']:.4f} > {INERT_ENTROPY})")
     if d["m_cv"] < INERT_M_CV:
         reasons.append(f"M is the same for every image (across-image std / mean {d['m_cv']:.2e} < {INERT_M_CV})")
-    if d["cam_change"] < INERT_CAM_CHANGE:
+    if d["cam_change"] is None:
+        reasons.append(
+            f"CAM change undefined for all {d.get('num_images', '?')} images (their CAMs are zero, the swap's are not)"
+        )
+    elif d["cam_change"] < INERT_CAM_CHANGE:
         reasons.append(
             f"CAMs ignore M (relative change under another image's M {d['cam_change']:.2e} < {INERT_CAM_CHANGE})"
         )
@@ -152,7 +160,7 @@ def context_diagnostics(
         "m_std_across_images": m_std,
         "m_cv": m_std / max(m_mean, 1e-12),
         "m_spatial_std": float(m.reshape(len(m), -1).std(axis=1).mean()),
-        "cam_change": float(np.mean(defined)) if defined else float("nan"),
+        "cam_change": float(np.mean(defined)) if defined else None,
         "cam_change_undefined": len(changes) - len(defined),
         "m_weight_share": float((w[:, -1].abs() / w[:, :-1].abs().mean(dim=1)).mean()) if block5 else None,
         "m_logit_share": float(np.mean(shares)) if shares else None,
@@ -172,12 +180,13 @@ def write_context_diagnostics(out_path: str | os.PathLike, **kwargs) -> dict:
     level = logging.WARNING if d["inert"] else logging.INFO
     log.log(
         level,
-        "context diagnostics (%s, %d images): alpha entropy %.4f, M cv %.3g, CAM change %.4f%s",
+        "context diagnostics (%s, %d images): alpha entropy %.4f, M cv %.3g, CAM change %s (%d undefined)%s",
         d["mode"],
         d["num_images"],
         d["alpha_entropy_mean"],
         d["m_cv"],
-        d["cam_change"],
+        "undefined" if d["cam_change"] is None else f"{d['cam_change']:.4f}",
+        d["cam_change_undefined"],
         " -> INERT: " + "; ".join(d["inert_reasons"]) if d["inert"] else "",
     )
     return d

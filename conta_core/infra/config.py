@@ -127,7 +127,7 @@ PRETRAIN_USERS = ("classifier", "segmentation")  # sections initialised from pre
 
 def resnet38_tag(width: float) -> str:
     """The generated pre-training's name for ResNet-38 at `width` (SEAM's trunk): "resnet38_w0.125"."""
-    return f"resnet38_w{float(width):g}"
+    return f"resnet38_w{float(width)!r}"
 
 
 def pretrain_targets(cfg: dict) -> dict[str, str]:
@@ -159,7 +159,7 @@ def _check_pretrain(cfg: dict) -> None:
             "the generated pre-training only stands in for ImageNet on "
             "dataset.kind synthetic; set it to false and give ImageNet weights via the `pretrained:` keys",
         )
-    for section in set(pretrain_targets(cfg)) & set(PRETRAIN_USERS):
+    for section in [s for s in pretrain_targets(cfg) if s in PRETRAIN_USERS]:
         if cfg[section]["backbone"] != pre["backbone"]:
             raise config_error(
                 f"{section}.backbone",

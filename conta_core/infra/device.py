@@ -86,12 +86,11 @@ def _deterministic_algorithms() -> None:
     torch._inductor.config, which pulls in torch._dynamo: about 1 s in every process, paid by
     every Snakemake job. [OURS] The inductor flag only affects torch.compile, which this
     project does not use; the kernel flag is set through the same call the public function
-    makes, and the public function is used where that call is absent."""
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None:
+    makes (torch 2.14), and the public function is used where that call is absent or differs."""
+    try:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
+    except (AttributeError, TypeError):  # another torch: the public function
         torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        setter(True, warn_only=True)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,7 @@
 """ResNet-18/34/50/101 with torchvision's module names, construction order and initialisation.
 
 Why not `torchvision.models.resnet50`: importing torchvision imports torch._dynamo (through
-torchvision.ops), about 1 s per process on a 2-core CPU, paid by every Snakemake job that builds
+torchvision.ops), about 1.7 s per process on a 2-core CPU, paid by every Snakemake job that builds
 a model; a round of the default run has about 25 such jobs. This module builds the same network
 without that import: He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016),
 in torchvision's "v1.5" form (the stride of a downsampling bottleneck in its 3x3 conv), see

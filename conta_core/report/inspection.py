@@ -159,9 +159,11 @@ def inspect_context(round_dir: Path, t: int) -> list[dict]:
     try:
         d = read_json(path)
         inject = "" if d.get("inject", "m") == "m" else f" (inject {d['inject']}: X_m in M's place)"
+        change = "undefined" if d["cam_change"] is None else f"{d['cam_change']:.4f}"
+        undefined = f" ({d['cam_change_undefined']} images undefined)" if d.get("cam_change_undefined") else ""
         detail = (
             f"{d['mode']}{inject}: alpha entropy {d['alpha_entropy_mean']:.4f}, M cv {d['m_cv']:.3g}, "
-            f"CAM change {d['cam_change']:.4f}"
+            f"CAM change {change}{undefined}"
         )
     except (ValueError, KeyError) as e:
         return [_row(t, path.name, ERROR, detail=f"unreadable: {e}")]

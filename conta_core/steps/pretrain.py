@@ -15,8 +15,9 @@ and segmentation built on them collapse). This step builds the analogous source 
   torchvision-layout ResNet (`pretrain.backbone`, for the classifier and DeepLab) or, for
   method seam, SEAM's ResNet-38 trunk at `seam.width` with the official key names (backbone
   "resnet38_w<width>", conta_core.infra.config.resnet38_tag). [OURS] ResNet-38 gets the same
-  source set and schedule as the ResNet, its BatchNorm trained (a random start) and its
-  classifier a global average pool of the last feature map (conv6) and a linear layer.
+  source set and schedule as the ResNet, its BatchNorm trained (a random start), the official
+  dropout of b6 / b7 active, and as classifier a global average pool of the last feature map
+  (conv6) and a linear layer.
 
 The supervision is image-level class labels of a different, object-centric image set, the
 same kind that ImageNet pre-training brings to the paper's pipeline.
@@ -102,6 +103,7 @@ class ResNet38Classifier(ResNet38):
         self.fc = torch.nn.Linear(self.channels["b7"], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32[B, 3, H, W] -> logits float32[B, num_classes]."""
         return self.fc(super().forward(x).mean((2, 3)))
 
 
@@ -275,6 +277,7 @@ CACHE_SOURCES = (
     "models/backbone.py",
     "models/resnet.py",
     "models/resnet38.py",
+    "steps/train_cls.py",  # poly_step
 )
 
 
