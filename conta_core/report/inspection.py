@@ -160,7 +160,8 @@ def inspect_context(round_dir: Path, t: int) -> list[dict]:
         d = read_json(path)
         inject = "" if d.get("inject", "m") == "m" else f" (inject {d['inject']}: X_m in M's place)"
         change = "undefined" if d["cam_change"] is None else f"{d['cam_change']:.4f}"
-        undefined = f" ({d['cam_change_undefined']} images undefined)" if d.get("cam_change_undefined") else ""
+        k = d.get("cam_change_undefined") or 0
+        undefined = f" (undefined for {k} of {d.get('num_images', '?')} images)" if k else ""
         detail = (
             f"{d['mode']}{inject}: alpha entropy {d['alpha_entropy_mean']:.4f}, M cv {d['m_cv']:.3g}, "
             f"CAM change {change}{undefined}"
