@@ -24,9 +24,9 @@ import torch.nn as nn
 
 from conta_core.infra.config import config_error
 from conta_core.infra.fileio import load_torch
-from conta_core.models.resnet import ResNet, resnet
+from conta_core.models.resnet import DEPTHS, ResNet, resnet
 
-RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
+RESNETS = tuple(DEPTHS)  # resnet18, resnet34, resnet50, resnet101
 
 
 RESNET_STYLES = ("torchvision", "caffe")  # segmentation.resnet_style
