@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conta_core.models.affinity import AffinityNet, affinity_labels, pair_indices, random_walk, walk_labels
 from conta_core.models.resnet38 import ResNet38
@@ -206,3 +209,53 @@ def test_color_jitter_reaches_both_trainings_and_is_seeded(tmp_path):
     assert not np.array_equal(aff[0]["image"], aff[1]["image"]) and aff[0]["fg"].shape == aff[1]["fg"].shape
     again = AffinityDataset(manifest, ids, files, 48, 5, 3, [0.3, 0.3, 0.3, 0.1])[0]
     np.testing.assert_array_equal(aff[1]["image"], again["image"])
+
+
+def test_walk_takes_the_cams_at_another_size_and_answers_at_out_size():
+    """seam.aff.scale: walk_labels resizes the CAMs to the (rescaled) image and its scores to
+    out_size before the argmax; without out_size it answers at the image's size, as before."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = AffinityNet(0.0625).eval()
+    x, fg = torch.randn(1, 3, 74, 90), torch.rand(2, 37, 45)
+    with torch.inference_mode():
+        big = F.interpolate(fg[None], (74, 90), mode="bilinear", align_corners=False)[0]
+        np.testing.assert_array_equal(walk_labels(model, x, fg, 8, 2, 6), walk_labels(model, x, big, 8, 2, 6))
+        same = walk_labels(model, x, big, 8, 2, 6, out_size=(74, 90))
+        np.testing.assert_array_equal(same, walk_labels(model, x, big, 8, 2, 6))
+        small = walk_labels(model, x, fg, 8, 2, 6, out_size=(37, 45))
+        assert small.shape == (37, 45) and int(small.max()) <= 2
+        assert walk_labels(model, x, torch.zeros(0, 37, 45), 8, 2, 6, out_size=(37, 45)).eq(0).all()
+
+
+def test_affinity_net_at_scale_two_trains_on_the_rescaled_image_and_walks_at_it(tmp_path):
+    """seam.aff.scale 2: the training items are crops of the image and its CRF labels at twice
+    the size (a 40 px crop of a 20 px image is the whole image at 40 px); the checkpoint
+    records the scale and the walk writes masks at the image's own size."""
+    from test_ir_label import CRF, tiny_dataset
+
+    from conta_core.data.transforms import normalize, pil_resize_image
+    from conta_core.infra.fileio import load_image, load_label_png
+    from conta_core.models.affinity import load_affinity
+    from conta_core.steps.seam import AffinityDataset, make_seam_crf_labels, make_seam_pseudo_masks, train_affinity
+
+    manifest, cams = tiny_dataset(tmp_path)
+    ids = manifest.ids("train")
+    make_seam_crf_labels(manifest, ids, cams, tmp_path / "crf", {"crf_alphas": [4, 24], "crf": CRF}, 1)
+    files = {i: tmp_path / "crf" / f"{i}.npz" for i in ids}
+    plain, twice = (AffinityDataset(manifest, ids, files, 40, 2, 3, None, s)[0] for s in (1.0, 2.0))
+    assert plain["image"].shape == twice["image"].shape == (3, 40, 40)
+    whole = normalize(pil_resize_image(load_image(manifest.image_file("img0")), (40, 40)))
+    assert np.array_equal(twice["image"], whole) or np.array_equal(twice["image"], whole[:, :, ::-1])
+    assert not np.array_equal(plain["image"][:, :20, :20], whole[:, :20, :20])  # 1x: the image and padding
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["seam"]
+    cfg["width"] = 0.0625
+    cfg["aff"] |= {"backbone_init": "random", "radius": 2, "epochs": 1, "batch_size": 2, "crop_size": 40, "scale": 2.0}
+    train_affinity(manifest, ids, files, cfg, "cpu", tmp_path / "aff.pth", seed=0)
+    assert load_affinity(tmp_path / "aff.pth").scale == 2.0
+    make_seam_pseudo_masks(
+        manifest, ids, cams, tmp_path / "aff.pth", tmp_path / "pm", {"beta": 8, "logt": 2, "alpha": 6}, "cpu"
+    )
+    assert all(load_label_png(tmp_path / "pm" / f"{i}.png").shape == (20, 20) for i in ids)

@@ -94,10 +94,13 @@ def random_scale(
     img: np.ndarray, maps: list[np.ndarray], scale_range: tuple[float, float], rng: np.random.Generator
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Rescale by a factor drawn uniformly from `scale_range`."""
-    s = rng.uniform(*scale_range)
-    h, w = img.shape[:2]
-    size = (max(1, int(round(h * s))), max(1, int(round(w * s))))
+    size = scaled_size(img.shape[:2], rng.uniform(*scale_range))
     return resize_image(img, size), [resize_label(m, size) for m in maps]
+
+
+def scaled_size(size: tuple[int, int], s: float) -> tuple[int, int]:
+    """(h, w) times s, rounded, at least 1."""
+    return max(1, int(round(size[0] * s))), max(1, int(round(size[1] * s)))
 
 
 def random_hflip(

@@ -16,6 +16,12 @@ map smaller than 2r + 1 on its short side uses radius (min side - 1) // 2 (offic
 the scores [bg = (1 - max fg)^alpha, fg CAMs] at full size, zero-padded to a multiple of 8,
 average-pooled by 8, are propagated as v T, upsampled bilinearly (align_corners=False)
 to the padded size and the argmax is cropped to H x W.
+
+[OURS] `scale` (seam.aff.scale, official 1): the AffinityNet sees the image rescaled by it, in
+training and in the walk (the checkpoint records it; `walk_labels` takes the rescaled image,
+resizes the CAMs to it and its scores back to `out_size` before the argmax), so that small
+generated images get feature maps of VOC's size (a 96 px image is 12 x 12 at stride 8,
+VOC's about 50 x 60).
 """
 
 from __future__ import annotations
@@ -61,11 +67,13 @@ def effective_radius(radius: int, size: tuple[int, int]) -> int:
 
 
 class AffinityNet(ResNet38):
-    """AffinityNet (module docstring). radius: the pair radius at stride 8 (SEAM: 5)."""
+    """AffinityNet (module docstring). radius: the pair radius at stride 8 (SEAM: 5); scale:
+    the image scale it works at ([OURS], official 1)."""
 
-    def __init__(self, width: float = 1.0, radius: int = 5) -> None:
+    def __init__(self, width: float = 1.0, radius: int = 5, scale: float = 1.0) -> None:
         super().__init__(width)
         self.radius = int(radius)
+        self.scale = float(scale)  # the input scale it is trained and walked at (module docstring)
         self.f8_3 = nn.Conv2d(scaled(512, width), HEAD_WIDTHS[0], 1, bias=False)
         self.f8_4 = nn.Conv2d(scaled(1024, width), HEAD_WIDTHS[1], 1, bias=False)
         self.f8_5 = nn.Conv2d(scaled(4096, width), HEAD_WIDTHS[2], 1, bias=False)
@@ -136,11 +144,24 @@ def random_walk(aff_dense: torch.Tensor, scores: torch.Tensor, beta: float, logt
 
 
 def walk_labels(
-    model: AffinityNet, x: torch.Tensor, fg_cams: torch.Tensor, beta: float, logt: int, alpha: float
+    model: AffinityNet,
+    x: torch.Tensor,
+    fg_cams: torch.Tensor,
+    beta: float,
+    logt: int,
+    alpha: float,
+    out_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """infer_aff for one image: x float32[1, 3, H, W] normalised; fg_cams float32[K, H, W] in
-    [0, 1] (the image's classes). Returns int64[H, W] indices into [background, fg_cams...]."""
+    """infer_aff for one image: x float32[1, 3, H, W] normalised; fg_cams float32[K, H', W'] in
+    [0, 1] (the image's classes), resized bilinearly to H x W when H' x W' differs. Returns
+    int64[out_size] (default [H, W]) indices into [background, fg_cams...]; with another
+    out_size the walked scores are resized bilinearly to it before the argmax."""
     h, w = x.shape[-2:]
+    if fg_cams.shape[-2:] != (h, w):
+        resized = (
+            F.interpolate(fg_cams[None], (h, w), mode="bilinear", align_corners=False)[0] if len(fg_cams) else None
+        )
+        fg_cams = fg_cams.new_zeros((0, h, w)) if resized is None else resized
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     x = F.pad(x, (0, pw - w, 0, ph - h))
     bg = (
@@ -153,15 +174,17 @@ def walk_labels(
     dense = model(x, to_dense=True)
     walked = random_walk(dense, scores.flatten(1).to(dense.dtype), beta, logt)
     walked = walked.view(1, -1, ph // STRIDE, pw // STRIDE)
-    up = F.interpolate(walked, (ph, pw), mode="bilinear", align_corners=False)[0]
-    return up.argmax(dim=0)[:h, :w]
+    up = F.interpolate(walked, (ph, pw), mode="bilinear", align_corners=False)[0, :, :h, :w]
+    if out_size is not None and tuple(out_size) != (h, w):
+        up = F.interpolate(up[None], tuple(out_size), mode="bilinear", align_corners=False)[0]
+    return up.argmax(dim=0)
 
 
 def load_affinity(path: str | os.PathLike, device: torch.device | str = "cpu") -> AffinityNet:
     """Rebuild a trained AffinityNet (checkpoint kind "affinity"); eval mode, on `device`."""
     ckpt = load_model(path, "affinity")
     cfg = ckpt["config"]["affinity"]
-    model = AffinityNet(float(cfg["width"]), int(cfg["radius"]))
+    model = AffinityNet(float(cfg["width"]), int(cfg["radius"]), float(cfg.get("scale", 1.0)))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -36,10 +36,12 @@ Kwak, CVPR 2018; https://github.com/jiwoon-ahn/psa). Per round t:
    image with la / ha (random crop seam.aff.crop_size with zero padding, flip), the scores
    average-pooled by 8, labels as above plus 255 where no score (padding); pair labels
    in radius seam.aff.radius; loss bg / 4 + fg / 4 + neg / 2 with -log(aff + 1e-5),
-   -log(1 + 1e-5 - aff); the same optimiser as step 1.
+   -log(1 + 1e-5 - aff); the same optimiser as step 1. [OURS] seam.aff.scale (official 1):
+   the image (PIL bicubic) and la / ha (nearest) rescaled by it before the crop.
 5. `make_seam_pseudo_masks` (infer_aff.py): conta_core.models.affinity.walk_labels with
-   seam.walk beta, logt, alpha; class ids 0 / keys + 1. DeepLab-v2 and the confounder follow
-   as for irn.
+   seam.walk beta, logt, alpha; class ids 0 / keys + 1; the image rescaled (PIL bicubic) by
+   the AffinityNet's scale, the masks at the image's size. DeepLab-v2 and the confounder
+   follow as for irn.
 
 [OURS] for the generated data (config/config.yaml; the official values in config/voc12.yaml):
 a narrow ResNet-38 (seam.width), trained BN and no frozen blocks (random init: seam.freeze_bn /
@@ -73,6 +75,7 @@ from conta_core.data.transforms import (
     random_scale,
     rescale_image,
     resize_label,
+    scaled_size,
 )
 from conta_core.data.xm import load_xm
 from conta_core.infra.checkpoint import load_model, save_model
@@ -110,7 +113,7 @@ TRAIN_KEYS = (
     "siamese_scale",
     "ecr_top",
 )
-AFF_KEYS = ("backbone_init", "radius", "epochs", "batch_size", "lr", "crop_size")
+AFF_KEYS = ("backbone_init", "radius", "epochs", "batch_size", "lr", "crop_size")  # and scale (default 1)
 LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "loss_cls", "loss_er", "loss_ecr"]
 AFF_LOG_COLUMNS = ["epoch", "iter", "loss", "lr", "loss_bg", "loss_fg", "loss_neg"]
 
@@ -548,11 +551,13 @@ class AffinityDataset(Dataset):
         radius: int,
         seed: int,
         jitter=None,
+        scale: float = 1.0,
     ):
         if crop % 8:
             raise config_error("seam.aff.crop_size", f"must be a multiple of 8, got {crop}")
         self.manifest, self.ids, self.files = manifest, list(ids), label_files
         self.crop, self.radius, self.seed, self.epoch = int(crop), int(radius), int(seed), 0
+        self.scale = float(scale)  # seam.aff.scale [OURS]: image PIL bicubic, la / ha nearest
         self.jitter = jitter  # seam.color_jitter: on the full image first, as train_aff.py
         missing = [i for i in self.ids if i not in label_files]
         if missing:
@@ -570,10 +575,14 @@ class AffinityDataset(Dataset):
         img = load_image(self.manifest.image_file(image_id))
         if self.jitter is not None:
             img = color_jitter(img, self.jitter, rng)
-        img = normalize(img).transpose(1, 2, 0)
         d = load_crf_label(self.files[image_id])
         k = d["la"].shape[0]
-        stack = np.concatenate([img, d["la"].transpose(1, 2, 0), d["ha"].transpose(1, 2, 0)], axis=2).astype(np.float32)
+        labels = np.concatenate([d["la"].transpose(1, 2, 0), d["ha"].transpose(1, 2, 0)], axis=2)
+        if self.scale != 1.0:
+            size = scaled_size(img.shape[:2], self.scale)
+            img, labels = pil_resize_image(img, size), resize_label(labels, size)
+        img = normalize(img).transpose(1, 2, 0)
+        stack = np.concatenate([img, labels], axis=2).astype(np.float32)
         stack, _ = random_crop(stack, [], self.crop, rng, img_pad=0.0)
         stack, _ = random_hflip(stack, [], rng)
         s = self.crop // 8
@@ -623,8 +632,9 @@ def train_affinity(
     elif aff["backbone_init"] == "pretrained":
         load_trunk(model, aff.get("pretrained"), "seam.aff.pretrained")
     model = _freeze(model.to(device), cfg)
+    scale = float(aff.get("scale", 1.0))
     dataset = AffinityDataset(
-        manifest, ids, label_files, int(aff["crop_size"]), int(aff["radius"]), seed, cfg.get("color_jitter")
+        manifest, ids, label_files, int(aff["crop_size"]), int(aff["radius"]), seed, cfg.get("color_jitter"), scale
     )
     batch_size = int(aff["batch_size"])
     loader, batches = shuffled_loader(dataset, batch_size, loader_options(num_workers, device, seed))
@@ -652,7 +662,7 @@ def train_affinity(
                 generators=[loader.generator],
             )
         )
-    config = {"affinity": {"width": float(cfg["width"]), "radius": int(aff["radius"])}}
+    config = {"affinity": {"width": float(cfg["width"]), "radius": int(aff["radius"]), "scale": scale}}
     save_model(
         out_path, "affinity", model, config, seed=int(seed), num_images=len(dataset), final_loss=rows[-1]["loss"]
     )
@@ -701,6 +711,9 @@ def make_seam_pseudo_masks(
         img = load_image(manifest.image_file(image_id))
         cam = load_cam(cam_files[image_id])
         keys = np.asarray(cam["keys"], dtype=np.int64)
+        size = img.shape[:2]
+        if model.scale != 1.0:  # the scale the AffinityNet was trained at (seam.aff.scale)
+            img = pil_resize_image(img, scaled_size(size, model.scale))
         x = torch.from_numpy(normalize(img))[None].to(device)
         with torch.inference_mode():
             idx = walk_labels(
@@ -710,6 +723,7 @@ def make_seam_pseudo_masks(
                 float(cfg["beta"]),
                 int(cfg["logt"]),
                 float(cfg["alpha"]),
+                out_size=size,
             )
         class_ids = np.concatenate([[0], keys + 1]).astype(np.uint8)
         save_label_png(out_dir / f"{image_id}.png", class_ids[idx.cpu().numpy()])
