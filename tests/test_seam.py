@@ -211,10 +211,13 @@ def test_color_jitter_reaches_both_trainings_and_is_seeded(tmp_path):
     np.testing.assert_array_equal(aff[1]["image"], again["image"])
 
 
-def test_walk_takes_the_cams_at_another_size_and_answers_at_out_size():
-    """seam.aff.scale: walk_labels resizes the CAMs to the (rescaled) image and its scores to
-    out_size before the argmax; without out_size it answers at the image's size, as before."""
+def test_walk_takes_the_cams_at_another_size_and_answers_at_out_size(monkeypatch):
+    """seam.aff.scale: walk_labels resizes the CAMs to the (rescaled) image, walks at it, and
+    resizes the walked scores to out_size before the argmax (checked by hand with the walk
+    itself an identity); without out_size it answers at the image's size, as before."""
     import torch.nn.functional as F
+
+    import conta_core.models.affinity as affinity
 
     torch.manual_seed(0)
     model = AffinityNet(0.0625).eval()
@@ -224,21 +227,31 @@ def test_walk_takes_the_cams_at_another_size_and_answers_at_out_size():
         np.testing.assert_array_equal(walk_labels(model, x, fg, 8, 2, 6), walk_labels(model, x, big, 8, 2, 6))
         same = walk_labels(model, x, big, 8, 2, 6, out_size=(74, 90))
         np.testing.assert_array_equal(same, walk_labels(model, x, big, 8, 2, 6))
-        small = walk_labels(model, x, fg, 8, 2, 6, out_size=(37, 45))
-        assert small.shape == (37, 45) and int(small.max()) <= 2
         assert walk_labels(model, x, torch.zeros(0, 37, 45), 8, 2, 6, out_size=(37, 45)).eq(0).all()
 
+        monkeypatch.setattr(affinity, "random_walk", lambda dense, scores, beta, logt: scores)
+        scores = torch.cat([1 - big.amax(dim=0, keepdim=True), big])  # alpha 1: all three classes win somewhere
+        pooled = F.avg_pool2d(F.pad(scores, (0, 6, 0, 6))[None], 8, 8)  # padded to 80 x 96
+        up = F.interpolate(pooled, (80, 96), mode="bilinear", align_corners=False)[:, :, :74, :90]
+        want = F.interpolate(up, (37, 45), mode="bilinear", align_corners=False)[0].argmax(dim=0)
+        small = walk_labels(model, x, fg, 8, 2, 1, out_size=(37, 45))
+        assert small.shape == (37, 45) and len(torch.unique(want)) == 3
+        np.testing.assert_array_equal(small, want)
 
-def test_affinity_net_at_scale_two_trains_on_the_rescaled_image_and_walks_at_it(tmp_path):
+
+def test_affinity_net_at_scale_two_trains_on_the_rescaled_image_and_walks_at_it(tmp_path, monkeypatch):
     """seam.aff.scale 2: the training items are crops of the image and its CRF labels at twice
-    the size (a 40 px crop of a 20 px image is the whole image at 40 px); the checkpoint
-    records the scale and the walk writes masks at the image's own size."""
+    the size (a 40 px crop of a 20 px image is the whole image at 40 px, its labels the CRF
+    scores pooled by 4 instead of 8); the checkpoint records the scale (an old one without it
+    reads as 1) and the walk runs on the image at 2x and writes masks at the image's size."""
     from test_ir_label import CRF, tiny_dataset
 
+    import conta_core.steps.seam as seam
     from conta_core.data.transforms import normalize, pil_resize_image
+    from conta_core.infra.checkpoint import save_model
     from conta_core.infra.fileio import load_image, load_label_png
     from conta_core.models.affinity import load_affinity
-    from conta_core.steps.seam import AffinityDataset, make_seam_crf_labels, make_seam_pseudo_masks, train_affinity
+    from conta_core.steps.seam import AffinityDataset, load_crf_label, make_seam_crf_labels, train_affinity
 
     manifest, cams = tiny_dataset(tmp_path)
     ids = manifest.ids("train")
@@ -247,15 +260,42 @@ def test_affinity_net_at_scale_two_trains_on_the_rescaled_image_and_walks_at_it(
     plain, twice = (AffinityDataset(manifest, ids, files, 40, 2, 3, None, s)[0] for s in (1.0, 2.0))
     assert plain["image"].shape == twice["image"].shape == (3, 40, 40)
     whole = normalize(pil_resize_image(load_image(manifest.image_file("img0")), (40, 40)))
-    assert np.array_equal(twice["image"], whole) or np.array_equal(twice["image"], whole[:, :, ::-1])
+    flipped = not np.array_equal(twice["image"], whole)
+    np.testing.assert_array_equal(twice["image"], whole[:, :, ::-1] if flipped else whole)
     assert not np.array_equal(plain["image"][:, :20, :20], whole[:, :20, :20])  # 1x: the image and padding
+    d = load_crf_label(files["img0"])
+    la, ha = (d[k].astype(np.float32)[:, :, ::-1] if flipped else d[k].astype(np.float32) for k in ("la", "ha"))
+    pooled = [m.reshape(len(m), 5, 4, 5, 4).mean(axis=(2, 4)) for m in (la, ha)]
+    want = affinity_labels(affinity_label(*pooled), 2)
+    for got, expected in zip((twice["bg"], twice["fg"], twice["neg"]), want):
+        np.testing.assert_array_equal(got, expected)
 
     cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["seam"]
     cfg["width"] = 0.0625
     cfg["aff"] |= {"backbone_init": "random", "radius": 2, "epochs": 1, "batch_size": 2, "crop_size": 40, "scale": 2.0}
     train_affinity(manifest, ids, files, cfg, "cpu", tmp_path / "aff.pth", seed=0)
     assert load_affinity(tmp_path / "aff.pth").scale == 2.0
-    make_seam_pseudo_masks(
-        manifest, ids, cams, tmp_path / "aff.pth", tmp_path / "pm", {"beta": 8, "logt": 2, "alpha": 6}, "cpu"
-    )
+    calls = []
+
+    def spy(model, x, fg_cams, *args, out_size=None):
+        calls.append((tuple(x.shape), tuple(fg_cams.shape[-2:]), out_size))
+        return seam_walk(model, x, fg_cams, *args, out_size=out_size)
+
+    seam_walk = seam.walk_labels
+    monkeypatch.setattr(seam, "walk_labels", spy)
+    walk = {"beta": 8, "logt": 2, "alpha": 6}
+    seam.make_seam_pseudo_masks(manifest, ids, cams, tmp_path / "aff.pth", tmp_path / "pm", walk, "cpu")
+    assert calls == [((1, 3, 40, 40), (20, 20), (20, 20))] * len(ids)
     assert all(load_label_png(tmp_path / "pm" / f"{i}.png").shape == (20, 20) for i in ids)
+
+    old = AffinityNet(0.0625, 2)
+    save_model(tmp_path / "old.pth", "affinity", old, {"affinity": {"width": 0.0625, "radius": 2}})
+    assert load_affinity(tmp_path / "old.pth").scale == 1.0
+    bad = {**cams, "img0": cams["img1"]}
+    bad_cam = tmp_path / "cam_small.npz"
+    from conta_core.infra.fileio import save_cam
+
+    save_cam(bad_cam, np.array([0]), np.zeros((1, 3, 3), np.float32), np.zeros((1, 10, 10), np.float32))
+    bad["img0"] = bad_cam
+    with pytest.raises(ValueError, match="img0.*cam_small"):
+        seam.make_seam_pseudo_masks(manifest, ids, bad, tmp_path / "aff.pth", tmp_path / "pm_bad", walk, "cpu")

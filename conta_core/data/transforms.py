@@ -81,7 +81,8 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label map uint8[H, W] (or float[H, W]) to (h, w)."""
+    """Nearest-neighbour resize of a label map uint8[H, W] (or float[H, W], or a stack [H, W, C])
+    to (h, w)."""
     h, w = size
     if label.shape[:2] == (h, w):
         return label

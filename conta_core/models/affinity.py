@@ -20,8 +20,8 @@ to the padded size and the argmax is cropped to H x W.
 [OURS] `scale` (seam.aff.scale, official 1): the AffinityNet sees the image rescaled by it, in
 training and in the walk (the checkpoint records it; `walk_labels` takes the rescaled image,
 resizes the CAMs to it and its scores back to `out_size` before the argmax), so that small
-generated images get feature maps of VOC's size (a 96 px image is 12 x 12 at stride 8,
-VOC's about 50 x 60).
+generated images get feature maps nearer VOC's (a 96 px image is 12 x 12 at stride 8, a
+500 x 375 VOC image 63 x 47).
 """
 
 from __future__ import annotations

@@ -712,6 +712,10 @@ def make_seam_pseudo_masks(
         cam = load_cam(cam_files[image_id])
         keys = np.asarray(cam["keys"], dtype=np.int64)
         size = img.shape[:2]
+        if cam["high_res"].shape[-2:] != size:
+            raise ValueError(
+                f"image id {image_id!r}: CAM {cam_files[image_id]} is {cam['high_res'].shape[-2:]}, the image {size}"
+            )
         if model.scale != 1.0:  # the scale the AffinityNet was trained at (seam.aff.scale)
             img = pil_resize_image(img, scaled_size(size, model.scale))
         x = torch.from_numpy(normalize(img))[None].to(device)
