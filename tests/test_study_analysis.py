@@ -190,6 +190,28 @@ def test_condition_summary_gives_mean_and_spread_per_condition_and_round():
     assert f"{v.mean():.4g} ± {v.std(ddof=1):.3g} ({len(v)})" in md
 
 
+def test_shared_round_0_is_checked_to_agree_across_a_units_conditions():
+    from conta_core.evaluation.study_analysis import shared_round_differences, shared_round_markdown
+
+    rows = []
+    for seed in (0, 1):
+        for cond in ("conta", "placebo", "none"):
+            rows.append({"condition": cond, "seed": seed, "replicate": 7, "round": 0, "seg_val_miou": 40.0 + seed,
+                         "ctx_m_cv": float("nan")})  # fmt: skip
+    rows.append({"condition": "conta", "seed": 2, "replicate": 7, "round": 0, "seg_val_miou": 1.0})  # one condition
+    m = pd.DataFrame(rows)
+    columns = ["seg_val_miou", "ctx_m_cv", "absent"]
+    assert shared_round_differences(m, columns).empty  # NaN in every condition agrees
+    assert "2 of 2 units" in shared_round_markdown(m, columns) and "|" not in shared_round_markdown(m, columns)
+    m.loc[(m["seed"] == 1) & (m["condition"] == "none"), "seg_val_miou"] = 39.5  # rebuilt elsewhere
+    m.loc[(m["seed"] == 0) & (m["condition"] == "none"), "ctx_m_cv"] = 0.3
+    diffs = shared_round_differences(m, columns)
+    assert diffs[["seed", "measure"]].values.tolist() == [[0, "ctx_m_cv"], [1, "seg_val_miou"]]
+    assert diffs["values"].iloc[1] == "conta: 41; placebo: 41; none: 39.5"
+    md = shared_round_markdown(m, columns)
+    assert "0 of 2 units" in md and "| 7 | 1 | seg_val_miou | conta: 41; placebo: 41; none: 39.5 |" in md
+
+
 def test_a_study_without_pairs_gets_an_empty_table_and_a_figure_that_says_so(tmp_path):
     """pairs: [] (a descriptive study, e.g. studies/default_seeds): the same columns, no rows;
     its result is the conditions table."""

@@ -8,7 +8,8 @@
 
 --cfg: the study's pairs, primary_pairs, decision, measures, power settings and rounds (study.yaml).
 Writes one row per (pair, measure, round) as CSV and Markdown, the differences figure, and
-per condition and round the mean and spread of every measure over the units (conditions.*).
+per condition and round the mean and spread of every measure over the units (conditions.*),
+with a note in conditions.md on whether round 0, shared by a unit's conditions, agrees.
 Pairs whose runs are not all finished use the units where both are (rule study_interim).
 """
 
@@ -22,7 +23,13 @@ sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's
 
 import pandas as pd
 
-from conta_core.evaluation.study_analysis import analyze, condition_markdown, condition_summary, markdown_table
+from conta_core.evaluation.study_analysis import (
+    analyze,
+    condition_markdown,
+    condition_summary,
+    markdown_table,
+    shared_round_markdown,
+)
 from conta_core.infra.fileio import write_csv, write_text
 from conta_core.report.plots import plot_study_differences
 from conta_core.script import script_doc, script_main
@@ -52,13 +59,16 @@ def run(args: argparse.Namespace) -> None:
         primary_pairs=cfg.get("primary_pairs"),
         decision=cfg.get("decision", "improvement"),
     )
-    summary = condition_summary(measures, [m["column"] for m in cfg["measures"]])
+    columns = [m["column"] for m in cfg["measures"]]
+    summary = condition_summary(measures, columns)
+    shared = shared_round_markdown(measures, columns)
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))
     write_csv(args.out_conditions_csv, summary)
-    write_text(args.out_conditions_md, condition_markdown(summary))
+    write_text(args.out_conditions_md, condition_markdown(summary) + shared)
     plot_study_differences(df, args.out_png)
     print(df.to_string(index=False))
+    print(shared)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,12 @@ secondary rows and rows without an interval:
 A study without pairs (`pairs: []`, a descriptive study such as studies/default_seeds/:
 the spread of one configuration over seeds) gets an empty table with the same columns
 (ANALYSIS_COLUMNS); its result is `condition_summary`.
+
+Round 0 is one set of jobs shared by the conditions of a unit (common random numbers), so
+its measures must be the same in every condition's file; `shared_round_differences` lists
+where they are not (a continuation on another machine or commit rebuilt a unit's round 0
+differently: the pairs stay unbiased but lose part of their pairing), and
+`shared_round_markdown` says so under conditions.md.
 """
 
 from __future__ import annotations
@@ -275,6 +281,48 @@ def condition_markdown(summary: pd.DataFrame) -> str:
             cells.append("" if r["n"] == 0 else f"{r['mean']:.4g}{sd} ({r['n']})")
         lines.append(f"| {c} | {t} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def shared_round_differences(measures: pd.DataFrame, columns: list[str], round_: int = 0) -> pd.DataFrame:
+    """Per unit (replicate, seed) with more than one condition, and column: where round
+    `round_`'s value is not the same in every condition (NaN equals NaN). Columns replicate,
+    seed, measure, values ("condition: value; ..."); empty where all agree."""
+    rows = measures[measures["round"] == round_]
+    out = []
+    for (rep, seed), part in rows.groupby(["replicate", "seed"], sort=True):
+        if part["condition"].nunique() < 2:
+            continue
+        for column in dict.fromkeys(columns):
+            if column not in part:
+                continue
+            v = part[column].astype(float)
+            if v.isna().all() or (v.notna().all() and v.nunique() == 1):
+                continue
+            values = "; ".join(f"{c}: {x:.6g}" for c, x in zip(part["condition"], v))
+            out.append({"replicate": rep, "seed": seed, "measure": column, "values": values})
+    return pd.DataFrame(out, columns=["replicate", "seed", "measure", "values"])
+
+
+def shared_round_markdown(measures: pd.DataFrame, columns: list[str], round_: int = 0) -> str:
+    """A paragraph (and a table where units differ) on whether round `round_`, shared by the
+    conditions of a unit, has the same measures in every condition."""
+    rows = measures[measures["round"] == round_]
+    units = rows.groupby(["replicate", "seed"])["condition"].nunique()
+    units = units[units > 1]
+    diffs = shared_round_differences(measures, columns, round_)
+    bad = diffs.groupby(["replicate", "seed"]).ngroups if len(diffs) else 0
+    text = (
+        f"\nRound {round_} is shared by the conditions of a unit: {len(units) - bad} of {len(units)} units "
+        f"with more than one finished condition have the same round-{round_} measures in every condition.\n"
+    )
+    if bad:
+        text += (
+            f"\nUnits whose round {round_} differs between conditions (rebuilt on another machine or "
+            "commit: their differences are unbiased but less paired):\n\n"
+            "| replicate | seed | measure | values |\n| --- | --- | --- | --- |\n"
+        )
+        text += "".join(f"| {r.replicate} | {r.seed} | {r.measure} | {r.values} |\n" for r in diffs.itertuples())
+    return text
 
 
 def markdown_table(df: pd.DataFrame) -> str:
