@@ -21,6 +21,8 @@ from conta_core.infra.study import ANALYSIS_DIR, load_study
 
 try:
     STUDY = load_study(config["study"], config)
+    # a study with `commit`: its runs come from that commit
+    STUDY.check_commit(workflow.basedir)
 except ConfigError as e:
     raise WorkflowError(str(e))
 

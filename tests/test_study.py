@@ -173,3 +173,45 @@ def test_measures_table_puts_the_run_first():
 def test_the_example_study_loads():
     study = load(REPO / "studies/example/study.yaml")
     assert len(study.runs) == 4 and len(study.bases) == 2
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in (REPO / "studies").glob("*/study.yaml")))
+def test_every_committed_study_loads(folder):
+    study = load(REPO / "studies" / folder / "study.yaml")
+    assert study.runs and study.name
+
+
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+                          env={**__import__("os").environ, **env}).stdout.strip()  # fmt: skip
+
+
+def test_a_pinned_study_runs_only_at_its_commit_while_runs_are_left(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    first = _git(repo, "rev-parse", "HEAD")
+    path = make_study(tmp_path, GOOD, commit=first[:7])
+    study = load(path)
+    assert study.commit == first[:7]
+    study.check_commit(repo)  # at the commit: fine
+    _git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    head = _git(repo, "rev-parse", "HEAD")
+    with pytest.raises(StudyError, match=rf"study demo: its runs come from commit {first[:7]} .* 4 are left "
+                       rf"\(conta_s0, placebo_s0, conta_s1, \.\.\.\), but this checkout is at {head[:12]}.*"
+                       rf"checkout {first[:7]}"):  # fmt: skip
+        study.check_commit(repo)
+    with pytest.raises(StudyError, match="is not a git checkout"):
+        study.check_commit(tmp_path / "nowhere")
+    for r in study.runs:  # every run measured: the analysis runs at any commit
+        Path(study.measures_file(r.name)).parent.mkdir(parents=True, exist_ok=True)
+        Path(study.measures_file(r.name)).write_text("run\n")
+    study.check_commit(repo)
+    study.check_commit(tmp_path / "nowhere")
+    load(make_study(tmp_path, GOOD)).check_commit(tmp_path / "nowhere")  # no commit: no check
+    with pytest.raises(StudyError, match="commit"):
+        load(make_study(tmp_path, GOOD, commit="main"))

@@ -44,6 +44,11 @@ An entry of `order` may itself be a list, a tier: `order: [[conta, placebo], [co
 placebo_b2]]` runs every unit of the first tier's conditions, unit by unit, before the second
 tier's first run; a flat list is one tier.
 
+Commit [OURS]: `commit` pins the commit a study's runs come from (a study that spans sessions
+continues from a clone of it while main moves on); `Study.check_commit(repo)` (rules/study.smk)
+stops the workflow while runs are left and the checkout's HEAD is another commit, with the
+steps to continue. With every run measured only the analysis is left, which runs at any commit.
+
 Every check runs at parse time, before any job, and a failure names the study and the row:
 "study <name> row <i> (run <run>): <problem>", rows counted from 1 after the header.
 """
@@ -52,6 +57,7 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -114,6 +120,7 @@ class Study:
     order: list[list[str]] = field(default_factory=list)  # tiers of conditions
     primary_pairs: list[tuple[str, str]] | None = None  # pairs whose primary measures are primary (None: all)
     decision: str = "improvement"  # the verdict's rule (conta_core.evaluation.study_analysis)
+    commit: str | None = None  # the commit the runs come from (check_commit)
 
     def priority(self, run: str) -> int:
         """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
@@ -167,6 +174,37 @@ class Study:
 
     def run_dir(self, run: str) -> str:
         return f"{self.results_dir}/{run}"
+
+    def check_commit(self, repo: str | Path) -> None:
+        """StudyError unless `commit` is unset, no run is left, or `repo`'s HEAD is `commit`
+        (a prefix of it): a study's runs come from one commit (see the module docstring)."""
+        pending = self.pending_runs()
+        if not self.commit or not pending:
+            return
+        try:
+            head = subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            raise _study_error(
+                self.name,
+                f"its runs come from commit {self.commit} (study.yaml `commit`) and {len(pending)} are left, "
+                f"but {repo} is not a git checkout whose HEAD can be read ({detail.strip()})",
+            ) from None
+        if head.startswith(self.commit):
+            return
+        names = ", ".join(r.name for r in pending[:3]) + (", ..." if len(pending) > 3 else "")
+        measures = self.folder / MEASURES_DIR
+        raise _study_error(
+            self.name,
+            f"its runs come from commit {self.commit} (study.yaml `commit`) and {len(pending)} are left "
+            f"({names}), but this checkout is at {head[:12]}. Continue in a clone at that commit: "
+            f"git clone {repo} <dir> && git -C <dir> checkout {self.commit}, copy the measures files of "
+            f"{measures}/ into the same folder there, run the study there and commit each new measures "
+            "file here; the analysis runs here once "
+            "every run has its measures file (docs/context.md, 'Running a study')",
+        )
 
 
 def base_name(replicate: int, seed: int) -> str:
@@ -380,6 +418,7 @@ def load_study(path: str | Path, default_config: dict) -> Study:
         order,
         primary_pairs=primary_pairs,
         decision=data.get("decision", "improvement"),
+        commit=data.get("commit"),
     )
 
 
