@@ -21,8 +21,10 @@ from conta_core.infra.study import ANALYSIS_DIR, load_study
 
 try:
     STUDY = load_study(config["study"], config)
-    # a study with `commit`: its runs come from that commit
-    STUDY.check_commit(workflow.basedir)
+    # a study with `commit`: its runs come from that commit (checked where the DAG is planned,
+    # not again inside a job on a node, which may lack git)
+    if workflow.is_main_process:
+        STUDY.check_commit(workflow.basedir)
 except ConfigError as e:
     raise WorkflowError(str(e))
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -182,31 +185,44 @@ def test_every_committed_study_loads(folder):
 
 
 def _git(repo: Path, *args: str) -> str:
-    import subprocess
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
 
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
-                          env={**__import__("os").environ, **env}).stdout.strip()  # fmt: skip
 
-
-def test_a_pinned_study_runs_only_at_its_commit_while_runs_are_left(tmp_path):
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_pinned_study_runs_only_at_its_commit_while_runs_are_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
-    _git(repo, "commit", "-q", "--allow-empty", "-m", "first")
+    (repo / "code.py").write_text("x = 1\n")
+    _git(repo, "add", "code.py")
+    _git(repo, "commit", "-q", "-m", "first")
     first = _git(repo, "rev-parse", "HEAD")
     path = make_study(tmp_path, GOOD, commit=first[:7])
     study = load(path)
     assert study.commit == first[:7]
     study.check_commit(repo)  # at the commit: fine
-    _git(repo, "commit", "-q", "--allow-empty", "-m", "second")
+    (repo / "code.py").write_text("x = 2\n")  # at the commit, with the code changed
+    with pytest.raises(StudyError, match=r"has changes to tracked files \(code.py\): commit or stash"):
+        study.check_commit(repo)
+    _git(repo, "commit", "-q", "-am", "second")
     head = _git(repo, "rev-parse", "HEAD")
     with pytest.raises(StudyError, match=rf"study demo: its runs come from commit {first[:7]} .* 4 are left "
                        rf"\(conta_s0, placebo_s0, conta_s1, \.\.\.\), but this checkout is at {head[:12]}.*"
-                       rf"checkout {first[:7]}"):  # fmt: skip
+                       rf"checkout {first[:7]}.*measures/\*\.csv"):  # fmt: skip
         study.check_commit(repo)
     with pytest.raises(StudyError, match="is not a git checkout"):
         study.check_commit(tmp_path / "nowhere")
+    (repo / "sub").mkdir()
+    with pytest.raises(StudyError, match="lies inside another git checkout"):
+        study.check_commit(repo / "sub")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(StudyError, match="git is not installed"):
+        study.check_commit(repo)
     for r in study.runs:  # every run measured: the analysis runs at any commit
         Path(study.measures_file(r.name)).parent.mkdir(parents=True, exist_ok=True)
         Path(study.measures_file(r.name)).write_text("run\n")

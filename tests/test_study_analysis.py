@@ -210,6 +210,8 @@ def test_shared_round_0_is_checked_to_agree_across_a_units_conditions():
     assert diffs["values"].iloc[1] == "conta: 41; placebo: 41; none: 39.5"
     md = shared_round_markdown(m, columns)
     assert "0 of 2 units" in md and "| 7 | 1 | seg_val_miou | conta: 41; placebo: 41; none: 39.5 |" in md
+    one = m[m["condition"] == "conta"]  # a descriptive study: one condition per unit, nothing to say
+    assert shared_round_differences(one, columns).empty and shared_round_markdown(one, columns) == ""
 
 
 def test_a_study_without_pairs_gets_an_empty_table_and_a_figure_that_says_so(tmp_path):

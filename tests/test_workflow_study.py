@@ -91,6 +91,10 @@ def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
     conditions = pd.read_csv(folder / "analysis/conditions.csv")
     assert set(conditions["condition"]) == {"conta", "placebo"} and (conditions["n"] == 2).all()
     assert "| conta | 1 |" in (folder / "analysis/conditions.md").read_text()
+    assert (
+        "2 of 2 units with more than one finished condition have the same round-0 measures"
+        in (folder / "analysis/conditions.md").read_text()
+    )
     # a fresh machine: no results, only the committed measures and analysis -> nothing to do
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(tmp_path / ".snakemake")

@@ -31,6 +31,7 @@ from conta_core.evaluation.study_analysis import (
     shared_round_markdown,
 )
 from conta_core.infra.fileio import write_csv, write_text
+from conta_core.infra.study import META_COLUMNS
 from conta_core.report.plots import plot_study_differences
 from conta_core.script import script_doc, script_main
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     )
     columns = [m["column"] for m in cfg["measures"]]
     summary = condition_summary(measures, columns)
-    shared = shared_round_markdown(measures, columns)
+    shared = shared_round_markdown(measures, [c for c in measures.columns if c not in META_COLUMNS])
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))
     write_csv(args.out_conditions_csv, summary)

@@ -40,10 +40,12 @@ the spread of one configuration over seeds) gets an empty table with the same co
 (ANALYSIS_COLUMNS); its result is `condition_summary`.
 
 Round 0 is one set of jobs shared by the conditions of a unit (common random numbers), so
-its measures must be the same in every condition's file; `shared_round_differences` lists
-where they are not (a continuation on another machine or commit rebuilt a unit's round 0
-differently: the pairs stay unbiased but lose part of their pairing), and
-`shared_round_markdown` says so under conditions.md.
+its measures must be the same in every condition's file (to the precision the measures files
+keep: mIoU 2 decimals, confounding 4); `shared_round_differences` lists where they are not (a
+continuation on another machine or commit rebuilt a unit's round 0 differently: the unit's
+differences then also include the change of machine, and lose part of their pairing), and
+`shared_round_markdown` says so under conditions.md. Every measure column is compared, not
+only the study's measures.
 """
 
 from __future__ import annotations
@@ -283,6 +285,13 @@ def condition_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _same(values: pd.Series) -> bool:
+    """Whether every value is the same (NaN equals NaN)."""
+    if values.isna().all():
+        return True
+    return bool(values.notna().all() and values.nunique() == 1)
+
+
 def shared_round_differences(measures: pd.DataFrame, columns: list[str], round_: int = 0) -> pd.DataFrame:
     """Per unit (replicate, seed) with more than one condition, and column: where round
     `round_`'s value is not the same in every condition (NaN equals NaN). Columns replicate,
@@ -293,32 +302,36 @@ def shared_round_differences(measures: pd.DataFrame, columns: list[str], round_:
         if part["condition"].nunique() < 2:
             continue
         for column in dict.fromkeys(columns):
-            if column not in part:
+            if column not in part or _same(part[column]):
                 continue
-            v = part[column].astype(float)
-            if v.isna().all() or (v.notna().all() and v.nunique() == 1):
-                continue
-            values = "; ".join(f"{c}: {x:.6g}" for c, x in zip(part["condition"], v))
+            values = "; ".join(
+                f"{c}: {x:.6g}" if isinstance(x, float) else f"{c}: {x}"
+                for c, x in zip(part["condition"], part[column])
+            )
             out.append({"replicate": rep, "seed": seed, "measure": column, "values": values})
     return pd.DataFrame(out, columns=["replicate", "seed", "measure", "values"])
 
 
 def shared_round_markdown(measures: pd.DataFrame, columns: list[str], round_: int = 0) -> str:
     """A paragraph (and a table where units differ) on whether round `round_`, shared by the
-    conditions of a unit, has the same measures in every condition."""
+    conditions of a unit, has the same measures in every condition; "" when no unit has more
+    than one condition (a descriptive study)."""
     rows = measures[measures["round"] == round_]
     units = rows.groupby(["replicate", "seed"])["condition"].nunique()
     units = units[units > 1]
+    if units.empty:
+        return ""
     diffs = shared_round_differences(measures, columns, round_)
     bad = diffs.groupby(["replicate", "seed"]).ngroups if len(diffs) else 0
     text = (
         f"\nRound {round_} is shared by the conditions of a unit: {len(units) - bad} of {len(units)} units "
-        f"with more than one finished condition have the same round-{round_} measures in every condition.\n"
+        f"with more than one finished condition have the same round-{round_} measures in every condition "
+        "(to the precision of the measures files).\n"
     )
     if bad:
         text += (
             f"\nUnits whose round {round_} differs between conditions (rebuilt on another machine or "
-            "commit: their differences are unbiased but less paired):\n\n"
+            "commit: their differences also include that change, and are less paired):\n\n"
             "| replicate | seed | measure | values |\n| --- | --- | --- | --- |\n"
         )
         text += "".join(f"| {r.replicate} | {r.seed} | {r.measure} | {r.values} |\n" for r in diffs.itertuples())

@@ -45,9 +45,14 @@ placebo_b2]]` runs every unit of the first tier's conditions, unit by unit, befo
 tier's first run; a flat list is one tier.
 
 Commit [OURS]: `commit` pins the commit a study's runs come from (a study that spans sessions
-continues from a clone of it while main moves on); `Study.check_commit(repo)` (rules/study.smk)
-stops the workflow while runs are left and the checkout's HEAD is another commit, with the
-steps to continue. With every run measured only the analysis is left, which runs at any commit.
+continues from a clone of it while main moves on); `Study.check_commit(repo)` (rules/study.smk,
+in Snakemake's main process only: a job on a node may lack git) stops the workflow while runs
+are left unless the workflow folder is the top of a git checkout at that commit without
+changes to tracked files, and names the steps to continue. With every run measured only the
+analysis is left, which runs at any commit. A study file cannot name the commit that holds it,
+so the key is added on a later commit (study 2: on main, for its clone of 98b1389, whose own
+study.yaml has no `commit` and so no check): it refuses the wrong commit; it does not prove
+that a clone which predates the key is at the right one.
 
 Every check runs at parse time, before any job, and a failure names the study and the row:
 "study <name> row <i> (run <run>): <problem>", rows counted from 1 after the header.
@@ -176,35 +181,59 @@ class Study:
         return f"{self.results_dir}/{run}"
 
     def check_commit(self, repo: str | Path) -> None:
-        """StudyError unless `commit` is unset, no run is left, or `repo`'s HEAD is `commit`
-        (a prefix of it): a study's runs come from one commit (see the module docstring)."""
+        """StudyError unless `commit` is unset, no run is left, or `repo` is the top of a git
+        checkout whose HEAD is `commit` (a prefix of it) without changes to tracked files: a
+        study's runs come from one commit (see the module docstring)."""
         pending = self.pending_runs()
         if not self.commit or not pending:
             return
+        where = f"its runs come from commit {self.commit} (study.yaml `commit`) and {len(pending)} are left"
+
+        def git(*args: str) -> str:
+            try:
+                return subprocess.run(
+                    ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+                ).stdout.rstrip("\n")
+            except FileNotFoundError:
+                raise _study_error(
+                    self.name, f"{where}, but git is not installed to read the checkout's HEAD"
+                ) from None
+            except subprocess.CalledProcessError as e:
+                raise _study_error(
+                    self.name,
+                    f"{where}, but {repo!s} is not a git checkout whose HEAD can be read ({e.stderr.strip()})",
+                ) from None
+
+        top = git("rev-parse", "--show-toplevel")
+        if Path(top).resolve() != Path(repo).resolve():
+            raise _study_error(
+                self.name, f"{where}, but the workflow {repo!s} lies inside another git checkout ({top})"
+            )
+        head = git("rev-parse", "HEAD")
+        study_file = self.folder.resolve()
         try:
-            head = subprocess.run(
-                ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", "") or str(e)
+            study_rel = study_file.relative_to(Path(repo).resolve())
+        except ValueError:
+            study_rel = study_file
+        if not head.startswith(self.commit):
+            names = ", ".join(r.name for r in pending[:3]) + (", ..." if len(pending) > 3 else "")
             raise _study_error(
                 self.name,
-                f"its runs come from commit {self.commit} (study.yaml `commit`) and {len(pending)} are left, "
-                f"but {repo} is not a git checkout whose HEAD can be read ({detail.strip()})",
-            ) from None
-        if head.startswith(self.commit):
-            return
-        names = ", ".join(r.name for r in pending[:3]) + (", ..." if len(pending) > 3 else "")
-        measures = self.folder / MEASURES_DIR
-        raise _study_error(
-            self.name,
-            f"its runs come from commit {self.commit} (study.yaml `commit`) and {len(pending)} are left "
-            f"({names}), but this checkout is at {head[:12]}. Continue in a clone at that commit: "
-            f"git clone {repo} <dir> && git -C <dir> checkout {self.commit}, copy the measures files of "
-            f"{measures}/ into the same folder there, run the study there and commit each new measures "
-            "file here; the analysis runs here once "
-            "every run has its measures file (docs/context.md, 'Running a study')",
-        )
+                f"{where} ({names}), but this checkout is at {head[:12]}. Continue in a clone at that commit: "
+                f"git clone '{repo!s}' <dir> && git -C <dir> checkout {self.commit}; copy {study_rel}/"
+                f"{MEASURES_DIR}/*.csv into <dir>/{study_rel}/{MEASURES_DIR}/; in <dir> run snakemake study "
+                f"--cores N --config study={study_rel}/study.yaml; copy each new measures file back here and "
+                "commit it. The analysis runs here once every run has its measures file (docs/context.md, "
+                "'Running a study')",
+            )
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        if changed:
+            files = ", ".join(line[3:] for line in changed.splitlines()[:5])
+            raise _study_error(
+                self.name,
+                f"{where}, and this checkout is at it but has changes to tracked files ({files}): "
+                "commit or stash them so that the runs come from the commit itself",
+            )
 
 
 def base_name(replicate: int, seed: int) -> str:
