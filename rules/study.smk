@@ -17,7 +17,7 @@ import json
 import os
 
 from conta_core.infra.config import ConfigError
-from conta_core.infra.study import ANALYSIS_DIR, load_study
+from conta_core.infra.study import ANALYSIS_DIR, load_study, workflow_commit
 
 try:
     STUDY = load_study(config["study"], config)
@@ -29,6 +29,7 @@ except ConfigError as e:
     raise WorkflowError(str(e))
 
 RUN_SNAKEFILE = os.path.join(workflow.basedir, "rules", "run.smk")
+STUDY_COMMIT = workflow_commit(workflow.basedir)  # the measures files' `commit` column
 SHARED_RULES = ["prepare_data", "pretrain"]  # outputs under the base run's folder
 STUDY_PENDING = STUDY.pending_runs()
 STUDY_INSTANCES = [(name, cfg, []) for name, cfg in STUDY.pending_bases().items()] + [
@@ -93,6 +94,7 @@ rule study_measures:
         condition=lambda w: STUDY_RUNS[w.run].condition,
         seed=lambda w: STUDY_RUNS[w.run].seed,
         replicate=lambda w: STUDY_RUNS[w.run].replicate,
+        commit=STUDY_COMMIT,
     script:
         "../workflow_scripts/study_measures.py"
 

@@ -167,10 +167,34 @@ def test_finished_measures_lists_the_finished_runs_or_says_none_has_finished(tmp
     assert study.finished_measures() == [study.measures_file("placebo_s1")]
 
 
-def test_measures_table_puts_the_run_first():
-    df = measures_table(pd.DataFrame({"round": [0, 1], "seg_val_miou": [40.0, 41.0]}), "a", "conta", 2, 0)
+def test_measures_table_puts_the_run_first_and_its_provenance_last():
+    summary = pd.DataFrame({"round": [0, 1], "seg_val_miou": [40.0, 41.0]})
+    df = measures_table(summary, "a", "conta", 2, 0)
     assert list(df.columns) == ["run", "condition", "seed", "replicate", "round", "seg_val_miou"]
     assert df["seed"].tolist() == [2, 2]
+    df = measures_table(summary, "a", "conta", 2, 0, {"machine": "m", "commit": "abc", "other": 1})
+    assert list(df.columns)[-3:] == ["seg_val_miou", "commit", "machine"]
+    assert df["commit"].tolist() == ["abc", "abc"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_workflow_commit_names_head_and_tracked_changes_and_never_fails(tmp_path, monkeypatch):
+    from conta_core.infra.study import workflow_commit
+
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "code.py")
+    _git(tmp_path, "commit", "-q", "-m", "first")
+    head = _git(tmp_path, "rev-parse", "HEAD")
+    assert workflow_commit(tmp_path) == head[:12]
+    (tmp_path / "new.txt").write_text("untracked\n")
+    assert workflow_commit(tmp_path) == head[:12]  # untracked files are not the code
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert workflow_commit(tmp_path) == head[:12] + "+changes"
+    assert workflow_commit(tmp_path / "nowhere") == "unknown"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert workflow_commit(tmp_path) == "unknown"
 
 
 def test_the_example_study_loads():
@@ -231,3 +255,11 @@ def test_a_pinned_study_runs_only_at_its_commit_while_runs_are_left(tmp_path, mo
     load(make_study(tmp_path, GOOD)).check_commit(tmp_path / "nowhere")  # no commit: no check
     with pytest.raises(StudyError, match="commit"):
         load(make_study(tmp_path, GOOD, commit="main"))
+
+
+def test_machine_label_names_the_libraries_and_the_cpu_fingerprint():
+    from conta_core.report.run_digest import machine_fingerprint, machine_label
+
+    f, label = machine_fingerprint(), machine_label()
+    assert label.startswith(f["machine"] + " ") and f"torch {f['torch']}" in label
+    assert f"{f['cpu_capability']}, flags {f['cpu_flags_sha256']}" in label and "\n" not in label

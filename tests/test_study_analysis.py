@@ -214,6 +214,18 @@ def test_shared_round_0_is_checked_to_agree_across_a_units_conditions():
     assert shared_round_differences(one, columns).empty and shared_round_markdown(one, columns) == ""
 
 
+def test_provenance_lists_commits_and_machines_with_their_runs():
+    from conta_core.evaluation.study_analysis import provenance_markdown
+
+    m = _measures()
+    assert provenance_markdown(m) == ""  # files written before the columns existed
+    m["commit"] = np.where(m["seed"] == 0, "98b1389", None)
+    m["machine"] = "x86_64 cpu"
+    m = pd.concat([m, m.assign(round=2)])  # two rows per run: runs are counted once
+    md = provenance_markdown(m)
+    assert "- commit: 98b1389 (4); not recorded (8)" in md and "- machine: x86_64 cpu (12)" in md
+
+
 def test_a_study_without_pairs_gets_an_empty_table_and_a_figure_that_says_so(tmp_path):
     """pairs: [] (a descriptive study, e.g. studies/default_seeds): the same columns, no rows;
     its result is the conditions table."""

@@ -81,6 +81,9 @@ def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
     measures = pd.concat(pd.read_csv(f) for f in sorted((folder / "measures").glob("*.csv")))
     assert sorted(measures["run"].unique()) == ["conta_s0", "conta_s1", "placebo_s0", "placebo_s1"]
     assert sorted(measures["round"].unique()) == [0, 1]
+    assert list(measures.columns)[-2:] == ["commit", "machine"]  # provenance of every row
+    assert measures["commit"].str.fullmatch(r"[0-9a-f]{12}(\+changes)?|unknown").all()
+    assert measures["machine"].str.contains("torch").all()
     # round 0 is the same data for both conditions of a seed (common random numbers)
     r0 = measures[measures["round"] == 0].set_index(["seed", "condition"])["cam_miou"].unstack()
     assert (r0["conta"] == r0["placebo"]).all()

@@ -9,7 +9,8 @@
 --cfg: the study's pairs, primary_pairs, decision, measures, power settings and rounds (study.yaml).
 Writes one row per (pair, measure, round) as CSV and Markdown, the differences figure, and
 per condition and round the mean and spread of every measure over the units (conditions.*),
-with a note in conditions.md on whether round 0, shared by a unit's conditions, agrees.
+with notes in conditions.md on whether round 0, shared by a unit's conditions, agrees, and
+on the commits and machines that wrote the measures files.
 Pairs whose runs are not all finished use the units where both are (rule study_interim).
 """
 
@@ -28,10 +29,11 @@ from conta_core.evaluation.study_analysis import (
     condition_markdown,
     condition_summary,
     markdown_table,
+    provenance_markdown,
     shared_round_markdown,
 )
 from conta_core.infra.fileio import write_csv, write_text
-from conta_core.infra.study import META_COLUMNS
+from conta_core.infra.study import META_COLUMNS, PROVENANCE_COLUMNS
 from conta_core.report.plots import plot_study_differences
 from conta_core.script import script_doc, script_main
 
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> None:
     )
     columns = [m["column"] for m in cfg["measures"]]
     summary = condition_summary(measures, columns)
-    shared = shared_round_markdown(measures, [c for c in measures.columns if c not in META_COLUMNS])
+    measure_columns = [c for c in measures.columns if c not in META_COLUMNS + PROVENANCE_COLUMNS]
+    shared = shared_round_markdown(measures, measure_columns) + provenance_markdown(measures, tuple(PROVENANCE_COLUMNS))
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))
     write_csv(args.out_conditions_csv, summary)

@@ -2,9 +2,11 @@
 """Write a finished study run's measures file (conta_core.infra.study.measures_table).
 
     study_measures.py --summary results/<study>/<run>/summary.csv --out studies/<name>/measures/<run>.csv
-                      --run R --condition C --seed S --replicate K
+                      --run R --condition C --seed S --replicate K [--commit C]
 
-One row per round: run, condition, seed, replicate, round and the run's summary columns.
+One row per round: run, condition, seed, replicate, round, the run's summary columns, then
+`commit` (--commit: the workflow's commit where the DAG was planned) and `machine` (this
+machine's libraries and CPU, conta_core.report.run_digest.machine_label).
 """
 
 import argparse
@@ -18,6 +20,7 @@ import pandas as pd
 
 from conta_core.infra.fileio import write_csv
 from conta_core.infra.study import measures_table
+from conta_core.report.run_digest import machine_label
 from conta_core.script import script_doc, script_main
 
 
@@ -29,11 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--condition", required=True)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--replicate", required=True, type=int)
+    p.add_argument("--commit", default="unknown")
     return p
 
 
 def run(args: argparse.Namespace) -> None:
-    df = measures_table(pd.read_csv(args.summary), args.run, args.condition, args.seed, args.replicate)
+    provenance = {"commit": args.commit, "machine": machine_label()}
+    df = measures_table(pd.read_csv(args.summary), args.run, args.condition, args.seed, args.replicate, provenance)
     write_csv(args.out, df)
 
 

@@ -45,7 +45,8 @@ keep: mIoU 2 decimals, confounding 4); `shared_round_differences` lists where th
 continuation on another machine or commit rebuilt a unit's round 0 differently: the unit's
 differences then also include the change of machine, and lose part of their pairing), and
 `shared_round_markdown` says so under conditions.md. Every measure column is compared, not
-only the study's measures.
+only the study's measures (the provenance columns `commit` and `machine` are not measures:
+`provenance_markdown` lists their values with the number of runs).
 """
 
 from __future__ import annotations
@@ -335,6 +336,21 @@ def shared_round_markdown(measures: pd.DataFrame, columns: list[str], round_: in
             "| replicate | seed | measure | values |\n| --- | --- | --- | --- |\n"
         )
         text += "".join(f"| {r.replicate} | {r.seed} | {r.measure} | {r.values} |\n" for r in diffs.itertuples())
+    return text
+
+
+def provenance_markdown(measures: pd.DataFrame, columns: tuple[str, ...] = ("commit", "machine")) -> str:
+    """Which commits and machines wrote the measures files: per provenance column, each value
+    with its number of runs (files written before the columns existed count as "not recorded");
+    "" when no file records any."""
+    present = [c for c in columns if c in measures and measures[c].notna().any()]
+    if not present:
+        return ""
+    runs = measures.drop_duplicates("run")
+    text = "\nProvenance of the measures files (runs per value):\n\n"
+    for c in present:
+        counts = runs[c].fillna("not recorded").value_counts(sort=False)
+        text += f"- {c}: " + "; ".join(f"{v} ({n})" for v, n in counts.items()) + "\n"
     return text
 
 

@@ -31,7 +31,10 @@ round 0 stays in each run's own folder): an overlay that changes any other key i
 
 Finished runs [OURS]: a run whose measures file exists is not instantiated (none of its jobs is
 in the DAG), nor a base whose runs are all finished; the measures files are small and meant to
-be committed, so a study continues on a fresh machine where it stopped.
+be committed, so a study continues on a fresh machine where it stopped. Each row ends with its
+provenance: `commit` (the workflow's HEAD where the DAG was planned, "+changes" with tracked
+changes) and `machine` (the library versions, CPU and instruction-set fingerprint of the
+machine that wrote the file: with --cores the machine of every job; on a cluster one node).
 
 Order [OURS]: `order` lists conditions whose runs go first. rules/study.smk gives every job of
 a run the Snakemake priority `Study.priority(run)`: unit by unit in sheet order, within a unit
@@ -82,6 +85,9 @@ SHARED_FREE = ("run", "rounds", "context", "shared_prefix")  # keys the runs of 
 MEASURES_DIR = "measures"
 ANALYSIS_DIR = "analysis"
 META_COLUMNS = ["run", "condition", "seed", "replicate", "round"]  # first columns of a measures file
+# last columns: the workflow's commit and the machine that wrote the file (workflow_commit,
+# conta_core.report.run_digest.machine_label); files written before they existed lack them
+PROVENANCE_COLUMNS = ["commit", "machine"]
 
 
 class StudyError(ConfigError):
@@ -451,9 +457,33 @@ def load_study(path: str | Path, default_config: dict) -> Study:
     )
 
 
-def measures_table(summary: pd.DataFrame, run: str, condition: str, seed: int, replicate: int) -> pd.DataFrame:
-    """A run's measures file: its summary rows (one per round) after META_COLUMNS."""
+def workflow_commit(repo: str | Path) -> str:
+    """The commit of the workflow at `repo` for a measures file's `commit` column: HEAD's first
+    12 hex digits, "+changes" where tracked files differ from it, "unknown" without git or a
+    checkout (never raises)."""
+    try:
+
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
+            ).stdout.strip()
+
+        head = git("rev-parse", "HEAD")[:12]
+        return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def measures_table(
+    summary: pd.DataFrame, run: str, condition: str, seed: int, replicate: int, provenance: dict | None = None
+) -> pd.DataFrame:
+    """A run's measures file: its summary rows (one per round) after META_COLUMNS, then the
+    PROVENANCE_COLUMNS given in `provenance` (the same on every row)."""
     df = summary.copy()
     for col, value in (("run", run), ("condition", condition), ("seed", seed), ("replicate", replicate)):
         df[col] = value
-    return df[META_COLUMNS + [c for c in df.columns if c not in META_COLUMNS]]
+    extra = [c for c in PROVENANCE_COLUMNS if provenance and c in provenance]
+    for c in extra:
+        df[c] = provenance[c]
+    body = [c for c in df.columns if c not in META_COLUMNS and c not in extra]
+    return df[META_COLUMNS + body + extra]

@@ -148,6 +148,15 @@ def machine_fingerprint() -> dict[str, str]:
     }
 
 
+def machine_label() -> str:
+    """machine_fingerprint in one line, with the CPU's model name: "x86_64 AMD EPYC, torch
+    2.14.1 numpy ... , AVX512, flags 1a2b3c4d5e6f7a8b" (a study's measures files, `machine`)."""
+    f = machine_fingerprint()
+    cpu = cpuinfo_field("model name") or platform.processor() or "cpu unknown"
+    libs = " ".join(f"{k} {f[k]}" for k in ("torch", "numpy", "scipy", "pillow"))
+    return f"{f['machine']} {cpu}, {libs}, {f['cpu_capability']}, flags {f['cpu_flags_sha256']}"
+
+
 def compare(a: dict[str, str], b: dict[str, str]) -> dict[str, list[str]]:
     """Files only in a, only in b, and in both with different content."""
     return {
