@@ -228,8 +228,9 @@ class Study:
                 f"{where} ({names}), but this checkout is at {head[:12]}. Continue in a clone at that commit: "
                 f"git clone '{repo!s}' <dir> && git -C <dir> checkout {self.commit}; copy {study_rel}/"
                 f"{MEASURES_DIR}/*.csv into <dir>/{study_rel}/{MEASURES_DIR}/; in <dir> run snakemake study "
-                f"--cores N --config study={study_rel}/study.yaml; copy each new measures file back here and "
-                "commit it. The analysis runs here once every run has its measures file (docs/context.md, "
+                f"--cores N --config study={study_rel}/study.yaml; bring each new measures file back here "
+                f"and commit it (python tools/study_collect.py <dir> {study_rel} --commit [--watch 60]). "
+                "The analysis runs here once every run has its measures file (docs/context.md, "
                 "'Running a study')",
             )
         changed = git("status", "--porcelain", "--untracked-files=no")
