@@ -152,6 +152,13 @@ def test_order_tiers_run_every_unit_of_a_tier_before_the_next_tier(tmp_path):
     flat = load(make_study(tmp_path, GOOD, order=["placebo", "conta"]))
     one_tier = load(make_study(tmp_path, GOOD, order=[["placebo", "conta"]]))
     assert [flat.priority(r.name) for r in flat.runs] == [one_tier.priority(r.name) for r in one_tier.runs]
+    # a unit whose listed runs are finished (a continuation on a fresh machine): its base waits
+    # with the unit's pending runs instead of going first
+    only = load(make_study(tmp_path, GOOD, order=["placebo"]))
+    Path(only.measures_file("placebo_s0")).parent.mkdir(parents=True, exist_ok=True)
+    Path(only.measures_file("placebo_s0")).write_text("run\n")
+    assert only.priority("base_r0_s0") == only.priority("conta_s0") == 0
+    assert only.priority("base_r3_s1") == only.priority("placebo_s1") == 1
     with pytest.raises(StudyError, match="mixes conditions and tiers"):
         load(make_study(tmp_path, GOOD, order=["placebo", ["conta"]]))
     with pytest.raises(StudyError, match="names a condition twice"):

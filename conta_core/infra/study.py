@@ -38,7 +38,8 @@ machine that wrote the file: with --cores the machine of every job; on a cluster
 
 Order [OURS]: `order` lists conditions whose runs go first. rules/study.smk gives every job of
 a run the Snakemake priority `Study.priority(run)`: unit by unit in sheet order, within a unit
-its base and then the listed conditions in `order`, and the runs of unlisted conditions last.
+its base and then the listed conditions in `order`, and the runs of unlisted conditions last
+(a base goes with its unit's first pending run).
 When several jobs are ready the higher priority runs first, so with `--cores 2` the study
 completes unit after unit of the listed conditions (a study cut short by its budget has whole
 units, each with its measures files committed) before any unlisted run starts; on a cluster
@@ -136,8 +137,9 @@ class Study:
     def priority(self, run: str) -> int:
         """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
         tier by tier, in a tier the units (replicate, seed) in sheet order, and within a unit the
-        tier's conditions in order, each run one step below the previous (a base run as its
-        unit's first run); runs of unlisted conditions 0. So unit 1's listed runs finish before unit 2's start,
+        tier's conditions in order, each run one step below the previous; runs of unlisted
+        conditions 0; a base run as the highest of its unit's pending runs (a unit whose listed
+        runs are finished rebuilds its base when its unlisted runs come, not before). So unit 1's listed runs finish before unit 2's start,
         and every listed run before any unlisted one (see the module docstring)."""
         units = list(dict.fromkeys(r.group for r in self.runs))
         n_units = len(units)
@@ -145,15 +147,14 @@ class Study:
             return 0
         # tier i takes the band of priorities above every later tier: offset + (units left) * k - j
         offsets = [n_units * sum(len(t) for t in self.order[i + 1 :]) for i in range(len(self.order))]
-        if run in self.bases:
-            group = next(r.group for r in self.runs if r.base == run)
-            tier, j = 0, 0
-        else:
-            r = next(r for r in self.runs if r.name == run)
-            where = [(i, t.index(r.condition)) for i, t in enumerate(self.order) if r.condition in t]
-            if not where:
-                return 0
-            group, (tier, j) = r.group, where[0]
+        if run in self.bases:  # as its first pending run (its runs need it first anyway)
+            mine = [r for r in self.runs if r.base == run]
+            return max(self.priority(r.name) for r in ([r for r in mine if not self.finished(r)] or mine))
+        r = next(r for r in self.runs if r.name == run)
+        where = [(i, t.index(r.condition)) for i, t in enumerate(self.order) if r.condition in t]
+        if not where:
+            return 0
+        group, (tier, j) = r.group, where[0]
         return offsets[tier] + (n_units - units.index(group)) * len(self.order[tier]) - j
 
     def measures_file(self, run: str) -> str:
