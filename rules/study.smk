@@ -55,10 +55,11 @@ for _name, _cfg, _exclude in STUDY_INSTANCES:
         exclude_rules=_exclude or None,
         name_modifier=f"{_name}_*",
     )(lambda: None)
-    # the study's `order`: bases, then the listed conditions' runs, first (Study.priority)
+    # the study's `order`: the listed conditions' runs (and their bases) first (Study.priority)
+    _priority = STUDY.priority(_name)
     for _rule in workflow.rules:
         if _rule.name not in _before:
-            _rule.priority = STUDY.priority(_name)
+            _rule.priority = _priority
 
 
 localrules:

@@ -184,6 +184,20 @@ def test_measures_table_puts_the_run_first_and_its_provenance_last():
     assert df["commit"].tolist() == ["abc", "abc"]
 
 
+def test_read_measures_keeps_a_commit_that_looks_like_a_number(tmp_path):
+    from conta_core.infra.study import read_measures
+
+    summary = pd.DataFrame({"round": [0], "seg_val_miou": [40.0]})
+    for i, commit in enumerate(("012345678901", "1234e5678901")):
+        measures_table(summary, f"r{i}", "conta", 0, 0, {"commit": commit, "machine": "1"}).to_csv(
+            tmp_path / f"r{i}.csv", index=False
+        )
+    pd.DataFrame({"run": ["old"], "round": [0], "seg_val_miou": [1.0]}).to_csv(tmp_path / "old.csv", index=False)
+    m = read_measures(sorted(tmp_path.glob("*.csv")))
+    assert m["commit"].tolist()[1:] == ["012345678901", "1234e5678901"] and m["machine"].tolist()[1:] == ["1", "1"]
+    assert m["seg_val_miou"].dtype == float
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_workflow_commit_names_head_and_tracked_changes_and_never_fails(tmp_path, monkeypatch):
     from conta_core.infra.study import workflow_commit

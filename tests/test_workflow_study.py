@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from conta_core.infra.study import read_measures
+
 STUDY = REPO / "studies/example"
 
 
@@ -78,7 +80,7 @@ def test_study_runs_in_one_dag_and_is_not_redone(tmp_path):
     assert round0_cls == ["base_r0_s0", "base_r0_s1"]  # round 0 once per seed, shared by both conditions
     assert len(list(results.glob("*/benchmarks/train_cls/round1.tsv"))) == 4
     folder = study.parent
-    measures = pd.concat(pd.read_csv(f) for f in sorted((folder / "measures").glob("*.csv")))
+    measures = read_measures(sorted((folder / "measures").glob("*.csv")))
     assert sorted(measures["run"].unique()) == ["conta_s0", "conta_s1", "placebo_s0", "placebo_s1"]
     assert sorted(measures["round"].unique()) == [0, 1]
     assert list(measures.columns)[-2:] == ["commit", "machine"]  # provenance of every row

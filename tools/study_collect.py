@@ -3,21 +3,27 @@
 
     python tools/study_collect.py <clone> studies/<name> [--commit] [--watch SECONDS]
 
-A study pinned to a commit (study.yaml `commit`, docs/context.md "Running a study") runs in a
-clone at that commit while this checkout moves on; its record is the measures files, one per
-finished run. This copies every measures file of <clone>/studies/<name>/measures/ that this
-checkout lacks into studies/<name>/measures/ (atomically), after checking it: a CSV whose
-first columns are run, condition, seed, replicate, round, whose rows all name the run of its
-file name, and whose run, condition, seed and replicate are a row of this checkout's sheet
-(studies/<name>/runs.tsv); a file that fails stops the tool with its path and the reason.
-A file present on both sides with other content is an error, never overwritten.
+Run it from the top of this checkout. A study pinned to a commit (study.yaml `commit`,
+docs/context.md "Running a study") runs in a clone at that commit while this checkout moves
+on; its record is the measures files, one per finished run. This copies every measures file
+of <clone>/studies/<name>/measures/ that this checkout lacks into studies/<name>/measures/
+(atomically), after checking it: a CSV whose first columns are run, condition, seed,
+replicate, round, whose rows all name the run of its file name, whose run, condition, seed
+and replicate are a row of this checkout's sheet (studies/<name>/runs.tsv), with one row per
+round 0..rounds, and, where it records its `commit` and the study pins one, from that commit
+without changes. A file that fails stops the tool with its path and the reason. A file
+present on both sides with other content is an error, never overwritten; hidden files (a
+job's temporary files) are skipped. The clone must hold the study, and where the study pins
+a commit the clone's HEAD must be it.
 
---commit: commit each new file on its own (`git commit -- <file>`, message "Study <name>:
-measures of <run>"), leaving everything else staged or not as it was.
---watch S: repeat every S seconds until every run of the sheet has its measures file here
-(for a study running in the background); without it, one pass.
+--commit: commit each measures file of the sheet that is here but not committed, each on its
+own (`git commit -- <file>`, message "Study <name>: measures of <run>"), leaving everything
+else staged or not as it was; a file whose commit failed is committed on the next pass.
+--watch S: a pass every S seconds until every run of the sheet has its measures file here, a
+line per pass; a git failure is retried on the next pass (without --watch it ends the tool).
 
-Prints one line per file brought in, and the number of runs still without measures.
+Prints one line per file brought in or committed, and the number of runs still without
+measures.
 """
 
 from __future__ import annotations
@@ -25,11 +31,15 @@ from __future__ import annotations
 import argparse
 import csv
 import filecmp
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 META = ["run", "condition", "seed", "replicate", "round"]
 
@@ -38,74 +48,115 @@ class CollectError(RuntimeError):
     pass
 
 
-def sheet_runs(study: Path) -> dict[str, tuple[str, str, str]]:
-    """run -> (condition, seed, replicate) of the study's sheet (the study.yaml's `sheet`,
-    default runs.tsv; '#' lines skipped)."""
-    import yaml
-
-    sheet = study / (yaml.safe_load((study / "study.yaml").read_text()).get("sheet") or "runs.tsv")
-    with open(sheet, newline="") as f:
+def load(study: Path) -> tuple[dict, dict[str, tuple[str, int, int]]]:
+    """(study.yaml, run -> (condition, seed, replicate) of its sheet; '#' lines skipped)."""
+    spec = yaml.safe_load((study / "study.yaml").read_text())
+    sheet = study / (spec.get("sheet") or "runs.tsv")
+    with open(sheet, newline="", encoding="utf-8-sig") as f:
         rows = csv.DictReader((line for line in f if line.strip() and not line.startswith("#")), delimiter="\t")
-        return {r["run"].strip(): (r["condition"].strip(), r["seed"].strip(), r["replicate"].strip()) for r in rows}
+        runs = {r["run"].strip(): (r["condition"].strip(), int(r["seed"]), int(r["replicate"])) for r in rows}
+    return spec, runs
 
 
-def check_measures(path: Path, runs: dict[str, tuple[str, str, str]]) -> None:
+def check_measures(path: Path, spec: dict, runs: dict[str, tuple[str, int, int]]) -> None:
     """CollectError naming `path` unless it is a measures file of one of `runs` (see above)."""
     run = path.stem
     if run not in runs:
         raise CollectError(f"{path}: run {run} is not in the study's sheet")
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CollectError(f"{path}: not a readable CSV ({e})") from None
     if len(rows) < 2 or rows[0][: len(META)] != META:
         raise CollectError(f"{path}: expected a header starting {','.join(META)} and at least one row")
-    condition, seed, replicate = runs[run]
+    header, condition, seed, replicate = rows[0], *runs[run]
+    rounds = []
     for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(rows[0]):
-            raise CollectError(f"{path}: line {i} has {len(row)} fields, the header {len(rows[0])}")
-        if row[:4] != [run, condition, seed, replicate]:
+        if len(row) != len(header):
+            raise CollectError(f"{path}: line {i} has {len(row)} fields, the header {len(header)}")
+        try:
+            cells = [row[0], row[1], int(row[2]), int(row[3])]
+            rounds.append(int(row[4]))
+        except ValueError:
+            raise CollectError(f"{path}: line {i}: seed, replicate and round must be integers") from None
+        if cells != [run, condition, seed, replicate]:
             raise CollectError(
                 f"{path}: line {i} is run {row[0]}, condition {row[1]}, seed {row[2]}, replicate {row[3]}; "
                 f"the sheet has {run}, {condition}, {seed}, {replicate}"
             )
+        pinned = spec.get("commit")
+        if pinned and "commit" in header:
+            commit = row[header.index("commit")]
+            if not str(commit).startswith(str(pinned)) or commit.endswith("+changes"):
+                raise CollectError(f"{path}: line {i} comes from commit {commit}; the study pins {pinned}")
+    expected = list(range(int(spec["rounds"]) + 1))
+    if sorted(rounds) != expected:
+        raise CollectError(f"{path}: rounds {sorted(rounds)}; a finished run has rounds {expected}")
 
 
-def git_commit(repo: Path, file: Path, message: str) -> None:
-    rel = str(file.resolve().relative_to(repo.resolve()))
-    subprocess.run(["git", "-C", str(repo), "add", "--", rel], check=True)
-    subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--", rel], check=True)
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
 
-def collect_once(clone: Path, study: Path, commit: bool, repo: Path) -> tuple[list[str], int]:
-    """One pass: (the runs brought in, the number of sheet runs still without measures here)."""
-    runs = sheet_runs(study)
+def uncommitted(repo: Path, files: list[Path]) -> list[Path]:
+    """The files not in HEAD or different from it (untracked, staged or changed)."""
+    out = []
+    for f in files:
+        rel = str(f.resolve().relative_to(repo.resolve()))
+        if git(repo, "status", "--porcelain", "--", rel).strip() or not git(repo, "ls-files", "--", rel).strip():
+            out.append(f)
+    return out
+
+
+def collect_once(clone: Path, study: Path, commit: bool, repo: Path) -> tuple[list[str], list[str], int]:
+    """One pass: (runs brought in, runs committed, number of sheet runs still without measures here)."""
+    spec, runs = load(study)
+    if not (clone / study / "study.yaml").exists():
+        raise CollectError(f"{clone / study}/study.yaml does not exist: is {clone} the clone that runs the study?")
+    if spec.get("commit"):
+        try:
+            head = git(clone, "rev-parse", "HEAD").strip()
+        except (OSError, subprocess.CalledProcessError):
+            raise CollectError(
+                f"{clone} is not a git checkout whose HEAD can be read; the study pins a commit"
+            ) from None
+        if not head.startswith(str(spec["commit"])):
+            raise CollectError(f"{clone} is at {head[:12]}; the study pins {spec['commit']}")
     source, target = clone / study / "measures", study / "measures"
     target.mkdir(parents=True, exist_ok=True)
     brought = []
     for src in sorted(source.glob("*.csv")) if source.is_dir() else []:
+        if src.name.startswith("."):
+            continue  # a job's temporary file (conta_core.infra.fileio.atomic_path)
         dst = target / src.name
         if dst.exists():
             if not filecmp.cmp(src, dst, shallow=False):
                 raise CollectError(f"{src} differs from {dst}, which is kept: compare them by hand")
             continue
-        check_measures(src, runs)
-        tmp = dst.with_name(f".{dst.name}.tmp")
+        check_measures(src, spec, runs)
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{src.stem}.", suffix=".tmp")
+        os.close(fd)
         shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-        if commit:
-            git_commit(repo, dst, f"Study {study.name}: measures of {src.stem}")
+        os.replace(tmp, dst)
         brought.append(src.stem)
+    committed = []
+    if commit:
+        mine = [target / f"{r}.csv" for r in runs if (target / f"{r}.csv").exists()]
+        for f in uncommitted(repo, mine):
+            rel = str(f.resolve().relative_to(repo.resolve()))
+            git(repo, "add", "--", rel)
+            git(repo, "commit", "-q", "-m", f"Study {spec['name']}: measures of {f.stem}", "--", rel)
+            committed.append(f.stem)
     missing = sum(not (target / f"{r}.csv").exists() for r in runs)
-    return brought, missing
+    return brought, committed, missing
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("clone", type=Path, help="the checkout that runs the study")
     p.add_argument("study", type=Path, help="the study's folder, relative to both checkouts (studies/<name>)")
-    p.add_argument("--commit", action="store_true", help="commit each new measures file on its own")
+    p.add_argument("--commit", action="store_true", help="commit each measures file of the sheet not yet committed")
     p.add_argument("--watch", type=float, default=None, metavar="SECONDS", help="repeat until every run is here")
     return p
 
@@ -116,19 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         print("study_collect: give the study folder relative to the checkouts (studies/<name>)", file=sys.stderr)
         return 2
     if not (args.study / "study.yaml").exists():
-        print(f"study_collect: {args.study}/study.yaml does not exist here", file=sys.stderr)
+        print(
+            f"study_collect: {args.study}/study.yaml does not exist here (run from the checkout's top)", file=sys.stderr
+        )
         return 2
     repo = Path.cwd()
     while True:
         try:
-            brought, missing = collect_once(args.clone, args.study, args.commit, repo)
-        except (CollectError, subprocess.CalledProcessError) as e:
+            brought, committed, missing = collect_once(args.clone, args.study, args.commit, repo)
+        except subprocess.CalledProcessError as e:
+            print(f"study_collect: {' '.join(e.cmd)}: {e.stderr.strip()}", file=sys.stderr, flush=True)
+            if args.watch is None:
+                return 1
+            time.sleep(args.watch)
+            continue
+        except (CollectError, OSError, ValueError, KeyError) as e:
             print(f"study_collect: {e}", file=sys.stderr)
             return 1
         for run in brought:
-            print(f"{args.study / 'measures' / run}.csv: brought in" + (" and committed" if args.commit else ""))
+            print(f"{args.study / 'measures' / run}.csv: brought in", flush=True)
+        for run in committed:
+            print(f"{args.study / 'measures' / run}.csv: committed", flush=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp}: {missing} run(s) of the sheet without measures here", flush=True)
         if args.watch is None or missing == 0:
-            print(f"{missing} run(s) of the sheet without measures here", flush=True)
             return 0
         time.sleep(args.watch)
 

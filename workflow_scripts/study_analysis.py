@@ -22,8 +22,6 @@ from pathlib import Path as _Path
 
 sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # this workflow's conta_core, also in a bare conda env
 
-import pandas as pd
-
 from conta_core.evaluation.study_analysis import (
     analyze,
     condition_markdown,
@@ -33,7 +31,7 @@ from conta_core.evaluation.study_analysis import (
     shared_round_markdown,
 )
 from conta_core.infra.fileio import write_csv, write_text
-from conta_core.infra.study import META_COLUMNS, PROVENANCE_COLUMNS
+from conta_core.infra.study import META_COLUMNS, PROVENANCE_COLUMNS, read_measures
 from conta_core.report.plots import plot_study_differences
 from conta_core.script import script_doc, script_main
 
@@ -52,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     cfg = json.loads(args.cfg)
-    measures = pd.concat([pd.read_csv(f) for f in args.measures], ignore_index=True)
+    measures = read_measures(args.measures)
     df = analyze(
         measures,
         cfg["pairs"],

@@ -34,7 +34,8 @@ in the DAG), nor a base whose runs are all finished; the measures files are smal
 be committed, so a study continues on a fresh machine where it stopped. Each row ends with its
 provenance: `commit` (the workflow's HEAD where the DAG was planned, "+changes" with tracked
 changes) and `machine` (the library versions, CPU and instruction-set fingerprint of the
-machine that wrote the file: with --cores the machine of every job; on a cluster one node).
+machine that ran Snakemake's main process, where the local rule study_measures runs: with
+--cores the machine of every job; on a cluster the submit host, not the nodes).
 
 Order [OURS]: `order` lists conditions whose runs go first. rules/study.smk gives every job of
 a run the Snakemake priority `Study.priority(run)`: unit by unit in sheet order, within a unit
@@ -474,6 +475,14 @@ def workflow_commit(repo: str | Path) -> str:
         return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def read_measures(paths: list[str | Path]) -> pd.DataFrame:
+    """The measures files as one table, the provenance columns read as text (a commit such as
+    012345678901 or 1234e5678901 would otherwise become a number)."""
+    import pandas as pd
+
+    return pd.concat([pd.read_csv(p, dtype={c: str for c in PROVENANCE_COLUMNS}) for p in paths], ignore_index=True)
 
 
 def measures_table(
