@@ -19,6 +19,13 @@ TINY_OVERRIDES: dict = {
 }
 
 
+def git(repo: Path, *args: str) -> str:
+    """`git -C repo args` with a throwaway identity and no user or system config; its stdout."""
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env).stdout
+
+
 def write_config(path: Path, results_dir: Path, run: str = "tiny", extra: dict | None = None) -> Path:
     """Write a tiny overlay config (merged over config/config.yaml by Snakemake)."""
     from conta_core.infra.config import deep_merge

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import git as _git
 
 from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
 from conta_core.infra.study import StudyError, load_study, measures_table
@@ -227,14 +227,6 @@ def test_the_example_study_loads():
 def test_every_committed_study_loads(folder):
     study = load(REPO / "studies" / folder / "study.yaml")
     assert study.runs and study.name
-
-
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
-    ).stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

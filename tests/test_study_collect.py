@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import git as _git
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import study_collect  # noqa: E402
@@ -25,12 +25,6 @@ def _tree(root: Path, measures: dict[str, str], pin: str = "") -> Path:
     for run, text in measures.items():
         (study / "measures" / f"{run}.csv").write_text(text)
     return root
-
-
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "GIT_AUTHOR_NAME": "t",
-           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}  # fmt: skip
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env).stdout
 
 
 GOOD = HEADER + "conta_s0,conta,0,5,0,40.0\nconta_s0,conta,0,5,1,41.0\n"
