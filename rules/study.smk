@@ -29,7 +29,11 @@ except ConfigError as e:
     raise WorkflowError(str(e))
 
 RUN_SNAKEFILE = os.path.join(workflow.basedir, "rules", "run.smk")
-STUDY_COMMIT = workflow_commit(workflow.basedir)  # the measures files' `commit` column
+# the measures files' `commit` column, read where the local rule study_measures runs (not
+# again at every job's start on a node)
+STUDY_COMMIT = (
+    workflow_commit(workflow.basedir) if workflow.is_main_process else "unknown"
+)
 SHARED_RULES = ["prepare_data", "pretrain"]  # outputs under the base run's folder
 STUDY_PENDING = STUDY.pending_runs()
 STUDY_INSTANCES = [(name, cfg, []) for name, cfg in STUDY.pending_bases().items()] + [

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from conftest import git as _git
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -20,7 +21,10 @@ SHEET = "run\tcondition\tseed\treplicate\toverlay\nconta_s0\tconta\t0\t5\t\nplac
 def _tree(root: Path, measures: dict[str, str], pin: str = "") -> Path:
     study = root / "studies" / "demo"
     (study / "measures").mkdir(parents=True)
-    (study / "study.yaml").write_text(f"name: demo\nsheet: runs.tsv\nrounds: 1\n{pin}")
+    (study / "study.yaml").write_text(
+        f"name: demo\nbase: {REPO / '.test/config.yaml'}\nsheet: runs.tsv\nrounds: 1\npairs: [[conta, placebo]]\n"
+        f"measures: [{{column: seg_val_miou}}]\n{pin}"
+    )
     (study / "runs.tsv").write_text(SHEET)
     for run, text in measures.items():
         (study / "measures" / f"{run}.csv").write_text(text)

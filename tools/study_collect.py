@@ -39,26 +39,25 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-META = ["run", "condition", "seed", "replicate", "round"]
+from conta_core.infra.config import DEFAULT_CONFIG, ConfigError, load_yaml  # noqa: E402
+from conta_core.infra.study import META_COLUMNS, Study, load_study  # noqa: E402
+from conta_core.infra.study import git_output as git  # noqa: E402
 
 
 class CollectError(RuntimeError):
     pass
 
 
-def load(study: Path) -> tuple[dict, dict[str, tuple[str, int, int]]]:
-    """(study.yaml, run -> (condition, seed, replicate) of its sheet; '#' lines skipped)."""
-    spec = yaml.safe_load((study / "study.yaml").read_text())
-    sheet = study / (spec.get("sheet") or "runs.tsv")
-    with open(sheet, newline="", encoding="utf-8-sig") as f:
-        rows = csv.DictReader((line for line in f if line.strip() and not line.startswith("#")), delimiter="\t")
-        runs = {r["run"].strip(): (r["condition"].strip(), int(r["seed"]), int(r["replicate"])) for r in rows}
-    return spec, runs
+def load(study: Path) -> tuple[Study, dict[str, tuple[str, int, int]]]:
+    """The study (conta_core.infra.study.load_study, every check of the workflow) and its
+    sheet as run -> (condition, seed, replicate)."""
+    loaded = load_study(study / "study.yaml", load_yaml(DEFAULT_CONFIG))
+    return loaded, {r.name: (r.condition, r.seed, r.replicate) for r in loaded.runs}
 
 
-def check_measures(path: Path, spec: dict, runs: dict[str, tuple[str, int, int]]) -> None:
+def check_measures(path: Path, study: Study, runs: dict[str, tuple[str, int, int]]) -> None:
     """CollectError naming `path` unless it is a measures file of one of `runs` (see above)."""
     run = path.stem
     if run not in runs:
@@ -68,8 +67,8 @@ def check_measures(path: Path, spec: dict, runs: dict[str, tuple[str, int, int]]
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CollectError(f"{path}: not a readable CSV ({e})") from None
-    if len(rows) < 2 or rows[0][: len(META)] != META:
-        raise CollectError(f"{path}: expected a header starting {','.join(META)} and at least one row")
+    if len(rows) < 2 or rows[0][: len(META_COLUMNS)] != META_COLUMNS:
+        raise CollectError(f"{path}: expected a header starting {','.join(META_COLUMNS)} and at least one row")
     header, condition, seed, replicate = rows[0], *runs[run]
     rounds = []
     for i, row in enumerate(rows[1:], start=2):
@@ -85,44 +84,40 @@ def check_measures(path: Path, spec: dict, runs: dict[str, tuple[str, int, int]]
                 f"{path}: line {i} is run {row[0]}, condition {row[1]}, seed {row[2]}, replicate {row[3]}; "
                 f"the sheet has {run}, {condition}, {seed}, {replicate}"
             )
-        pinned = spec.get("commit")
+        pinned = study.commit
         if pinned and "commit" in header:
             commit = row[header.index("commit")]
             if not str(commit).startswith(str(pinned)) or commit.endswith("+changes"):
                 raise CollectError(f"{path}: line {i} comes from commit {commit}; the study pins {pinned}")
-    expected = list(range(int(spec["rounds"]) + 1))
+    expected = list(range(study.rounds + 1))
     if sorted(rounds) != expected:
         raise CollectError(f"{path}: rounds {sorted(rounds)}; a finished run has rounds {expected}")
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
-
-
-def uncommitted(repo: Path, files: list[Path]) -> list[Path]:
-    """The files not in HEAD or different from it (untracked, staged or changed)."""
-    out = []
-    for f in files:
-        rel = str(f.resolve().relative_to(repo.resolve()))
-        if git(repo, "status", "--porcelain", "--", rel).strip() or not git(repo, "ls-files", "--", rel).strip():
-            out.append(f)
-    return out
+def uncommitted(repo: Path, folder: Path, files: list[Path]) -> list[Path]:
+    """The files (in `folder`) not in HEAD or different from it (untracked, staged or changed):
+    one `git ls-files` and one `git status` of the folder."""
+    tracked = set(git(repo, "ls-files", "--full-name", "--", str(folder)).splitlines())
+    changed = {line[3:] for line in git(repo, "status", "--porcelain", "--", str(folder)).splitlines()}
+    top = Path(git(repo, "rev-parse", "--show-toplevel")).resolve()
+    rel = {f: str(f.resolve().relative_to(top)) for f in files}
+    return [f for f in files if rel[f] not in tracked or rel[f] in changed]
 
 
 def collect_once(clone: Path, study: Path, commit: bool, repo: Path) -> tuple[list[str], list[str], int]:
     """One pass: (runs brought in, runs committed, number of sheet runs still without measures here)."""
-    spec, runs = load(study)
+    loaded, runs = load(study)
     if not (clone / study / "study.yaml").exists():
         raise CollectError(f"{clone / study}/study.yaml does not exist: is {clone} the clone that runs the study?")
-    if spec.get("commit"):
+    if loaded.commit:
         try:
             head = git(clone, "rev-parse", "HEAD").strip()
         except (OSError, subprocess.CalledProcessError):
             raise CollectError(
                 f"{clone} is not a git checkout whose HEAD can be read; the study pins a commit"
             ) from None
-        if not head.startswith(str(spec["commit"])):
-            raise CollectError(f"{clone} is at {head[:12]}; the study pins {spec['commit']}")
+        if not head.startswith(loaded.commit):
+            raise CollectError(f"{clone} is at {head[:12]}; the study pins {loaded.commit}")
     source, target = clone / study / "measures", study / "measures"
     target.mkdir(parents=True, exist_ok=True)
     brought = []
@@ -134,7 +129,7 @@ def collect_once(clone: Path, study: Path, commit: bool, repo: Path) -> tuple[li
             if not filecmp.cmp(src, dst, shallow=False):
                 raise CollectError(f"{src} differs from {dst}, which is kept: compare them by hand")
             continue
-        check_measures(src, spec, runs)
+        check_measures(src, loaded, runs)
         fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{src.stem}.", suffix=".tmp")
         os.close(fd)
         shutil.copyfile(src, tmp)
@@ -143,10 +138,10 @@ def collect_once(clone: Path, study: Path, commit: bool, repo: Path) -> tuple[li
     committed = []
     if commit:
         mine = [target / f"{r}.csv" for r in runs if (target / f"{r}.csv").exists()]
-        for f in uncommitted(repo, mine):
+        for f in uncommitted(repo, target, mine):
             rel = str(f.resolve().relative_to(repo.resolve()))
             git(repo, "add", "--", rel)
-            git(repo, "commit", "-q", "-m", f"Study {spec['name']}: measures of {f.stem}", "--", rel)
+            git(repo, "commit", "-q", "-m", f"Study {loaded.name}: measures of {f.stem}", "--", rel)
             committed.append(f.stem)
     missing = sum(not (target / f"{r}.csv").exists() for r in runs)
     return brought, committed, missing
@@ -181,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             time.sleep(args.watch)
             continue
-        except (CollectError, OSError, ValueError, KeyError) as e:
+        except (CollectError, ConfigError, OSError, ValueError, KeyError) as e:
             print(f"study_collect: {e}", file=sys.stderr)
             return 1
         for run in brought:

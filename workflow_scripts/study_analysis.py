@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     columns = [m["column"] for m in cfg["measures"]]
     summary = condition_summary(measures, columns)
     measure_columns = [c for c in measures.columns if c not in META_COLUMNS + PROVENANCE_COLUMNS]
-    shared = shared_round_markdown(measures, measure_columns) + provenance_markdown(measures, tuple(PROVENANCE_COLUMNS))
+    shared = shared_round_markdown(measures, measure_columns) + provenance_markdown(measures)
     write_csv(args.out_csv, df)
     write_text(args.out_md, markdown_table(df))
     write_csv(args.out_conditions_csv, summary)

@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from conta_core.infra.study import PROVENANCE_COLUMNS
+
 MAX_SEEDS = 1000  # seeds_needed gives up (NaN) beyond this
 ANALYSIS_COLUMNS = [
     "treatment", "reference", "measure", "role", "round", "n", "mean_treatment", "mean_reference",
@@ -339,7 +341,7 @@ def shared_round_markdown(measures: pd.DataFrame, columns: list[str], round_: in
     return text
 
 
-def provenance_markdown(measures: pd.DataFrame, columns: tuple[str, ...] = ("commit", "machine")) -> str:
+def provenance_markdown(measures: pd.DataFrame, columns: list[str] = PROVENANCE_COLUMNS) -> str:
     """Which commits and machines wrote the measures files: per provenance column, each value
     with its number of runs (files written before the columns existed count as "not recorded");
     "" when no file records any."""

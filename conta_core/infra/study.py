@@ -199,9 +199,7 @@ class Study:
 
         def git(*args: str) -> str:
             try:
-                return subprocess.run(
-                    ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-                ).stdout.rstrip("\n")
+                return git_output(repo, *args)
             except FileNotFoundError:
                 raise _study_error(
                     self.name, f"{where}, but git is not installed to read the checkout's HEAD"
@@ -460,19 +458,20 @@ def load_study(path: str | Path, default_config: dict) -> Study:
     )
 
 
+def git_output(repo: str | Path, *args: str) -> str:
+    """The stdout of `git -C repo args`, without its trailing newlines; FileNotFoundError
+    without git, subprocess.CalledProcessError (with stderr) when git fails."""
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    return done.stdout.rstrip("\n")
+
+
 def workflow_commit(repo: str | Path) -> str:
     """The commit of the workflow at `repo` for a measures file's `commit` column: HEAD's first
     12 hex digits, "+changes" where tracked files differ from it, "unknown" without git or a
     checkout (never raises)."""
     try:
-
-        def git(*args: str) -> str:
-            return subprocess.run(
-                ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True
-            ).stdout.strip()
-
-        head = git("rev-parse", "HEAD")[:12]
-        return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+        head = git_output(repo, "rev-parse", "HEAD")[:12]
+        return head + ("+changes" if git_output(repo, "status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
