@@ -81,6 +81,36 @@ def test_analyze_pairs_within_replicate_and_seed():
     assert "| conta | placebo | seg_val_miou |" in markdown_table(df)
 
 
+def test_power_is_finite_where_scipys_noncentral_cdf_is_not():
+    """scipy 1.17's nct.cdf gives NaN for the lower tail at e.g. df 1, nc 8.5 (the pilot's
+    seg val rows); the power is the upper tail plus a negligible lower one there."""
+    from conta_core.evaluation.study_analysis import power_of
+
+    for n, sd, effect in ((2, 0.332, 2.0), (2, 0.332, 2.3), (6, 0.2, 2.0), (12, 1.0, 2.0)):
+        p = power_of(n, sd, effect)
+        crit = stats.t.ppf(0.975, n - 1)
+        assert np.isfinite(p) and p == pytest.approx(stats.nct.sf(crit, n - 1, effect * math.sqrt(n) / sd), abs=1e-12)
+    # where both tails matter: symmetric in the sign of the effect, alpha at effect 0
+    assert power_of(4, 1.0, 0.0) == pytest.approx(0.05)
+    assert power_of(4, 1.0, 1.0) == pytest.approx(power_of(4, 1.0, -1.0))
+
+
+def test_an_entry_without_effect_takes_its_columns_declared_effect():
+    """Study 2 sets 2.3 on seg val's primary round 3; its secondary rounds 1-2 are the same
+    measure, so their power is against 2.3 too, not the default 2.0 (the audit's finding)."""
+    m = pd.concat([_measures().assign(round=t) for t in (1, 2)])
+    specs = [
+        {"column": "seg_val_miou", "role": "primary", "rounds": [2], "effect": 2.3},
+        {"column": "seg_val_miou", "role": "secondary", "rounds": [1]},
+        {"column": "cf_pair", "role": "secondary", "rounds": [1]},  # absolute: the default
+        {"column": "cf_pair", "role": "primary", "rounds": [2], "relative": True, "effect": 0.3},
+    ]
+    df = analyze(m, [("conta", "placebo")], specs, 2, POWER).set_index(["measure", "round"])
+    assert df.loc[("seg_val_miou", 1), "effect"] == df.loc[("seg_val_miou", 2), "effect"] == 2.3
+    assert df.loc[("cf_pair", 2), "effect"] == pytest.approx(0.3 * 0.5)
+    assert df.loc[("cf_pair", 1), "effect"] == pytest.approx(0.2 * 0.5)  # another kind: not taken
+
+
 def test_verdict_follows_the_decision_rules_of_studies_2_and_3():
     from conta_core.evaluation.study_analysis import verdict
 

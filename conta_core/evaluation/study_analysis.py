@@ -9,7 +9,7 @@ round, the differences treatment - reference within each (replicate, seed).
 Per (pair, measure, round) `analyze` reports n, the means of both conditions, the mean
 difference, its sd (ddof 1), the 95 % t interval mean +- t_{1-alpha/2, n-1} sd / sqrt(n), the
 difference relative to the reference mean (and its interval, the same interval divided by
-the reference mean) where the measure asks for it, the power of the two-sided paired t test
+the reference mean's absolute value) where the measure asks for it, the power of the two-sided paired t test
 against the effect (noncentral t, noncentrality effect sqrt(n) / sd) and the seeds needed for
 the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n)
 <= effect (the t-quantile approximation; z quantiles, 1.96 + 0.84, undercount small n), and
@@ -18,7 +18,10 @@ the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1})
 
 Effect [OURS, the issue's choice]: 2 mIoU points for `*_miou` columns, 20 % of the reference
 mean for the others (confounding measures); a measure's `effect` overrides it (a fraction of
-the reference mean when the measure is `relative`).
+the reference mean when the measure is `relative`). An entry without `effect` takes the
+`effect` of another entry of the same column and kind (absolute or relative), so a design
+that sets the effect on a measure's primary round (segmentation 2.3 at round 3) applies it to
+the secondary rounds of that measure too. [OURS]
 
 `role` is primary where the measure is primary and the pair is one of the study's
 `primary_pairs` (default: every pair), else secondary. `verdict` applies the study's
@@ -112,14 +115,16 @@ def units_from_pilot(
 
 def power_of(n: int, sd: float, effect: float, alpha: float = 0.05) -> float:
     """Power of the two-sided paired t test with n pairs against a true mean difference
-    `effect` (noncentral t with n - 1 degrees of freedom, noncentrality effect sqrt(n) / sd)."""
+    `effect` (noncentral t with n - 1 degrees of freedom, noncentrality effect sqrt(n) / sd).
+    The lower tail P(T < -crit) is taken as P(T' > crit) with T' of noncentrality -nc (the same
+    number): scipy 1.17's nct.cdf returns NaN there for many (df, nc), nct.sf does not."""
     if n < 2 or not np.isfinite(sd) or not np.isfinite(effect):
         return math.nan
     if sd == 0:
         return 1.0
     df, nc = n - 1, effect * math.sqrt(n) / sd
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc))
 
 
 def t_interval(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -179,11 +184,22 @@ def row_primary(measure: dict, a: str, b: str, primary_pairs: set) -> bool:
     return measure.get("role") == "primary" and (a, b) in primary_pairs
 
 
-def measure_effect(measure: dict, ref_mean: float, power_cfg: dict) -> float:
-    """The absolute effect to detect for `measure` (see the module docstring)."""
+def declared_effects(specs: list[dict]) -> dict[tuple[str, bool], float]:
+    """(column, relative) -> the first `effect` the study's measures declare for it."""
+    out: dict[tuple[str, bool], float] = {}
+    for m in specs:
+        if "effect" in m:
+            out.setdefault((m["column"], bool(m.get("relative", False))), m["effect"])
+    return out
+
+
+def measure_effect(measure: dict, ref_mean: float, power_cfg: dict, declared: dict | None = None) -> float:
+    """The absolute effect to detect for `measure` (see the module docstring); `declared`:
+    declared_effects of the study's measures, for entries without an `effect` of their own."""
     column, relative = measure["column"], measure.get("relative", False)
-    if "effect" in measure:
-        return measure["effect"] * abs(ref_mean) if relative else measure["effect"]
+    effect = measure.get("effect", (declared or {}).get((column, bool(relative))))
+    if effect is not None:
+        return effect * abs(ref_mean) if relative else effect
     if column.endswith("_miou") and not relative:
         return power_cfg["miou_effect"]
     return power_cfg["relative_effect"] * abs(ref_mean)
@@ -202,6 +218,7 @@ def analyze(
     whose primary measures are primary (None: every pair); decision: the verdict's rule."""
     alpha, target = power_cfg["alpha"], power_cfg["power"]
     primary = {tuple(p) for p in (pairs if primary_pairs is None else primary_pairs)}
+    declared = declared_effects(specs)
     out = []
     for a, b in pairs:
         for m in specs:
@@ -215,7 +232,7 @@ def analyze(
                 n = len(d)
                 mean, sd, lo, hi = t_interval(d["diff"].to_numpy(), alpha)
                 ref = float(d[b].mean()) if n else math.nan
-                effect = measure_effect(m, ref, power_cfg) if n else math.nan
+                effect = measure_effect(m, ref, power_cfg, declared) if n else math.nan
                 by_rep = d.groupby("replicate")["diff"].mean()
                 is_primary = row_primary(m, a, b, primary)
                 row = {
@@ -242,7 +259,7 @@ def analyze(
                     "diff_by_replicate": "; ".join(f"{k}: {v:.4g}" for k, v in by_rep.items()),
                 }
                 if m.get("relative", False) and n and ref != 0:
-                    row.update(rel_diff=mean / ref, rel_ci_lo=lo / abs(ref), rel_ci_hi=hi / abs(ref))
+                    row.update(rel_diff=mean / abs(ref), rel_ci_lo=lo / abs(ref), rel_ci_hi=hi / abs(ref))
                 out.append(row)
     return pd.DataFrame(out, columns=ANALYSIS_COLUMNS)
 
