@@ -287,9 +287,12 @@ def test_study_answer_tool_prints_one_table_per_primary_pair_stage_by_stage(tmp_
     assert out.startswith("**conta − placebo, round 1**")
     row = df[df["measure"] == "seg_val_miou"].iloc[0]
     assert f"| segmentation | val mIoU | {row['mean_reference']:.2f} | {row['diff']:+.2f} [" in out
-    assert "| 6 | improves; effect ruled out |" in out
+    # the mean per replicate beside the pooled one (the design), and the detectable effect
+    assert f"| 0: +1.50, 1: +1.50 | {row['detectable']:.2f} | 6 | improves; effect ruled out |" in out
     cf = df[df["measure"] == "cf_pseudo_mask_pair"].iloc[0]
     assert f"| pseudo-mask | pair confusion | {cf['mean_reference']:.3g} | {100 * cf['rel_diff']:+.1f} % [" in out
+    per_rep = 100 * -0.1 * 1.5 / 0.5  # conta lowers cf_pair by 0.1 x its shift, 1.5 on average in both
+    assert f"| 0: {per_rep:+.1f} %, 1: {per_rep:+.1f} % | {100 * cf['detectable'] / 0.5:.1f} % |" in out
     assert study_answer.main([str(tmp_path), "--pair", "conta,none"]) == 1
     assert "no pair conta - none" in capsys.readouterr().err
     assert study_answer.main([str(tmp_path / "nothing")]) == 2

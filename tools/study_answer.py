@@ -7,8 +7,10 @@ Reads studies/<name>/analysis/pairs.csv (rule study_analysis; `--interim` reads
 analysis/interim/) and prints one Markdown table per compared pair, with one row per stage
 measure at `--round` (default: the last round in the table): the reference condition's mean,
 the mean paired difference with its 95 % t interval (confounding measures as % of the
-reference mean), n, and the verdict of the study's decision rule (primary rows only; see
-conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
+reference mean), the mean difference per dataset replicate (in the same unit: confounding
+measures as % of the pooled reference mean), the effect the n units detect with 80 % power
+at the measured sd (`detectable`), n, and the verdict of the study's decision rule (primary
+rows only; see conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
 train). Pairs default to those with primary rows (the study's primary_pairs).
 """
 
@@ -48,6 +50,27 @@ def _cell(row: pd.Series) -> str:
     return f"{100 * row['rel_diff']:+.1f} % [{100 * row['rel_ci_lo']:+.1f} %, {100 * row['rel_ci_hi']:+.1f} %]"
 
 
+def _by_replicate(row: pd.Series) -> str:
+    """diff_by_replicate ("101: 0.52; 102: -0.1") in the cell's unit."""
+    text = row.get("diff_by_replicate")
+    if not isinstance(text, str) or not text:
+        return ""
+    relative = not pd.isna(row["rel_diff"])
+    parts = []
+    for item in text.split("; "):
+        rep, value = item.split(": ")
+        v = float(value)
+        parts.append(f"{rep}: {100 * v / abs(row['mean_reference']):+.1f} %" if relative else f"{rep}: {v:+.2f}")
+    return ", ".join(parts)
+
+
+def _detectable(row: pd.Series) -> str:
+    v = row.get("detectable")
+    if pd.isna(v):
+        return ""
+    return f"{100 * v / abs(row['mean_reference']):.1f} %" if not pd.isna(row["rel_diff"]) else f"{v:.2f}"
+
+
 def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[tuple[str, str]] | None = None) -> str:
     """The Markdown tables (see the module docstring)."""
     if pairs.empty:
@@ -64,8 +87,8 @@ def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[
         lines = [
             f"**{a} − {b}, round {t}** (95 % t intervals over n units; no multiplicity correction)",
             "",
-            f"| stage | measure | {b} mean | {a} − {b} [95 % CI] | n | verdict |",
-            "| --- | --- | --- | --- | --- | --- |",
+            f"| stage | measure | {b} mean | {a} − {b} [95 % CI] | per replicate | detectable (80 % power) | n | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for stage, measures in STAGES:
             for m in measures:
@@ -78,7 +101,10 @@ def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[
                 fmt = ".2f" if m.endswith("_miou") else ".3g"
                 ref_text = "" if isinstance(ref, float) and math.isnan(ref) else format(ref, fmt)
                 verdict = "" if pd.isna(r["verdict"]) else r["verdict"]
-                lines.append(f"| {stage} | {_label(m)} | {ref_text} | {_cell(r)} | {int(r['n'])} | {verdict} |")
+                lines.append(
+                    f"| {stage} | {_label(m)} | {ref_text} | {_cell(r)} | {_by_replicate(r)} | {_detectable(r)} "
+                    f"| {int(r['n'])} | {verdict} |"
+                )
         out.append("\n".join(lines))
     return "\n\n".join(out) + "\n"
 
