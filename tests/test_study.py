@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import git as _git
 
-from conta_core.infra.config import DEFAULT_CONFIG, load_yaml
+from conta_core.infra.config import DEFAULT_CONFIG, ConfigError, load_yaml
 from conta_core.infra.study import StudyError, load_study, measures_table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,21 @@ def test_runs_get_merged_configs_and_one_base_per_replicate_and_seed(tmp_path):
     assert sorted(study.bases) == ["base_r0_s0", "base_r3_s1"]
     assert study.bases["base_r3_s1"]["rounds"] == 0
     assert study.pending_bases().keys() == study.bases.keys()
+
+
+def test_a_base_may_be_a_list_of_overlays_merged_in_order(tmp_path):
+    """Study 4 (SEAM) stacks the SEAM overlay on study 2's testbed file; the stack reaches the
+    base runs too (round 0 must be SEAM's)."""
+    (tmp_path / "seam.yaml").write_text("method: seam\nshards: 3\n")
+    path = make_study(tmp_path, GOOD, base=[str(REPO / ".test/config.yaml"), str(tmp_path / "seam.yaml"), {"shards": 4}])
+    study = load(path)
+    for cfg in [r.config for r in study.runs] + list(study.bases.values()):
+        assert cfg["method"] == "seam" and cfg["shards"] == 4  # the later overlay wins
+        assert cfg["pretrain"] == load(make_study(tmp_path, GOOD)).runs[0].config["pretrain"]  # the first still applies
+    with pytest.raises(ConfigError, match="base: .*missing.yaml does not exist"):
+        load(make_study(tmp_path, GOOD, base=[str(tmp_path / "missing.yaml")]))
+    with pytest.raises(StudyError, match="base"):
+        load(make_study(tmp_path, GOOD, base=[]))  # an empty list: say null instead
 
 
 def test_finished_runs_and_their_bases_are_not_pending(tmp_path):

@@ -2,7 +2,8 @@
 
     studies/<name>/study.yaml     the study (schema config/study_schema.yaml):
         name: example
-        base: ../../.test/config.yaml     # overlay on config/config.yaml for every run (or a mapping, or null)
+        base: ../../.test/config.yaml     # overlay on config/config.yaml for every run (or a mapping,
+                                          # a list of files / mappings merged in order, or null)
         sheet: runs.tsv
         rounds: 1
         pairs: [[conta, placebo]]         # (treatment, reference) conditions
@@ -328,9 +329,10 @@ def load_study(path: str | Path, default_config: dict) -> Study:
     data = load_yaml(path)
     _validate_study_file(data, path)
     name, folder = data["name"], path.parent
-    base = data.get("base") or {}
-    if isinstance(base, str):
-        base = _overlay_file(folder, base, f"study {name}: base")
+    base: dict = {}
+    items = data.get("base") or []
+    for item in items if isinstance(items, list) else [items]:  # later overlays win
+        base = deep_merge(base, _overlay_file(folder, item, f"study {name}: base") if isinstance(item, str) else item)
     default = {k: v for k, v in default_config.items() if k not in ("study", "shared_prefix")}
     results_dir = f"{deep_merge(default, base)['results_dir']}/{name}"
     rounds = int(data["rounds"])
