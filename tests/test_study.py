@@ -67,7 +67,9 @@ def test_a_base_may_be_a_list_of_overlays_merged_in_order(tmp_path):
     """Study 4 (SEAM) stacks the SEAM overlay on study 2's testbed file; the stack reaches the
     base runs too (round 0 must be SEAM's)."""
     (tmp_path / "seam.yaml").write_text("method: seam\nshards: 3\n")
-    path = make_study(tmp_path, GOOD, base=[str(REPO / ".test/config.yaml"), str(tmp_path / "seam.yaml"), {"shards": 4}])
+    path = make_study(
+        tmp_path, GOOD, base=[str(REPO / ".test/config.yaml"), str(tmp_path / "seam.yaml"), {"shards": 4}]
+    )
     study = load(path)
     for cfg in [r.config for r in study.runs] + list(study.bases.values()):
         assert cfg["method"] == "seam" and cfg["shards"] == 4  # the later overlay wins
