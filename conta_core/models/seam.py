@@ -166,14 +166,18 @@ class SEAMNet(ContextMixin, ResNet38):
     # --- optimisation ------------------------------------------------------------------------
 
     def get_parameter_groups(self) -> tuple[list, list, list, list]:
-        """The official four groups (trunk weights, trunk biases, new weights, new biases); the
-        context module's W_1, W_2 join the new weights / biases."""
-        groups = parameter_groups(self, self.from_scratch_layers)
-        if self.uses_context:
-            for name, p in self.context.named_parameters():
-                if p.requires_grad:
-                    groups[3 if name.endswith("bias") else 2].append(p)
-        return groups
+        """The official four groups (trunk weights, trunk biases, new weights, new biases),
+        without the context module (context_parameter_groups)."""
+        return parameter_groups(self, self.from_scratch_layers)
+
+    def context_parameter_groups(self) -> tuple[list, list]:
+        """The context module's (W_1, W_2 weights, their biases), trainable only; empty without
+        context. make_optimizer gives them the new layers' lr times context.lr_mult, as IRNet's
+        classifier does (CAMNet.optimizer_groups)."""
+        if not self.uses_context:
+            return [], []
+        named = [(n, p) for n, p in self.context.named_parameters() if p.requires_grad]
+        return [p for n, p in named if not n.endswith("bias")], [p for n, p in named if n.endswith("bias")]
 
 
 def seam_config(cfg: dict, context: dict | None, num_fg: int) -> dict:

@@ -18,7 +18,8 @@ Kwak, CVPR 2018; https://github.com/jiwoon-ahn/psa). Per round t:
    seam.psa_optimizer_quirk (official: true): PSA's PolyOptimizer calls SGD(params, lr,
    weight_decay), so the momentum is the weight decay value (5e-4) instead of seam.momentum;
    the per-group weight decay is kept (SEAM's groups set it explicitly).
-   t > 0: CONTA's context at block 5 (conta_core.models.seam), both branches get the same M.
+   t > 0: CONTA's context at block 5 (conta_core.models.seam), both branches get the same M;
+   W_1, W_2 learn at the new layers' rate times context.lr_mult, as in IRNet's classifier.
 2. `make_seam_cams` (infer_SEAM.py): cam_rv of the image at seam.cam_scales (PIL bicubic)
    and their flips, foreground channels resized bilinearly (align_corners=False) to H x W,
    flips flipped back, summed over all passes; negatives set to 0; per class channel
@@ -211,12 +212,21 @@ def affinity_loss(
 
 
 def make_optimizer(model: SEAMNet | AffinityNet, lr: float, cfg: dict) -> torch.optim.SGD:
-    """SGD over the official four groups (module docstring); group["initial_lr"] for poly."""
+    """SGD over the official four groups (module docstring); group["initial_lr"] for poly. With
+    a context module, its weights and biases are two more groups at the new layers' lr times
+    `context.lr_mult` (weight decay on the weights only), as in IRNet's classifier, where
+    W_1, W_2 get the new layers' lr times lr_mult. [OURS: the SEAM code has no context; the
+    bias group keeps SEAM's 2x of the biases]"""
     mults = [float(m) for m in cfg["lr_mults"]]
     wd = float(cfg["weight_decay"])
+    sets = list(zip(model.get_parameter_groups(), mults))
+    if isinstance(model, SEAMNet) and model.uses_context:
+        ctx_mult = float(model.context_cfg.get("lr_mult", 1.0))
+        weights, biases = model.context_parameter_groups()
+        sets += [(weights, mults[2] * ctx_mult), (biases, mults[3] * ctx_mult)]
     groups = [
         {"params": params, "lr": lr * mult, "initial_lr": lr * mult, "weight_decay": wd if i % 2 == 0 else 0.0}
-        for i, (params, mult) in enumerate(zip(model.get_parameter_groups(), mults))
+        for i, (params, mult) in enumerate(sets)
         if params
     ]
     momentum = wd if cfg["psa_optimizer_quirk"] else float(cfg["momentum"])
