@@ -92,23 +92,21 @@ def test_psa_optimizer_quirk_puts_the_weight_decay_into_the_momentum():
 def test_context_learns_at_the_new_layers_rate_times_lr_mult_as_in_irnet():
     """W_1, W_2 get new-weights lr x context.lr_mult (biases: new-biases lr x lr_mult), as IRNet's
     classifier gives them new_lr x lr_mult; before, they joined the new layers at 1/lr_mult of it."""
-    net = SEAMNet(0.0625, num_classes=3, context={**CTX, "lr_mult": 100.0}).train()
+    net = SEAMNet(0.0625, num_classes=3, context={**CTX, "lr_mult": 100.0, "bias": True}).train()
     cfg = {"lr_mults": [1, 2, 10, 20], "weight_decay": 5e-4, "momentum": 0.9, "psa_optimizer_quirk": False}
     groups = make_optimizer(net, 0.01, cfg).param_groups
     ctx_ids = {id(p) for p in net.context.parameters() if p.requires_grad}
     ctx_groups = [g for g in groups if {id(p) for p in g["params"]} & ctx_ids]
     assert all({id(p) for p in g["params"]} <= ctx_ids for g in ctx_groups)  # only context in them
-    assert sum(len(g["params"]) for g in ctx_groups) == len(ctx_ids)
-    weights = [g for g in ctx_groups if g["weight_decay"] > 0]
-    assert len(weights) == 1 and weights[0]["lr"] == weights[0]["initial_lr"] == pytest.approx(0.01 * 10 * 100)
-    for g in ctx_groups:
-        if g["weight_decay"] == 0:
-            assert g["lr"] == pytest.approx(0.01 * 20 * 100)
+    assert sum(len(g["params"]) for g in ctx_groups) == len(ctx_ids) == 4  # W_1, W_2 and their biases
+    assert [(g["lr"], g["initial_lr"], g["weight_decay"], len(g["params"])) for g in ctx_groups] == [
+        (pytest.approx(0.01 * 10 * 100), pytest.approx(0.01 * 10 * 100), 5e-4, 2),  # weights
+        (pytest.approx(0.01 * 20 * 100), pytest.approx(0.01 * 20 * 100), 0.0, 2),  # biases: no decay
+    ]
     # the official groups are what they were without context
     plain = make_optimizer(SEAMNet(0.0625, num_classes=3).train(), 0.01, cfg).param_groups
-    assert [(g["lr"], len(g["params"])) for g in groups if g not in ctx_groups] == [
-        (g["lr"], len(g["params"])) for g in plain
-    ]
+    official = [g for g in groups if not any(g is c for c in ctx_groups)]
+    assert [(g["lr"], len(g["params"])) for g in official] == [(g["lr"], len(g["params"])) for g in plain]
 
 
 def test_context_at_block_5_and_the_exact_mixture():

@@ -113,6 +113,26 @@ def test_stale_checkpoint_is_removed_and_training_starts_over(tmp_path, caplog):
     assert_same_weights(ref.state_dict(), model.state_dict())
 
 
+def test_checkpoint_of_other_optimizer_groups_is_removed_and_training_starts_over(tmp_path, caplog):
+    """Same config fingerprint, but the code now splits the parameters into other groups (as
+    SEAM's context got its own groups): the checkpoint cannot resume this optimizer."""
+    out = tmp_path / "m.pth"
+    _toy_loop(out, {"every": 2, "minutes": 0, "keep": True})
+    ckpt_path = sorted(resume_dir(out).iterdir())[-1]
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    ckpt["optimizer"]["param_groups"] = [
+        dict(ckpt["optimizer"]["param_groups"][0], params=[0]),
+        dict(ckpt["optimizer"]["param_groups"][0], params=[1]),
+    ]
+    torch.save(ckpt, ckpt_path)
+    ref, ref_rows = _toy_loop(tmp_path / "ref.pth")
+    with caplog.at_level(logging.WARNING, logger="conta.training"):
+        model, rows = _toy_loop(out, {"every": 2, "minutes": 0, "keep": True})
+    assert "other optimizer parameter groups" in caplog.text
+    assert rows == ref_rows
+    assert_same_weights(ref.state_dict(), model.state_dict())
+
+
 def test_unreadable_newest_checkpoint_falls_back_to_the_older_one(tmp_path):
     out = tmp_path / "m.pth"
     _toy_loop(out, {"every": 2, "minutes": 0, "keep": True})

@@ -220,6 +220,15 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def optimizer_layout(state: dict) -> list[tuple]:
+    """(number of parameters, initial_lr, weight_decay) per parameter group of an optimizer
+    state_dict: what a resume checkpoint's optimizer must share with the trainer's. The config
+    fingerprint cannot see a change of the code's groups (the SEAM context's own groups,
+    CHANGELOG), after which load_state_dict would fail on every rerun or, with as many groups,
+    give the parameters another group's state."""
+    return [(len(g["params"]), g.get("initial_lr"), g.get("weight_decay")) for g in state["param_groups"]]
+
+
 def fit(loop: Loop) -> list[dict]:
     """Run loop.max_step steps (resuming from loop.resume when it holds a checkpoint); returns
     the log rows, one per step."""
@@ -228,6 +237,14 @@ def fit(loop: Loop) -> list[dict]:
     cuda = any(p.is_cuda for p in loop.model.parameters())
     rows: list[dict] = []
     ckpt = loop.resume.load() if loop.resume is not None else None
+    if ckpt is not None and optimizer_layout(ckpt["optimizer"]) != optimizer_layout(loop.optimizer.state_dict()):
+        log.warning(
+            "%s: made by code with other optimizer parameter groups; removing %s and starting over",
+            loop.resume.dir,
+            loop.resume.dir,
+        )
+        shutil.rmtree(loop.resume.dir, ignore_errors=True)
+        ckpt = None
     if ckpt is not None:
         loop.model.load_state_dict(ckpt["model"])
         loop.optimizer.load_state_dict(ckpt["optimizer"])

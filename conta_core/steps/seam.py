@@ -19,7 +19,8 @@ Kwak, CVPR 2018; https://github.com/jiwoon-ahn/psa). Per round t:
    weight_decay), so the momentum is the weight decay value (5e-4) instead of seam.momentum;
    the per-group weight decay is kept (SEAM's groups set it explicitly).
    t > 0: CONTA's context at block 5 (conta_core.models.seam), both branches get the same M;
-   W_1, W_2 learn at the new layers' rate times context.lr_mult, as in IRNet's classifier.
+   W_1, W_2 learn at the new layers' rate times context.lr_mult, as in IRNet's classifier
+   [OURS: SEAM has no context; make_optimizer].
 2. `make_seam_cams` (infer_SEAM.py): cam_rv of the image at seam.cam_scales (PIL bicubic)
    and their flips, foreground channels resized bilinearly (align_corners=False) to H x W,
    flips flipped back, summed over all passes; negatives set to 0; per class channel
