@@ -8,9 +8,10 @@ analysis/interim/) and prints one Markdown table per compared pair, with one row
 measure at `--round` (default: the last round in the table): the reference condition's mean,
 the mean paired difference with its 95 % t interval (confounding measures as % of the
 reference mean), the mean difference per dataset replicate (in the same unit: confounding
-measures as % of the pooled reference mean), the effect the n units detect with 80 % power
-at the measured sd (`detectable`), n, and the verdict of the study's decision rule (primary
-rows only; see conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
+measures as % of the pooled reference mean), the effect the n units detect with the study's
+target power (`power.power`, 80 % by default) at the measured sd (`detectable`), n, and the
+verdict of the study's decision rule (primary rows only; see
+conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
 train). Pairs default to those with primary rows (the study's primary_pairs).
 """
 
@@ -87,7 +88,7 @@ def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[
         lines = [
             f"**{a} − {b}, round {t}** (95 % t intervals over n units; no multiplicity correction)",
             "",
-            f"| stage | measure | {b} mean | {a} − {b} [95 % CI] | per replicate | detectable (80 % power) | n | verdict |",
+            f"| stage | measure | {b} mean | {a} − {b} [95 % CI] | per replicate | detectable | n | verdict |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for stage, measures in STAGES:

@@ -155,7 +155,10 @@ def trunk_keys(width: float = 1.0) -> list[str]:
 
 def parameter_groups(model: nn.Module, scratch: list[nn.Module]) -> tuple[list, list, list, list]:
     """The official get_parameter_groups: (trunk conv weights, trunk conv biases, new-layer
-    weights, new-layer biases), trainable Conv2d / GroupNorm parameters only (BN is frozen)."""
+    weights, new-layer biases), trainable Conv2d / GroupNorm parameters only. BatchNorm's weight
+    and bias are in no group, so they keep their loaded values also with freeze_bn False, which
+    changes only the statistics (batch statistics in training, running statistics updated).
+    [OURS: kept as the official groups; config/README.md says so]"""
     groups: tuple[list, list, list, list] = ([], [], [], [])
     ids = {id(m) for m in scratch}
     for m in model.modules():
