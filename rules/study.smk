@@ -59,7 +59,7 @@ for _name, _cfg, _exclude in STUDY_INSTANCES:
         exclude_rules=_exclude or None,
         name_modifier=f"{_name}_*",
     )(lambda: None)
-    # the study's `order`: the listed conditions' runs (and their bases) first (Study.priority)
+    # unit by unit, the `order` tiers first, then the other conditions (Study.priority)
     _priority = STUDY.priority(_name)
     for _rule in workflow.rules:
         if _rule.name not in _before:

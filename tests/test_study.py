@@ -153,8 +153,11 @@ def test_order_sets_priorities_unit_by_unit_then_unlisted_conditions(tmp_path):
     assert [study.priority(r.name) for r in study.runs] == [3, 4, 1, 2]
     assert study.priority("base_r3_s1") == 2
     only = load(make_study(tmp_path, GOOD, order=["placebo"]))
-    assert [only.priority(r.name) for r in only.runs] == [0, 2, 0, 1]  # conta after every placebo
-    assert load(make_study(tmp_path, GOOD)).priority("conta_s0") == 0  # no order: Snakemake's own
+    # conta after every placebo, and then unit by unit too (a `none` run's rounds are independent:
+    # with one priority for all, Snakemake interleaved every unlisted run and finished none early)
+    assert [only.priority(r.name) for r in only.runs] == [2, 4, 1, 3]
+    # no order: every condition unlisted, unit by unit in sheet order
+    assert [load(make_study(tmp_path, GOOD)).priority(r.name) for r in only.runs] == [4, 3, 2, 1]
     with pytest.raises(StudyError, match="order: condition none has no run"):
         load(make_study(tmp_path, GOOD, order=["conta", "none"]))
     with pytest.raises(StudyError, match="names a condition twice"):
@@ -174,8 +177,8 @@ def test_order_tiers_run_every_unit_of_a_tier_before_the_next_tier(tmp_path):
     only = load(make_study(tmp_path, GOOD, order=["placebo"]))
     Path(only.measures_file("placebo_s0")).parent.mkdir(parents=True, exist_ok=True)
     Path(only.measures_file("placebo_s0")).write_text("run\n")
-    assert only.priority("base_r0_s0") == only.priority("conta_s0") == 0
-    assert only.priority("base_r3_s1") == only.priority("placebo_s1") == 1
+    assert only.priority("base_r0_s0") == only.priority("conta_s0") == 2
+    assert only.priority("base_r3_s1") == only.priority("placebo_s1") == 3
     with pytest.raises(StudyError, match="mixes conditions and tiers"):
         load(make_study(tmp_path, GOOD, order=["placebo", ["conta"]]))
     with pytest.raises(StudyError, match="names a condition twice"):

@@ -52,13 +52,14 @@ def test_slurm_profile_dry_run_plans_one_round0_per_seed(tmp_path):
     (study.parent / "study.yaml").write_text(study.read_text() + "order: [placebo]\n")
     proc = snakemake(tmp_path, study, "-n", "--profile", str(REPO / "profiles/slurm"), timeout=600)
     out = proc.stdout + proc.stderr
-    # `order`: unit (seed 0) before unit (seed 1), placebo before conta (Snakemake job priorities)
+    # `order`: unit (seed 0) before unit (seed 1), placebo before conta, then conta unit by unit
+    # (Snakemake job priorities)
     prio = {}
     for block in out.split("\nrule ")[1:]:
         rule = block.split(":", 1)[0]
         prio[rule] = int(block.split("priority: ")[1].split()[0]) if "priority: " in block.split("\n\n")[0] else 0
-    assert prio["base_r0_s0_train_cls"] == prio["placebo_s0_train_cls"] == 2 and prio["conta_s0_train_cls"] == 0
-    assert prio["base_r0_s1_train_cls"] == prio["placebo_s1_train_cls"] == 1
+    assert prio["base_r0_s0_train_cls"] == prio["placebo_s0_train_cls"] == 4 and prio["conta_s0_train_cls"] == 2
+    assert prio["base_r0_s1_train_cls"] == prio["placebo_s1_train_cls"] == 3 and prio["conta_s1_train_cls"] == 1
     # the profile's per-rule resources reach the prefixed rules of every run
     assert "rule conta_s0_train_cls:" in out and "runtime=360" in out
     counts = {}

@@ -40,12 +40,15 @@ machine that ran Snakemake's main process, where the local rule study_measures r
 
 Order [OURS]: `order` lists conditions whose runs go first. rules/study.smk gives every job of
 a run the Snakemake priority `Study.priority(run)`: unit by unit in sheet order, within a unit
-its base and then the listed conditions in `order`, and the runs of unlisted conditions last
-(a base goes with its unit's first pending run).
+its base and then the listed conditions in `order`, and then the runs of the unlisted
+conditions, again unit by unit in sheet order (a base goes with its unit's first pending run).
 When several jobs are ready the higher priority runs first, so with `--cores 2` the study
 completes unit after unit of the listed conditions (a study cut short by its budget has whole
 units, each with its measures files committed) before any unlisted run starts; on a cluster
-they are submitted first. Without `order`, Snakemake's own order.
+they are submitted first. Without `order`, every condition is unlisted: unit by unit, in
+sheet order. Runs therefore finish one after another, not all at the end: the rounds of a
+`none` run do not depend on each other, and with one priority for all of them Snakemake ran
+the classifiers of every round of every `none` run before any run's later steps.
 An entry of `order` may itself be a list, a tier: `order: [[conta, placebo], [conta_b2,
 placebo_b2]]` runs every unit of the first tier's conditions, unit by unit, before the second
 tier's first run; a flat list is one tier.
@@ -137,27 +140,26 @@ class Study:
     commit: str | None = None  # the commit the runs come from (check_commit)
 
     def priority(self, run: str) -> int:
-        """Snakemake priority of every job of `run` (a sheet run or a base run), from `order`:
-        tier by tier, in a tier the units (replicate, seed) in sheet order, and within a unit the
-        tier's conditions in order, each run one step below the previous; runs of unlisted
-        conditions 0; a base run as the highest of its unit's pending runs (a unit whose listed
-        runs are finished rebuilds its base when its unlisted runs come, not before). So unit 1's listed runs finish before unit 2's start,
-        and every listed run before any unlisted one (see the module docstring)."""
+        """Snakemake priority (>= 1) of every job of `run` (a sheet run or a base run): tier by
+        tier (the tiers of `order`, then one tier of the unlisted conditions in sheet order), in
+        a tier the units (replicate, seed) in sheet order, and within a unit the tier's
+        conditions in order, each run one step below the previous; a base run as the highest of
+        its unit's pending runs (a unit whose listed runs are finished rebuilds its base when
+        its unlisted runs come, not before). So unit 1's runs of a tier finish before unit 2's
+        start, and every listed run before any unlisted one (see the module docstring)."""
         units = list(dict.fromkeys(r.group for r in self.runs))
         n_units = len(units)
-        if not self.order:
-            return 0
+        listed = {c for t in self.order for c in t}
+        unlisted = [c for c in dict.fromkeys(r.condition for r in self.runs) if c not in listed]
+        tiers = self.order + ([unlisted] if unlisted else [])
         # tier i takes the band of priorities above every later tier: offset + (units left) * k - j
-        offsets = [n_units * sum(len(t) for t in self.order[i + 1 :]) for i in range(len(self.order))]
+        offsets = [n_units * sum(len(t) for t in tiers[i + 1 :]) for i in range(len(tiers))]
         if run in self.bases:  # as its first pending run (its runs need it first anyway)
             mine = [r for r in self.runs if r.base == run]
             return max(self.priority(r.name) for r in ([r for r in mine if not self.finished(r)] or mine))
         r = next(r for r in self.runs if r.name == run)
-        where = [(i, t.index(r.condition)) for i, t in enumerate(self.order) if r.condition in t]
-        if not where:
-            return 0
-        group, (tier, j) = r.group, where[0]
-        return offsets[tier] + (n_units - units.index(group)) * len(self.order[tier]) - j
+        tier, j = next((i, t.index(r.condition)) for i, t in enumerate(tiers) if r.condition in t)
+        return offsets[tier] + (n_units - units.index(r.group)) * len(tiers[tier]) - j
 
     def measures_file(self, run: str) -> str:
         return str(self.folder / MEASURES_DIR / f"{run}.csv")
