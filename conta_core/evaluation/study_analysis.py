@@ -11,9 +11,9 @@ difference, its sd (ddof 1), the 95 % t interval mean +- t_{1-alpha/2, n-1} sd /
 difference relative to the reference mean (and its interval, the same interval divided by
 the reference mean's absolute value) where the measure asks for it, the power of the
 two-sided paired t test against the effect (noncentral t, noncentrality effect sqrt(n) / sd)
-and the seeds needed for
-the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n)
-<= effect (the t-quantile approximation; z quantiles, 1.96 + 0.84, undercount small n), and
+and the seeds needed for the target power: the smallest n >= 2 with (t_{1-alpha/2, n-1} +
+t_{power, n-1}) sd / sqrt(n) <= effect (the t-quantile approximation; z quantiles, 1.96 +
+0.84, undercount small n), and
 `detectable`, the effect these n units detect with the target power at the measured sd,
 (t_{1-alpha/2, n-1} + t_{power, n-1}) sd / sqrt(n), in the column's units.
 

@@ -141,8 +141,9 @@ class Resume:
         self.settings = checkpoint_settings(settings)
         self.fingerprint = fp
 
-    def load(self) -> dict | None:
-        """The newest readable checkpoint with this fingerprint, or None (stale ones removed)."""
+    def load(self, optimizer: torch.optim.Optimizer | None = None) -> dict | None:
+        """The newest readable checkpoint with this fingerprint, or None (stale ones removed);
+        with `optimizer`, also stale when its parameter groups differ (optimizer_layout)."""
         for _, path in resume_steps(self.out_path):
             try:
                 ckpt = load_torch(path)
@@ -154,6 +155,16 @@ class Resume:
                 continue
             if ckpt.get("fingerprint") != self.fingerprint:
                 log.warning("%s: made with another config, ids or seed; removing %s and starting over", path, self.dir)
+                shutil.rmtree(self.dir, ignore_errors=True)
+                return None
+            if optimizer is not None and optimizer_layout(ckpt["optimizer"]) != optimizer_layout(
+                optimizer.state_dict()
+            ):
+                log.warning(
+                    "%s: made by code with other optimizer parameter groups; removing %s and starting over",
+                    path,
+                    self.dir,
+                )
                 shutil.rmtree(self.dir, ignore_errors=True)
                 return None
             return ckpt
@@ -236,15 +247,7 @@ def fit(loop: Loop) -> list[dict]:
         raise ValueError(f"{loop.name}: nothing to train ({loop.max_step} steps, {loop.steps_per_epoch} per epoch)")
     cuda = any(p.is_cuda for p in loop.model.parameters())
     rows: list[dict] = []
-    ckpt = loop.resume.load() if loop.resume is not None else None
-    if ckpt is not None and optimizer_layout(ckpt["optimizer"]) != optimizer_layout(loop.optimizer.state_dict()):
-        log.warning(
-            "%s: made by code with other optimizer parameter groups; removing %s and starting over",
-            loop.resume.dir,
-            loop.resume.dir,
-        )
-        shutil.rmtree(loop.resume.dir, ignore_errors=True)
-        ckpt = None
+    ckpt = loop.resume.load(loop.optimizer) if loop.resume is not None else None
     if ckpt is not None:
         loop.model.load_state_dict(ckpt["model"])
         loop.optimizer.load_state_dict(ckpt["optimizer"])
