@@ -296,3 +296,36 @@ def test_study_answer_tool_prints_one_table_per_primary_pair_stage_by_stage(tmp_
     assert study_answer.main([str(tmp_path), "--pair", "conta,none"]) == 1
     assert "no pair conta - none" in capsys.readouterr().err
     assert study_answer.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_study_answer_summary_puts_condition_means_beside_every_pair(tmp_path, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import study_answer
+
+    specs = [{"column": "seg_val_miou", "role": "primary"}, {"column": "cf_pseudo_mask_pair", "relative": True}]
+    m = _measures().rename(columns={"cf_pair": "cf_pseudo_mask_pair"})
+    none = m[m["condition"] == "placebo"].assign(condition="none", run=lambda d: "none" + d["run"].str[7:])
+    none["seg_val_miou"] -= 0.5 + 0.2 * none["seed"]
+    m = pd.concat([m, none], ignore_index=True)
+    df = analyze(m, [("conta", "placebo"), ("conta", "none")], specs, 1, POWER)
+    (tmp_path / "analysis").mkdir()
+    df.to_csv(tmp_path / "analysis" / "pairs.csv", index=False)
+    args = [str(tmp_path), "--summary", "--pair", "conta,placebo", "--pair", "conta,none"]
+    assert study_answer.main(args + ["--conditions", "none,placebo,conta"]) == 0
+    out = capsys.readouterr().out
+    assert "| stage | measure | none | placebo | conta | conta − placebo | conta − none |" in out
+    seg = df[df["measure"] == "seg_val_miou"].set_index("reference")
+    means = [
+        seg.loc["none", "mean_reference"],
+        seg.loc["placebo", "mean_reference"],
+        seg.loc["placebo", "mean_treatment"],
+    ]
+    cells = " | ".join(f"{v:.2f}" for v in means)
+    p = seg.loc["placebo"]
+    assert f"| segmentation | val mIoU | {cells} | {p['diff']:+.2f} [{p['ci_lo']:+.2f}, {p['ci_hi']:+.2f}] |" in out
+    # the primary measure first, the other one marked secondary
+    assert out.index("| segmentation | val mIoU") < out.index("| pseudo-mask (secondary) | pair confusion")
+    assert study_answer.main(args + ["--conditions", "none,sham"]) == 1
+    assert "no condition sham" in capsys.readouterr().err

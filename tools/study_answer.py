@@ -2,6 +2,7 @@
 """The answer table of a study, stage by stage, from its analysis (for README and docs).
 
     python tools/study_answer.py studies/em3 [--round 3] [--pair conta,placebo --pair conta,none]
+    python tools/study_answer.py studies/em3 --summary [--conditions none,placebo,conta]
 
 Reads studies/<name>/analysis/pairs.csv (rule study_analysis; `--interim` reads
 analysis/interim/) and prints one Markdown table per compared pair, with one row per stage
@@ -13,6 +14,11 @@ target power (`power.power`, 80 % by default) at the measured sd (`detectable`),
 verdict of the study's decision rule (primary rows only; see
 conta_core.evaluation.study_analysis). Stages: CAMs, pseudo-masks, segmentation (val, then
 train). Pairs default to those with primary rows (the study's primary_pairs).
+
+--summary: one table instead (README's): a row per measure at `--round`, the measures with a
+primary row first, then the others marked "(secondary)"; a column with each condition's mean
+over its units (`--conditions` sets their order; default: as they appear in the pairs,
+references first), then a column per pair with its difference and interval as above.
 """
 
 from __future__ import annotations
@@ -110,12 +116,66 @@ def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[
     return "\n\n".join(out) + "\n"
 
 
+def summary_table(
+    pairs: pd.DataFrame,
+    round_: int | None = None,
+    compare: list[tuple[str, str]] | None = None,
+    conditions: list[str] | None = None,
+) -> str:
+    """The one-table summary (see the module docstring, --summary)."""
+    if pairs.empty:
+        raise ValueError("the analysis has no pairs (a descriptive study: read conditions.md)")
+    if compare is None:
+        primary = pairs[pairs["role"] == "primary"]
+        compare = list(dict.fromkeys(zip(primary["treatment"], primary["reference"])))
+    for a, b in compare:
+        if pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)].empty:
+            raise ValueError(f"no pair {a} - {b} in the analysis")
+    t = int(pairs["round"].max()) if round_ is None else round_
+    at = pairs[pairs["round"] == t]
+    if conditions is None:
+        conditions = list(dict.fromkeys([b for _, b in compare] + [a for a, _ in compare]))
+    means: dict[tuple[str, str], float] = {}  # (condition, measure) -> mean over its units
+    for _, r in at.iterrows():
+        means.setdefault((r["treatment"], r["measure"]), r["mean_treatment"])
+        means.setdefault((r["reference"], r["measure"]), r["mean_reference"])
+    unknown = [c for c in conditions if not any(k[0] == c for k in means)]
+    if unknown:
+        raise ValueError(f"no condition {', '.join(unknown)} in the analysis at round {t}")
+    ordered = [m for _, ms in STAGES for m in ms]
+    stage_of = {m: stage for stage, ms in STAGES for m in ms}
+    is_primary = {m: bool((at[(at["measure"] == m)]["role"] == "primary").any()) for m in ordered}
+    rows = [m for m in ordered if is_primary[m]] + [m for m in ordered if not is_primary[m]]
+    lines = [
+        f"**Round {t}**: means over the units; differences with 95 % t intervals (no multiplicity correction)",
+        "",
+        "| stage | measure | " + " | ".join(conditions) + " | " + " | ".join(f"{a} − {b}" for a, b in compare) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in conditions + compare) + " |",
+    ]
+    for m in rows:
+        if not (at["measure"] == m).any():
+            continue
+        fmt = ".2f" if m.endswith("_miou") else ".3g"
+        cells = []
+        for c in conditions:
+            v = means.get((c, m))
+            cells.append("" if v is None or pd.isna(v) else format(v, fmt))
+        for a, b in compare:
+            r = at[(at["treatment"] == a) & (at["reference"] == b) & (at["measure"] == m)]
+            cells.append("" if r.empty else _cell(r.sort_values("role").iloc[0]))
+        stage = stage_of[m] + ("" if is_primary[m] else " (secondary)")
+        lines.append(f"| {stage} | {_label(m)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study_dir", type=Path, help="studies/<name>")
     ap.add_argument("--round", type=int, default=None)
     ap.add_argument("--pair", action="append", default=None, help="treatment,reference (repeatable)")
     ap.add_argument("--interim", action="store_true", help="read analysis/interim/ (a study not finished)")
+    ap.add_argument("--summary", action="store_true", help="one table: condition means and every pair")
+    ap.add_argument("--conditions", default=None, help="--summary's column order, e.g. none,placebo,conta")
     args = ap.parse_args(argv)
     path = args.study_dir / "analysis" / ("interim" if args.interim else "") / "pairs.csv"
     if not path.is_file():
@@ -123,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     compare = [tuple(p.split(",", 1)) for p in args.pair] if args.pair else None
     try:
-        print(answer_tables(pd.read_csv(path), args.round, compare), end="")
+        pairs = pd.read_csv(path)
+        if args.summary:
+            conditions = args.conditions.split(",") if args.conditions else None
+            print(summary_table(pairs, args.round, compare, conditions), end="")
+        else:
+            print(answer_tables(pairs, args.round, compare), end="")
     except ValueError as e:
         print(f"study_answer: {path}: {e}", file=sys.stderr)
         return 1
