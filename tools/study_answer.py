@@ -24,7 +24,6 @@ references first), then a column per pair with its difference and interval as ab
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -78,18 +77,35 @@ def _detectable(row: pd.Series) -> str:
     return f"{100 * v / abs(row['mean_reference']):.1f} %" if not pd.isna(row["rel_diff"]) else f"{v:.2f}"
 
 
-def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[tuple[str, str]] | None = None) -> str:
-    """The Markdown tables (see the module docstring)."""
+def _compare(pairs: pd.DataFrame, compare: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """The pairs to show: `compare`, each checked to be in the analysis, or those with primary rows."""
     if pairs.empty:
         raise ValueError("the analysis has no pairs (a descriptive study: read conditions.md)")
     if compare is None:
         primary = pairs[pairs["role"] == "primary"]
-        compare = list(dict.fromkeys(zip(primary["treatment"], primary["reference"])))
-    out = []
+        return list(dict.fromkeys(zip(primary["treatment"], primary["reference"])))
     for a, b in compare:
-        part = pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)]
-        if part.empty:
+        if pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)].empty:
             raise ValueError(f"no pair {a} - {b} in the analysis")
+    return compare
+
+
+def _row(part: pd.DataFrame, measure: str, round_: int) -> pd.Series | None:
+    """A pair's row for `measure` at `round_` (a measure listed twice, primary at round 3 and
+    secondary at others, has one row per round; the primary one wins), or None."""
+    rows = part[(part["measure"] == measure) & (part["round"] == round_)]
+    return None if rows.empty else rows.sort_values("role").iloc[0]
+
+
+def _value(measure: str, v: float) -> str:
+    return "" if pd.isna(v) else format(v, ".2f" if measure.endswith("_miou") else ".3g")
+
+
+def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[tuple[str, str]] | None = None) -> str:
+    """The Markdown tables (see the module docstring)."""
+    out = []
+    for a, b in _compare(pairs, compare):
+        part = pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)]
         t = int(part["round"].max()) if round_ is None else round_
         lines = [
             f"**{a} − {b}, round {t}** (95 % t intervals over n units; no multiplicity correction)",
@@ -99,17 +115,12 @@ def answer_tables(pairs: pd.DataFrame, round_: int | None = None, compare: list[
         ]
         for stage, measures in STAGES:
             for m in measures:
-                rows = part[(part["measure"] == m) & (part["round"] == t)]
-                if rows.empty:
+                r = _row(part, m, t)
+                if r is None:
                     continue
-                # a measure listed twice (primary at round 3, secondary at others) has one row per round
-                r = rows.sort_values("role").iloc[0]
-                ref = r["mean_reference"]
-                fmt = ".2f" if m.endswith("_miou") else ".3g"
-                ref_text = "" if isinstance(ref, float) and math.isnan(ref) else format(ref, fmt)
                 verdict = "" if pd.isna(r["verdict"]) else r["verdict"]
                 lines.append(
-                    f"| {stage} | {_label(m)} | {ref_text} | {_cell(r)} | {_by_replicate(r)} | {_detectable(r)} "
+                    f"| {stage} | {_label(m)} | {_value(m, r['mean_reference'])} | {_cell(r)} | {_by_replicate(r)} | {_detectable(r)} "
                     f"| {int(r['n'])} | {verdict} |"
                 )
         out.append("\n".join(lines))
@@ -123,14 +134,7 @@ def summary_table(
     conditions: list[str] | None = None,
 ) -> str:
     """The one-table summary (see the module docstring, --summary)."""
-    if pairs.empty:
-        raise ValueError("the analysis has no pairs (a descriptive study: read conditions.md)")
-    if compare is None:
-        primary = pairs[pairs["role"] == "primary"]
-        compare = list(dict.fromkeys(zip(primary["treatment"], primary["reference"])))
-    for a, b in compare:
-        if pairs[(pairs["treatment"] == a) & (pairs["reference"] == b)].empty:
-            raise ValueError(f"no pair {a} - {b} in the analysis")
+    compare = _compare(pairs, compare)
     t = int(pairs["round"].max()) if round_ is None else round_
     at = pairs[pairs["round"] == t]
     if conditions is None:
@@ -155,14 +159,10 @@ def summary_table(
     for m in rows:
         if not (at["measure"] == m).any():
             continue
-        fmt = ".2f" if m.endswith("_miou") else ".3g"
-        cells = []
-        for c in conditions:
-            v = means.get((c, m))
-            cells.append("" if v is None or pd.isna(v) else format(v, fmt))
+        cells = ["" if (c, m) not in means else _value(m, means[(c, m)]) for c in conditions]
         for a, b in compare:
-            r = at[(at["treatment"] == a) & (at["reference"] == b) & (at["measure"] == m)]
-            cells.append("" if r.empty else _cell(r.sort_values("role").iloc[0]))
+            r = _row(at[(at["treatment"] == a) & (at["reference"] == b)], m, t)
+            cells.append("" if r is None else _cell(r))
         stage = stage_of[m] + ("" if is_primary[m] else " (secondary)")
         lines.append(f"| {stage} | {_label(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
